@@ -1,0 +1,1 @@
+"""Cost evaluators: what an architecture of an NNI model space costs."""
