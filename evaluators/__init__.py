@@ -1,1 +1,20 @@
-"""Cost evaluators: what an architecture of an NNI model space costs."""
+"""Cost evaluators: what an architecture of an NNI model space costs.
+
+Bind an evaluator once to a raw model space, then ask ``cost(arch)`` every training step::
+
+    macs = MacsCost(input_shape=(1, 3, 32, 32)).bind(space)
+    macs(arch)            # MACs of space.freeze(space.prune(arch)), exactly as fvcore counts them
+"""
+
+from .base import AdditiveCost, CallableCost, CompositeCost, CostEvaluator, as_evaluator
+from .flops import MacsCost, ParamsCost
+
+__all__ = [
+    "CostEvaluator",
+    "AdditiveCost",
+    "CallableCost",
+    "CompositeCost",
+    "as_evaluator",
+    "MacsCost",
+    "ParamsCost",
+]
