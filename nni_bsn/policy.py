@@ -1,0 +1,137 @@
+"""The architecture distribution: one Bernoulli logit per binary gate, one categorical per other choice."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from nni.mutable import Categorical, CategoricalMultiple, Mutable
+from torch import nn
+
+__all__ = ["ArchitectureDistribution", "is_gate"]
+
+_GATE_VALUES = ("off", "on")
+
+
+def is_gate(mutable: Mutable) -> bool:
+    """A binary gate is a categorical choice between exactly ``'off'`` and ``'on'``."""
+    return isinstance(mutable, Categorical) and sorted(map(str, mutable.values)) == list(_GATE_VALUES)
+
+
+class ArchitectureDistribution(nn.Module):
+    """A factorised distribution over the architectures of an NNI space.
+
+    Every binary gate ``g`` is kept with probability ``sigmoid(theta_g)`` (one vectorised Bernoulli);
+    every other choice (a LayerChoice with more candidates, an InputChoice choosing one input, a Repeat
+    depth, an ``nni.choice`` of a mixed operation) has a categorical distribution over its values.
+
+    Parameters
+    ----------
+    mutables
+        ``{label: mutable}`` as returned by ``model_space.simplify()`` (only supported kinds).
+    init_keep_prob
+        Initial probability of keeping a gate (the paper initialises logits at 3, i.e. about 0.95).
+    """
+
+    def __init__(self, mutables: Mapping[str, Mutable], init_keep_prob: float = 0.95):
+        super().__init__()
+        self.gate_labels = [label for label, m in mutables.items() if is_gate(m)]
+        self.choice_labels = [label for label, m in mutables.items() if not is_gate(m)]
+        self._choice_values: list[list[Any]] = []
+        self._choice_multiple: list[bool] = []
+        for label in self.choice_labels:
+            m = mutables[label]
+            self._choice_values.append(list(m.values))
+            self._choice_multiple.append(isinstance(m, CategoricalMultiple))
+        logit = math.log(init_keep_prob / (1.0 - init_keep_prob))
+        self.gate_logits = nn.Parameter(torch.full((len(self.gate_labels),), logit))
+        self.choice_logits = nn.ParameterList(
+            [nn.Parameter(torch.zeros(len(v))) for v in self._choice_values]
+        )
+
+    @property
+    def labels(self) -> list[str]:
+        """Every label, gates first."""
+        return self.gate_labels + self.choice_labels
+
+    def _choice_value(self, i: int, index: int) -> Any:
+        value = self._choice_values[i][index]
+        return [value] if self._choice_multiple[i] else value
+
+    def _to_archs(self, bits: torch.Tensor, indices: list[torch.Tensor]) -> list[dict[str, Any]]:
+        rows = bits.to(torch.bool).tolist()
+        idx_rows = [ix.tolist() for ix in indices]
+        archs = []
+        for k, row in enumerate(rows):
+            arch = {label: ("on" if b else "off") for label, b in zip(self.gate_labels, row)}
+            for i, label in enumerate(self.choice_labels):
+                arch[label] = self._choice_value(i, idx_rows[i][k])
+            archs.append(arch)
+        return archs
+
+    def sample(self, k: int = 1) -> tuple[list[dict[str, Any]], torch.Tensor]:
+        """Draw ``k`` architectures; returns them with their log-probabilities (a differentiable ``[k]`` tensor)."""
+        bern = torch.distributions.Bernoulli(logits=self.gate_logits)
+        bits = bern.sample((k,))
+        logp = bern.log_prob(bits).sum(-1)
+        indices = []
+        for logits in self.choice_logits:
+            cat = torch.distributions.Categorical(logits=logits)
+            ix = cat.sample((k,))
+            logp = logp + cat.log_prob(ix)
+            indices.append(ix)
+        return self._to_archs(bits, indices), logp
+
+    def encode(self, archs: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Gate bits ``[n, G]`` and choice indices of architectures (the inverse of sampling)."""
+        try:
+            bits = torch.tensor(
+                [[a[label] == "on" for label in self.gate_labels] for a in archs], dtype=torch.float
+            ).reshape(len(archs), len(self.gate_labels))
+            indices = []
+            for i, label in enumerate(self.choice_labels):
+                values = self._choice_values[i]
+                raw = [a[label][0] if self._choice_multiple[i] else a[label] for a in archs]
+                indices.append(torch.tensor([values.index(v) for v in raw], dtype=torch.long))
+        except KeyError as e:
+            raise KeyError(f"architecture has no value for {e.args[0]!r}") from None
+        except ValueError as e:
+            raise ValueError(f"architecture holds a value outside the search space: {e}") from None
+        return bits, indices
+
+    def log_prob(self, archs: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+        """Log-probability of each architecture (``[n]``)."""
+        bits, indices = self.encode(archs)
+        logp = torch.distributions.Bernoulli(logits=self.gate_logits).log_prob(bits).sum(-1)
+        for logits, ix in zip(self.choice_logits, indices):
+            logp = logp + torch.distributions.Categorical(logits=logits).log_prob(ix)
+        return logp
+
+    def entropy(self) -> torch.Tensor:
+        """Entropy of the whole distribution (a differentiable scalar)."""
+        ent = torch.distributions.Bernoulli(logits=self.gate_logits).entropy().sum()
+        for logits in self.choice_logits:
+            ent = ent + torch.distributions.Categorical(logits=logits).entropy()
+        return ent
+
+    def keep_probs(self) -> torch.Tensor:
+        """Keep-probability of every gate, in ``gate_labels`` order."""
+        return torch.sigmoid(self.gate_logits.detach())
+
+    def mode(self) -> dict[str, Any]:
+        """The most probable architecture: gates with keep-probability > 0.5, argmax elsewhere."""
+        arch = {label: ("on" if t > 0 else "off") for label, t in zip(self.gate_labels, self.gate_logits.tolist())}
+        for i, (label, logits) in enumerate(zip(self.choice_labels, self.choice_logits)):
+            arch[label] = self._choice_value(i, int(torch.argmax(logits.detach())))
+        return arch
+
+    def probs(self) -> dict[str, dict[Any, float]]:
+        """``{label: {value: probability}}`` (NNI's ``export_probs`` format)."""
+        out: dict[str, dict[Any, float]] = {}
+        for label, p in zip(self.gate_labels, self.keep_probs().tolist()):
+            out[label] = {"off": 1.0 - p, "on": p}
+        for i, (label, logits) in enumerate(zip(self.choice_labels, self.choice_logits)):
+            out[label] = dict(zip(self._choice_values[i], torch.softmax(logits.detach(), -1).tolist()))
+        return out

@@ -1,0 +1,269 @@
+"""BSN: Budgeted Super Networks as an NNI one-shot strategy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nni.mutable import Categorical, CategoricalMultiple, MutableAnnotation
+from nni.nas.evaluator.pytorch.lightning import LightningModule
+from nni.nas.nn.pytorch import ModelSpace
+from nni.nas.oneshot.pytorch.strategy import OneShotStrategy, no_default_hook
+from nni.nas.oneshot.pytorch.supermodule.operation import NATIVE_MIXED_OPERATIONS
+from nni.nas.oneshot.pytorch.supermodule.sampling import (
+    MixedOpPathSamplingPolicy,
+    PathSamplingCell,
+    PathSamplingInput,
+    PathSamplingLayer,
+    PathSamplingRepeat,
+)
+
+from .budget import PENALTIES, Budget, parse_budget
+from .lightning import BSNLightningModule
+from .policy import ArchitectureDistribution, is_gate
+
+__all__ = ["BSN"]
+
+_logger = logging.getLogger(__name__)
+
+Arch = dict[str, Any]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _describe(cost: Any) -> tuple[str, str]:
+    name = getattr(cost, "name", None) or getattr(cost, "__name__", None) or type(cost).__name__
+    return str(name), str(getattr(cost, "unit", ""))
+
+
+class BSN(OneShotStrategy):
+    """Budgeted Super Networks. See `reference <https://arxiv.org/abs/1706.00046>`__.
+
+    T. Veniat and L. Denoyer, *Learning Time/Memory-Efficient Deep Architectures with Budgeted Super Networks*,
+    CVPR 2018. Every choice of the space follows a learned distribution (a Bernoulli per binary gate
+    ``LayerChoice({'off', 'on'})``, a categorical per other choice). Each training step draws
+    ``num_samples`` architectures, splits the batch between them and runs each chunk through its own sampled
+    path only (NNI's path-sampling super-modules); the weights follow the evaluator's optimizer on the mean
+    loss, and the distribution follows REINFORCE on the reward ``-(loss + lam * penalty)``, where the penalty
+    sums ``max(0, C/B - 1)`` (``'hinge'``, the paper's) or ``|C/B - 1|`` (``'abs'``) over the budgets, costs
+    being counted on the pruned architecture (gates on no input -> output path are off).
+
+    Supported mutables are those of :class:`~nni.nas.strategy.RandomOneShot`: LayerChoice, InputChoice with
+    ``n_chosen=1``, Repeat, Cell, and ``nni.choice`` in mixed operations.
+
+    Where we differ from the original code (and why): an architecture whose input does not reach the output
+    is charged the cost of the whole super network (the original charged it nothing, so cutting the network
+    looked attractive); validation and export use the deterministic architecture (the original's deterministic
+    evaluation never ran); only sampled paths compute (the original computed every node and multiplied by 0);
+    one architecture per batch chunk rather than per example, which is what makes skipping compute possible.
+
+    Parameters
+    ----------
+    cost
+        A cost evaluator from :mod:`evaluators` (bound to the space at mutation time), any callable
+        ``arch -> float``, or a list of these (one per budget).
+    budget
+        The maximum cost: a number in the evaluator's unit or a percentage of the whole super network's cost
+        (``'25%'``); a list, one per cost.
+    lam
+        Weight of the budget penalty in the reward (costs are normalised by the budget, so ``lam=1`` charges a
+        10% excess like a 0.1 loss increase).
+    penalty
+        ``'hinge'`` (only excess is penalised, the paper's) or ``'abs'`` (pulled towards the budget).
+    num_samples
+        Architectures sampled per step; the batch is split between them. More samples lower the variance of
+        the gradient of the distribution; 1 trains one sub-network per step.
+    init_keep_prob
+        Initial probability of keeping each gate (the paper: logits at 3, i.e. 0.95).
+    arc_optimizer, arc_learning_rate
+        Optimizer (``'adam'`` or ``'sgd'``) and learning rate of the distribution's logits.
+    baseline
+        ``'auto'`` (leave-one-out mean of the step's samples when ``num_samples > 1``, else a moving average),
+        ``'mean'`` or ``'ema'``.
+    baseline_decay
+        Decay of the moving-average baseline.
+    entropy_coef
+        Weight of an entropy bonus on the distribution (0 disables it).
+    warmup_epochs
+        Epochs during which only the weights train (architectures still sampled from the distribution).
+    gradient_clip_val
+        Gradient clipping of the weights.
+    export_samples
+        Architectures drawn at export time when the deterministic one misses a budget.
+    allow_over_budget
+        Export the closest architecture (with a warning) when none is found within every budget, instead of
+        raising.
+    mutation_hooks
+        Extra mutation hooks (see :class:`~nni.nas.oneshot.pytorch.strategy.OneShotStrategy`).
+
+    Examples
+    --------
+    >>> from nni.nas.experiment import NasExperiment
+    >>> from nni_bsn import BSN
+    >>> from evaluators import MacsCost
+    >>> strategy = BSN(cost=MacsCost(input_shape=(1, 1, 16, 16)), budget='50%')
+    >>> NasExperiment(space, evaluator, strategy).run()              # doctest: +SKIP
+    >>> arch = strategy.export_top_models(formatter='dict')[0]       # doctest: +SKIP
+    >>> strategy.report()                                            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        cost: Any,
+        budget: float | str | Sequence[float | str],
+        *,
+        lam: float = 1.0,
+        penalty: str = "hinge",
+        num_samples: int = 4,
+        init_keep_prob: float = 0.95,
+        arc_optimizer: str = "adam",
+        arc_learning_rate: float = 0.05,
+        baseline: str = "auto",
+        baseline_decay: float = 0.9,
+        entropy_coef: float = 0.0,
+        warmup_epochs: int = 0,
+        gradient_clip_val: float | None = None,
+        export_samples: int = 1000,
+        allow_over_budget: bool = False,
+        mutation_hooks: list | None = None,
+    ):
+        super().__init__(mutation_hooks=mutation_hooks)
+        costs, budgets = _as_list(cost), _as_list(budget)
+        if not costs:
+            raise ValueError("BSN: give at least one cost")
+        if len(costs) != len(budgets):
+            raise ValueError(f"BSN: {len(costs)} cost(s) but {len(budgets)} budget(s); give one budget per cost")
+        for c in costs:
+            if not (callable(c) or hasattr(c, "bind")):
+                raise TypeError(f"BSN: cost must be a cost evaluator or a callable arch -> float, got {c!r}")
+        self._budget_specs = [parse_budget(b) for b in budgets]  # validates every budget
+        checks: list[tuple[bool, str]] = [
+            (isinstance(lam, (int, float)) and lam >= 0, f"lam must be a number >= 0, got {lam!r}"),
+            (penalty in PENALTIES, f"penalty must be one of {PENALTIES}, got {penalty!r}"),
+            (isinstance(num_samples, int) and num_samples >= 1, f"num_samples must be an integer >= 1, got {num_samples!r}"),
+            (isinstance(init_keep_prob, float | int) and 0 < init_keep_prob < 1,
+             f"init_keep_prob must be strictly between 0 and 1, got {init_keep_prob!r}"),
+            (arc_optimizer in ("adam", "sgd"), f"arc_optimizer must be 'adam' or 'sgd', got {arc_optimizer!r}"),
+            (isinstance(arc_learning_rate, (int, float)) and arc_learning_rate > 0,
+             f"arc_learning_rate must be > 0, got {arc_learning_rate!r}"),
+            (baseline in ("auto", "mean", "ema"), f"baseline must be 'auto', 'mean' or 'ema', got {baseline!r}"),
+            (isinstance(baseline_decay, (int, float)) and 0 <= baseline_decay < 1,
+             f"baseline_decay must be in [0, 1), got {baseline_decay!r}"),
+            (isinstance(entropy_coef, (int, float)), f"entropy_coef must be a number, got {entropy_coef!r}"),
+            (isinstance(warmup_epochs, int) and warmup_epochs >= 0, f"warmup_epochs must be an integer >= 0, got {warmup_epochs!r}"),
+            (isinstance(export_samples, int) and export_samples >= 1, f"export_samples must be an integer >= 1, got {export_samples!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"BSN: {message}")
+        self.cost, self.budget = cost, budget
+        self._costs = costs
+        self.kwargs = dict(
+            lam=float(lam), penalty=penalty, num_samples=num_samples, baseline=baseline,
+            baseline_decay=float(baseline_decay), entropy_coef=float(entropy_coef), warmup_epochs=warmup_epochs,
+            arc_optimizer=arc_optimizer, arc_learning_rate=float(arc_learning_rate),
+            gradient_clip_val=gradient_clip_val, export_samples=export_samples, allow_over_budget=allow_over_budget,
+        )
+        self.init_keep_prob = float(init_keep_prob)
+        self.budgets: list[Budget] = []
+        self.distribution: ArchitectureDistribution | None = None
+        self._prune: Callable[[Arch], Arch] | None = None
+        self._is_connected: Callable[[Arch], bool] | None = None
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in
+                         [("cost", self.cost), ("budget", self.budget), ("init_keep_prob", self.init_keep_prob),
+                          *self.kwargs.items()])
+        return f"BSN({args})"
+
+    # ----- mutation ---------------------------------------------------------------------------------------------
+
+    def default_mutation_hooks(self) -> list:
+        return [
+            PathSamplingLayer.mutate,
+            PathSamplingInput.mutate,
+            PathSamplingRepeat.mutate,
+            PathSamplingCell.mutate,
+            *[op.mutate for op in NATIVE_MIXED_OPERATIONS],
+            no_default_hook,
+        ]
+
+    def run_hook(self, hook, name, module, memo):
+        return hook(module, name, memo, {"mixed_op_sampling": MixedOpPathSamplingPolicy})
+
+    def mutate_model(self, model: ModelSpace) -> ModelSpace:
+        if not isinstance(model, ModelSpace):
+            raise TypeError(f"BSN: the model must be an NNI ModelSpace, got {type(model).__name__}")
+        mutables = {}
+        for label, m in model.simplify().items():
+            if isinstance(m, MutableAnnotation):
+                continue
+            if isinstance(m, CategoricalMultiple) and m.n_chosen == 1 or isinstance(m, Categorical):
+                mutables[label] = m
+            else:
+                raise TypeError(f"BSN: {m!r} is not supported; BSN handles categorical choices "
+                                "(LayerChoice, InputChoice with n_chosen=1, Repeat depth, nni.choice)")
+        if not mutables:
+            raise ValueError("BSN: the model space has no choice to search (model.simplify() is empty)")
+        self._prune = getattr(model, "prune", None)
+        self._is_connected = getattr(model, "is_connected", None)
+        self.distribution = ArchitectureDistribution(mutables, self.init_keep_prob)
+        self.budgets = [self._make_budget(c, spec, model, mutables) for c, spec in zip(self._costs, self._budget_specs)]
+        _logger.info("BSN: %d gates, %d other choices; budgets: %s", len(self.distribution.gate_labels),
+                     len(self.distribution.choice_labels),
+                     ", ".join(f"{b.name} <= {b.limit:.6g} {b.unit}".strip() for b in self.budgets))
+        return super().mutate_model(model)
+
+    def _make_budget(self, cost: Any, spec: tuple[float, bool], model: ModelSpace, mutables: dict) -> Budget:
+        # Evaluators of the protocol count on the pruned architecture themselves; plain callables get it pruned.
+        bound = cost.bind(model) if hasattr(cost, "bind") else cost
+        name, unit = _describe(bound)
+        prune = (lambda a: a) if hasattr(cost, "bind") or self._prune is None else self._prune
+
+        def evaluate(arch: Arch) -> float:
+            return float(bound(prune(arch)))
+
+        full_fn = getattr(bound, "full_cost", None)
+        if callable(full_fn):
+            full = float(full_fn())
+        else:  # every gate on, and for other choices the value that costs most (one coordinate pass)
+            arch = {label: ("on" if is_gate(m) else m.default()) for label, m in mutables.items()}
+            for label, m in mutables.items():
+                if not is_gate(m):
+                    arch[label] = max(m.grid(), key=lambda v: evaluate({**arch, label: v}))
+            full = evaluate(arch)
+        number, pct = spec
+        limit = number / 100.0 * full if pct else number
+        min_fn = getattr(bound, "min_cost", None)
+        if callable(min_fn):
+            cheapest = float(min_fn())
+            if limit < cheapest:
+                raise ValueError(f"BSN: budget {limit:.6g} {unit} for {name} is below the cheapest connected "
+                                 f"architecture of this space ({cheapest:.6g} {unit}); raise the budget")
+        return Budget(evaluator=evaluate, limit=limit, spec=f"{number:g}%" if pct else number,
+                      name=name, unit=unit, full=full)
+
+    def configure_oneshot_module(self, training_module: LightningModule) -> BSNLightningModule:
+        if self.distribution is None:
+            raise RuntimeError("BSN: mutate_model must run before the one-shot module is built")
+        return BSNLightningModule(
+            training_module, self.distribution, self.budgets,
+            prune=self._prune, is_connected=self._is_connected, **self.kwargs,
+        )
+
+    # ----- results ------------------------------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        """The exported architecture, its costs against the budgets, and how it was chosen."""
+        module = self.oneshot_module
+        if module.last_selection is None:
+            module.export()
+        rep = module.last_selection.report()
+        rep["budget_specs"] = {b.name: b.spec for b in self.budgets}
+        rep["units"] = {b.name: b.unit for b in self.budgets}
+        rep["full_costs"] = {b.name: b.full for b in self.budgets}
+        rep["skipped_samples"] = module.skipped_samples
+        return rep
