@@ -212,6 +212,7 @@ class BSN(OneShotStrategy):
         self._is_connected = getattr(model, "is_connected", None)
         self.distribution = ArchitectureDistribution(mutables, self.init_keep_prob)
         self.budgets = [self._make_budget(c, spec, model, mutables) for c, spec in zip(self._costs, self._budget_specs)]
+        model.train()  # measuring costs may have switched modules to eval mode; the search trains them
         _logger.info("BSN: %d gates, %d other choices; budgets: %s", len(self.distribution.gate_labels),
                      len(self.distribution.choice_labels),
                      ", ".join(f"{b.name} <= {b.limit:.6g} {b.unit}".strip() for b in self.budgets))

@@ -1,0 +1,155 @@
+"""The architecture distribution, the budgeted reward and the REINFORCE estimator."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from nni.mutable import Categorical, CategoricalMultiple
+
+from nni_bsn.budget import Budget, budget_penalty, parse_budget, reinforce_loss
+from nni_bsn.policy import ArchitectureDistribution, is_gate
+from nni_bsn.selection import NoFeasibleArchitecture, select_architecture
+
+
+def small_space():
+    return {
+        "g0": Categorical(["off", "on"], label="g0"),
+        "g1": Categorical(["off", "on"], label="g1"),
+        "g2": Categorical(["off", "on"], label="g2"),
+        "op": Categorical(["conv3", "conv5", "skip"], label="op"),
+        "inp": CategoricalMultiple([0, 1], n_chosen=1, label="inp"),
+    }
+
+
+def test_gates_are_detected_and_start_at_the_initial_keep_probability():
+    dist = ArchitectureDistribution(small_space(), init_keep_prob=0.95)
+    assert dist.gate_labels == ["g0", "g1", "g2"]
+    assert dist.choice_labels == ["op", "inp"]
+    assert torch.allclose(dist.keep_probs(), torch.full((3,), 0.95))
+    assert is_gate(Categorical(["on", "off"], label="x")) and not is_gate(Categorical([0, 1], label="y"))
+
+
+def test_sampled_log_prob_equals_log_prob_of_the_samples():
+    dist = ArchitectureDistribution(small_space(), init_keep_prob=0.7)
+    archs, logp = dist.sample(50)
+    assert len(archs) == 50 and logp.shape == (50,)
+    assert torch.allclose(logp, dist.log_prob(archs))
+    assert all(isinstance(a["inp"], list) and len(a["inp"]) == 1 for a in archs)
+    assert {a["op"] for a in archs} <= {"conv3", "conv5", "skip"}
+
+
+def test_mode_and_probs_follow_the_logits():
+    dist = ArchitectureDistribution(small_space())
+    with torch.no_grad():
+        dist.gate_logits.copy_(torch.tensor([2.0, -1.0, 0.5]))
+        dist.choice_logits[0].copy_(torch.tensor([0.0, 3.0, 0.0]))
+    mode = dist.mode()
+    assert mode == {"g0": "on", "g1": "off", "g2": "on", "op": "conv5", "inp": [0]}
+    probs = dist.probs()
+    assert probs["g1"]["on"] == pytest.approx(torch.sigmoid(torch.tensor(-1.0)).item())
+    assert sum(probs["op"].values()) == pytest.approx(1.0)
+
+
+def test_entropy_of_uniform_gates_is_log2_per_gate():
+    dist = ArchitectureDistribution({"a": Categorical(["off", "on"], label="a")}, init_keep_prob=0.5)
+    assert dist.entropy().item() == pytest.approx(torch.log(torch.tensor(2.0)).item(), rel=1e-6)
+
+
+def test_encode_rejects_unknown_values_and_missing_labels():
+    dist = ArchitectureDistribution(small_space())
+    arch = dist.mode()
+    with pytest.raises(KeyError, match="g2"):
+        dist.log_prob([{k: v for k, v in arch.items() if k != "g2"}])
+    with pytest.raises(ValueError, match="outside the search space"):
+        dist.log_prob([{**arch, "op": "conv7"}])
+
+
+@pytest.mark.parametrize("value,expected", [(5e6, (5e6, False)), ("25%", (25.0, True)), (" 7.5 % ", (7.5, True)),
+                                            ("1e3", (1000.0, False)), (3, (3.0, False))])
+def test_parse_budget_accepts_numbers_and_percentages(value, expected):
+    assert parse_budget(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, "0%", "abc", None, float("nan"), float("inf"), True, "%"])
+def test_parse_budget_rejects_bad_values_with_a_clear_message(value):
+    with pytest.raises(ValueError, match="budget"):
+        parse_budget(value)
+
+
+def test_penalty_is_normalised_by_the_budget():
+    assert budget_penalty([150.0], [100.0], "hinge") == pytest.approx(0.5)
+    assert budget_penalty([50.0], [100.0], "hinge") == 0.0
+    assert budget_penalty([50.0], [100.0], "abs") == pytest.approx(0.5)
+    assert budget_penalty([150.0, 3.0], [100.0, 2.0], "hinge") == pytest.approx(1.0)
+
+
+def test_reinforce_gradient_equals_the_analytic_gradient_of_the_budgeted_objective():
+    """E[grad of the surrogate] = grad of E[loss + lam * penalty], checked against exact enumeration."""
+    torch.manual_seed(0)
+    space = {f"g{i}": Categorical(["off", "on"], label=f"g{i}") for i in range(3)}
+    space["op"] = Categorical(["a", "b", "c"], label="op")
+    dist = ArchitectureDistribution(space, init_keep_prob=0.6)
+    with torch.no_grad():
+        dist.gate_logits.copy_(torch.tensor([0.3, -0.4, 1.0]))
+        dist.choice_logits[0].copy_(torch.tensor([0.2, -0.5, 0.1]))
+    gate_cost = {"g0": 3.0, "g1": 1.0, "g2": 2.0}
+    op_loss = {"a": 0.3, "b": 0.9, "c": 0.5}
+    lam, limit = 2.0, 3.5
+
+    def objective(arch):  # loss + lam * hinge penalty on a normalised additive cost
+        cost = sum(c for g, c in gate_cost.items() if arch[g] == "on")
+        loss = op_loss[arch["op"]] + 0.2 * (arch["g1"] == "off")
+        return loss + lam * budget_penalty([cost], [limit])
+
+    every = [dict(zip(["g0", "g1", "g2", "op"], v)) for v in itertools.product(["off", "on"], ["off", "on"], ["off", "on"], "abc")]
+    expected = sum(dist.log_prob([a]).exp()[0] * objective(a) for a in every)
+    analytic = torch.autograd.grad(expected, list(dist.parameters()))
+
+    k = 40000
+    archs, logp = dist.sample(k)
+    rewards = -torch.tensor([objective(a) for a in archs])
+    loo = (rewards.sum() - rewards) / (k - 1)
+    estimate = torch.autograd.grad(reinforce_loss(logp, rewards, loo), list(dist.parameters()))
+    for a, e in zip(analytic, estimate):
+        assert torch.allclose(a, e, atol=0.03), (a, e)
+
+
+def _gate_space(n):
+    return {f"g{i}": Categorical(["off", "on"], label=f"g{i}") for i in range(n)}
+
+
+def _count_budget(limit):
+    return Budget(evaluator=lambda a: float(sum(v == "on" for v in a.values())), limit=limit, name="gates")
+
+
+def test_selection_exports_the_deterministic_architecture_when_it_fits():
+    dist = ArchitectureDistribution(_gate_space(4), init_keep_prob=0.9)
+    sel = select_architecture(dist, [_count_budget(4)])
+    assert sel.method.startswith("deterministic") and sel.within_budget
+    assert sel.arch == {f"g{i}": "on" for i in range(4)}
+
+
+def test_selection_finds_a_connected_architecture_within_budget_otherwise():
+    dist = ArchitectureDistribution(_gate_space(6), init_keep_prob=0.9)
+
+    def connected(a):  # g0 must be on
+        return a["g0"] == "on"
+
+    sel = select_architecture(dist, [_count_budget(2)], is_connected=connected, n_samples=200)
+    assert sel.within_budget and sel.connected and sel.arch["g0"] == "on"
+    assert sum(v == "on" for v in sel.arch.values()) <= 2
+
+
+def test_selection_refuses_an_over_budget_export_unless_allowed(caplog):
+    dist = ArchitectureDistribution(_gate_space(3), init_keep_prob=0.9)
+
+    def connected(a):
+        return all(v == "on" for v in a.values())
+
+    with pytest.raises(NoFeasibleArchitecture, match="allow_over_budget"):
+        select_architecture(dist, [_count_budget(1)], is_connected=connected, n_samples=50)
+    sel = select_architecture(dist, [_count_budget(1)], is_connected=connected, n_samples=50, allow_over_budget=True)
+    assert not sel.within_budget and sel.connected
+    assert "over budget" in sel.method

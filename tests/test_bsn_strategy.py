@@ -1,0 +1,232 @@
+"""BSN as an NNI strategy: search, export within budget, only sampled paths run, resume, hub spaces, bad input."""
+
+from __future__ import annotations
+
+import nni
+import pytest
+import torch
+from nni.nas.evaluator.pytorch import Classification, DataLoader
+from nni.nas.execution import SequentialExecutionEngine
+from nni.nas.experiment import NasExperiment, NasExperimentConfig
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace
+from nni.nas.space import RawFormatModelSpace
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from evaluators import MacsCost
+from nni_bsn import BSN
+from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
+
+
+def evaluator(loaders, max_epochs=1, train_batches=6, val_batches=2, **kwargs):
+    train, val, _, info = loaders
+    options = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                   enable_model_summary=False, num_sanity_val_steps=0)
+    options.update(kwargs)
+    return Classification(train_dataloaders=train, val_dataloaders=val, num_classes=info.num_classes,
+                          max_epochs=max_epochs, limit_train_batches=train_batches, limit_val_batches=val_batches,
+                          **options)
+
+
+def run(strategy, space, ev):
+    strategy(RawFormatModelSpace.from_model(space, ev), SequentialExecutionEngine())
+    return next(strategy.list_models())
+
+
+def small_cnf():
+    return ConvolutionalNeuralFabric(layers=3, channels=4, image_size=8, in_channels=1)
+
+
+def test_bsn_exports_a_connected_architecture_within_a_macs_budget(digits_loaders):
+    space = small_cnf()
+    macs = MacsCost(input_shape=(1, 1, 8, 8))
+    strategy = BSN(cost=macs, budget="40%", num_samples=2, arc_learning_rate=0.2, lam=3.0)
+    best = run(strategy, space, evaluator(digits_loaders, max_epochs=2))
+    arch = best.sample
+    bound = macs.bind(small_cnf())
+    assert space.is_connected(arch)
+    assert bound.cost(arch) <= 0.4 * bound.full_cost() + 1e-6
+    report = strategy.report()
+    assert report["within_budget"] and report["connected"]
+    assert report["costs"]["macs"] == pytest.approx(bound.cost(arch))
+    assert report["budgets"]["macs"] == pytest.approx(0.4 * bound.full_cost())
+    out = best.executable_model()(torch.randn(3, 1, 8, 8))
+    assert out.shape == (3, 10)
+
+
+def test_only_the_sampled_paths_run_during_training(digits_loaders):
+    space = small_cnf()
+    calls = {"n": 0}
+
+    def count(module, inputs, output):
+        if module.training:
+            calls["n"] += 1
+
+    for choice in space.edges.values():
+        choice["on"].register_forward_hook(count)
+    strategy = BSN(cost=lambda arch: sum(v == "on" for v in arch.values()), budget=10, num_samples=3)
+    sampled: list[dict] = []
+    strategy.mutate_model(space)
+    original = strategy.distribution.sample
+
+    def recording_sample(k=1):
+        archs, logp = original(k)
+        sampled.extend(archs)
+        return archs, logp
+
+    strategy.distribution.sample = recording_sample
+    strategy.mutate_model = lambda model: model  # already mutated above
+    strategy(RawFormatModelSpace.from_model(space, evaluator(digits_loaders, train_batches=3, val_batches=0)),
+             SequentialExecutionEngine())
+    assert len(sampled) == 9
+    assert calls["n"] == sum(sum(v == "on" for v in a.values()) for a in sampled)
+
+
+def test_bsn_runs_through_nas_experiment_and_exports_a_dict(digits_loaders, tmp_path):
+    space = ResNetFabric(units=1, maps=(4, 8), shortcuts="slr", in_channels=1)
+    strategy = BSN(cost=MacsCost(input_shape=(1, 1, 8, 8)), budget="60%", num_samples=2)
+    config = NasExperimentConfig("sequential", "raw")
+    config.experiment_working_directory = str(tmp_path)
+    exp = NasExperiment(space, evaluator(digits_loaders, train_batches=3), strategy, config=config)
+    exp.run()
+    arch = exp.export_top_models(formatter="dict")[0]
+    assert set(arch) == set(space.gate_labels)
+    assert space.freeze(arch)(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    assert strategy.report()["within_budget"]
+
+
+def test_two_budgets_at_once_are_both_met(digits_loaders):
+    space = small_cnf()
+    strategy = BSN(cost=[MacsCost(input_shape=(1, 1, 8, 8)), lambda a: sum(v == "on" for v in a.values())],
+                   budget=["50%", 8], num_samples=2, arc_learning_rate=0.2, lam=3.0)
+    run(strategy, space, evaluator(digits_loaders, max_epochs=2))
+    report = strategy.report()
+    assert report["within_budget"] and len(report["costs"]) == 2
+    assert report["costs"]["<lambda>"] <= 8
+
+
+def test_resume_restores_the_logits_exactly(digits_loaders, tmp_path):
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    first = BSN(cost=lambda a: sum(v == "on" for v in a.values()), budget=5, num_samples=2, arc_learning_rate=0.3)
+    run(first, small_cnf(), evaluator(digits_loaders, callbacks=[ckpt], enable_checkpointing=True))
+    trained = first.distribution.gate_logits.detach().clone()
+    assert not torch.allclose(trained, torch.full_like(trained, trained[0].item()))
+    state = first.state_dict()
+    assert state["ckpt_path"].endswith("last.ckpt")
+
+    restored = {}
+
+    class Capture(Callback):
+        def on_train_start(self, trainer, pl_module):
+            restored["logits"] = pl_module.distribution.gate_logits.detach().clone()
+            restored["history"] = list(pl_module.keep_prob_history)
+            restored["epoch"] = trainer.current_epoch
+
+    second = BSN(cost=lambda a: sum(v == "on" for v in a.values()), budget=5, num_samples=2, arc_learning_rate=0.3)
+    space = small_cnf()
+    ev = evaluator(digits_loaders, max_epochs=2, callbacks=[Capture()])
+    second.initialize(RawFormatModelSpace.from_model(space, ev), SequentialExecutionEngine())
+    second.load_state_dict(state)
+    second.run()  # restores the checkpoint, then trains the second epoch
+    assert restored["epoch"] == 1
+    assert torch.equal(restored["logits"], trained)
+    assert restored["history"] == first.oneshot_module.keep_prob_history
+    assert len(second.oneshot_module.keep_prob_history) == 2
+
+
+def _hub_space(hub):
+    from nni.nas.hub.pytorch import MobileNetV3Space, NasBench201, ProxylessNAS
+
+    if hub == "nasbench201":
+        return NasBench201(stem_out_channels=4, num_modules_per_stack=1, num_labels=10), 16
+    if hub == "mobilenetv3":
+        return MobileNetV3Space(num_labels=10, width_multipliers=(0.25, 0.5), expand_ratios=(3.0, 6.0)), 32
+    return ProxylessNAS(num_labels=10, width_mult=0.25), 32
+
+
+@pytest.mark.parametrize("hub", ["nasbench201", "mobilenetv3", "proxylessnas"])
+def test_bsn_searches_nni_hub_spaces(hub):
+    space, size = _hub_space(hub)
+    x, y = torch.randn(16, 3, size, size), torch.randint(0, 10, (16,))
+    data = torch.utils.data.TensorDataset(x, y)
+    ev = Classification(train_dataloaders=DataLoader(data, batch_size=8), val_dataloaders=DataLoader(data, batch_size=8),
+                        num_classes=10, max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0)
+    values = {label: list(m.grid()) for label, m in space.simplify().items()}
+
+    def rank_cost(arch):  # any user callable works as a cost: here, how far each choice is from its first value
+        return float(sum(values[k].index(v) for k, v in arch.items() if v in values[k]))
+
+    strategy = BSN(cost=rank_cost, budget="50%", num_samples=2)
+    arch = run(strategy, space, ev).sample
+    assert set(arch) == set(values)
+    assert strategy.report()["within_budget"]
+    fresh, _ = _hub_space(hub)
+    model = fresh.freeze(arch)
+    model.eval()
+    assert model(x[:2]).shape == (2, 10)
+
+
+class _Unsupported(ModelSpace):
+    def __init__(self):
+        super().__init__()
+        self.x = self.add_mutable(nni.uniform("x", 0.0, 1.0))
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class _Empty(ModelSpace):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class _OneChoice(ModelSpace):
+    def __init__(self):
+        super().__init__()
+        self.op = LayerChoice([torch.nn.Conv2d(1, 2, 3), torch.nn.Conv2d(1, 2, 5, padding=1)], label="op")
+
+    def forward(self, x):
+        return self.op(x)
+
+
+def test_unsupported_mutables_and_empty_spaces_are_rejected_up_front():
+    with pytest.raises(TypeError, match="is not supported"):
+        BSN(cost=lambda a: 1.0, budget=1).mutate_model(_Unsupported())
+    with pytest.raises(ValueError, match="no choice"):
+        BSN(cost=lambda a: 1.0, budget=1).mutate_model(_Empty())
+    BSN(cost=lambda a: 1.0, budget=1).mutate_model(_OneChoice())
+
+
+def test_a_budget_below_the_cheapest_architecture_is_rejected():
+    with pytest.raises(ValueError, match="cheapest"):
+        BSN(cost=MacsCost(input_shape=(1, 1, 8, 8)), budget=10).mutate_model(small_cnf())
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(budget=0), "budget"),
+    (dict(budget="-5%"), "budget"),
+    (dict(budget=[1, 2]), "budget"),
+    (dict(cost=42), "cost"),
+    (dict(lam=-1), "lam"),
+    (dict(penalty="square"), "penalty"),
+    (dict(num_samples=0), "num_samples"),
+    (dict(init_keep_prob=1.0), "init_keep_prob"),
+    (dict(arc_optimizer="rmsprop"), "arc_optimizer"),
+    (dict(baseline="median"), "baseline"),
+    (dict(warmup_epochs=-1), "warmup_epochs"),
+])
+def test_constructor_rejects_bad_arguments_with_a_clear_message(kwargs, match):
+    args = dict(cost=lambda a: 1.0, budget=1.0)
+    args.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=match):
+        BSN(**args)
+
+
+def test_repr_shows_the_arguments():
+    text = repr(BSN(cost=MacsCost(), budget="25%", lam=2.0))
+    assert text.startswith("BSN(") and "budget='25%'" in text and "lam=2.0" in text
