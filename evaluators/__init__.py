@@ -7,7 +7,9 @@ Bind an evaluator once to a raw model space, then ask ``cost(arch)`` every train
 """
 
 from .base import AdditiveCost, CallableCost, CompositeCost, CostEvaluator, as_evaluator
+from .distributed import DistributedCost
 from .flops import MacsCost, ParamsCost
+from .latency import LatencyCost
 
 __all__ = [
     "CostEvaluator",
@@ -17,4 +19,6 @@ __all__ = [
     "as_evaluator",
     "MacsCost",
     "ParamsCost",
+    "LatencyCost",
+    "DistributedCost",
 ]

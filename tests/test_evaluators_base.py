@@ -1,0 +1,35 @@
+"""The protocol around user callables."""
+
+from __future__ import annotations
+
+import pytest
+
+from evaluators import CompositeCost, CostEvaluator, MacsCost, as_evaluator
+from search_spaces import ConvolutionalNeuralFabric
+
+
+def test_user_callable_wrapped_by_as_evaluator_works_like_a_builtin():
+    space = ConvolutionalNeuralFabric(layers=3, channels=4, image_size=4, in_channels=1)
+
+    def live_gates(arch):
+        return sum(v == "on" for v in space.prune(arch).values())
+
+    ev = as_evaluator(live_gates)
+    assert isinstance(ev, CostEvaluator) and ev.name == "live_gates"
+    bound = ev.bind(space)
+    arch = {label: "on" for label in space.gate_labels}
+    assert bound(arch) == bound.cost(arch) == float(len(space.gate_labels))
+    assert bound.full_cost() == float(len(space.gate_labels))
+    assert bound.min_cost() is None
+    assert bound.describe()["evaluator"] == "user callable"
+    with pytest.raises(NotImplementedError, match="not additive"):
+        bound.expected_cost({})
+    composite = CompositeCost({"gates": live_gates, "macs": MacsCost(input_shape=(1, 1, 4, 4), verify=0)}).bind(space)
+    assert composite(arch)["gates"] == len(space.gate_labels)
+
+
+def test_as_evaluator_keeps_evaluators_and_rejects_non_callables():
+    m = MacsCost()
+    assert as_evaluator(m) is m
+    with pytest.raises(TypeError, match="callable"):
+        as_evaluator(42)
