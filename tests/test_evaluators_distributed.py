@@ -49,3 +49,17 @@ def test_resnet_fabric_block_dag_schedules():
     assert steps[0] >= steps[1] >= steps[2] > 0
     ev = DistributedCost(devices=2, input_shape=(1, 3, 8, 8)).bind(space)
     assert ev(all_gates(space)) > ev.min_cost() > 0
+
+
+def test_plan_runs_for_real_on_two_gloo_processes_with_the_single_process_output():
+    from evaluators.distributed_run import eager_block_ms, run_plan
+
+    space = ConvolutionalNeuralFabric(layers=3, channels=8, image_size=8, in_channels=1)
+    shape = (1, 1, 8, 8)
+    per_gate, fixed = eager_block_ms(space, shape, runs=5)
+    cost = DistributedCost(devices=2, weights=per_gate, fixed_ms=fixed, input_shape=shape,
+                           latency_ms=0.0, bandwidth_bytes_per_ms=1e12).bind(space)
+    report = run_plan(space, all_gates(space), cost, shape, repeats=2)
+    assert report["devices_used"] == [0, 1] and report["transfers"] > 0
+    assert report["max_abs_diff"] < 1e-6
+    assert report["measured_ms"] > 0 and report["modelled_ms"] > 0
