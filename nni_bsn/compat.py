@@ -1,9 +1,249 @@
-"""Compatibility fixes for NNI 3.0 on today's stack (torch 2.14, Lightning 2.6, numpy 2)."""
+"""Compatibility fixes for NNI 3.0 on today's stack (torch 2.14, Lightning 2.6, numpy 2).
+
+- warning filters for NNI's import-time noise (set before NNI is imported);
+- :func:`apply_filelock_guard`: with filelock >= 3.12 every ``NasExperiment`` spins forever on NNI's
+  experiment lock; the guard swaps NNI's lock for a plain OS file lock (applied at import, only then);
+- :class:`TaggedENAS`: NNI's ENAS on Lightning >= 2.1, which stopped passing the ``dataloader_idx`` that
+  ENAS uses to tell training batches from validation batches;
+- :func:`make_differentiable_penalty` and :class:`DartsWithPenalty` / :class:`GumbelDartsWithPenalty` /
+  :class:`ProxylessWithPenalty`: NNI 3.0's DARTS-family ``penalty`` receives probabilities as Python floats,
+  so it never reaches the architecture parameters; these give it live tensors;
+- :func:`quiet_experiment_config`: a one-shot ``NasExperimentConfig`` without the
+  "``training_service`` will be ignored" warnings, writing its files under a folder of your choice.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import io
+import logging
+import os
 import warnings
+import weakref
+from typing import Any
 
 # NNI regenerates wrappers for every class of torch.nn at import; torch 2.14 has two that are not modules.
 warnings.filterwarnings("ignore", message=r".*is found to be not a nn\.Module.*", category=RuntimeWarning)
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+
+
+
+def _import_gym_quietly() -> None:
+    """Import gym (needed by NNI's ENAS controller) without its 'unmaintained' banner on stderr.
+
+    gym 0.26.2 is pinned because NNI 3.0's ENAS needs it with tianshou 0.5.1; NNI only uses ``gym.Env`` and
+    ``gym.spaces``, which work with numpy 2. ``nni.nas.strategy`` imports it, so this runs first.
+    """
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            import gym  # noqa: F401
+        except ImportError:  # ENAS then reports that it needs tianshou and gym
+            pass
+
+
+_import_gym_quietly()
+
+import torch  # noqa: E402
+from nni.nas.experiment import NasExperimentConfig  # noqa: E402
+from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule  # noqa: E402
+from nni.nas.strategy import DARTS, ENAS, GumbelDARTS, Proxyless  # noqa: E402
+from packaging.version import Version  # noqa: E402
+
+__all__ = [
+    "apply_filelock_guard",
+    "TaggedENAS",
+    "live_arch_probs",
+    "make_differentiable_penalty",
+    "DartsWithPenalty",
+    "GumbelDartsWithPenalty",
+    "ProxylessWithPenalty",
+    "quiet_experiment_config",
+]
+
+_logger = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------------------------
+# filelock
+
+FILELOCK_BROKEN_FROM = Version("3.12")
+
+
+def _filelock_version() -> Version | None:
+    try:
+        return Version(importlib.metadata.version("filelock"))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _os_file_lock(path: str, stale: float = -1):
+    import filelock
+
+    # An OS lock is released when its process dies, so a stale lock cannot block later experiments.
+    return filelock.FileLock(path + ".lock", timeout=60)
+
+
+def apply_filelock_guard(force: bool = False) -> bool:
+    """Replace NNI's experiment-manifest lock when filelock >= 3.12 is installed (or ``force``).
+
+    NNI's ``SimplePreemptiveLock`` keeps its state where filelock < 3.12 kept it; with a newer filelock it
+    never reports "locked", and ``NasExperiment.run()`` waits forever. Returns whether the guard was applied.
+    """
+    version = _filelock_version()
+    if not force and (version is None or version < FILELOCK_BROKEN_FROM):
+        return False
+    from nni.tools.nnictl import common_utils, config_utils
+
+    config_utils.get_file_lock = _os_file_lock
+    common_utils.get_file_lock = _os_file_lock
+    _logger.debug("filelock %s: NNI's experiment lock replaced by an OS file lock", version)
+    return True
+
+
+apply_filelock_guard()
+
+# ---------------------------------------------------------------------------------------------------------------
+# ENAS on Lightning >= 2.1
+
+
+class _Tagged:
+    """Iterate ``loader`` as ``(batch, tag)`` pairs: the packing ENAS reads to tell train from val batches."""
+
+    def __init__(self, loader: Any, tag: str):
+        self.loader, self.tag = loader, tag
+
+    def __iter__(self):
+        # A generator function, so the DataLoader iterator (and its RNG draw) is created lazily, as Lightning would.
+        for batch in self.loader:
+            yield batch, self.tag
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+class TaggedENAS(ENAS):
+    """NNI's :class:`~nni.nas.strategy.ENAS`, working on pytorch-lightning >= 2.1.
+
+    Lightning 2.1 stopped passing ``(batch, batch_idx, dataloader_idx)`` to ``training_step`` for a combined
+    loader, so ENAS took every batch for a validation batch. This version tags each batch with ``'train'`` or
+    ``'val'`` itself, which ENAS's ``training_step`` already understands. Arguments are those of ENAS; pass
+    ``reward_metric_name='val_acc'`` with NNI's ``Classification`` evaluator.
+
+    Example
+    -------
+    >>> strategy = TaggedENAS(reward_metric_name="val_acc")
+    """
+
+    def train_dataloader(self, train_dataloader_fn, val_dataloader_fn):
+        from nni.nas.oneshot.pytorch._dataloader import ConcatLoader
+
+        return ConcatLoader(
+            {"train": _Tagged(train_dataloader_fn(), "train"), "val": _Tagged(val_dataloader_fn(), "val")}
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DARTS-family penalty
+
+
+def live_arch_probs(module: BaseOneShotLightningModule) -> dict[str, dict[Any, torch.Tensor]]:
+    """``{label: {value: probability}}`` of a DARTS/GumbelDARTS/Proxyless module, as tensors attached to α.
+
+    Same content as ``module.export_probs()``, which returns Python floats. Labels shared by several
+    super-modules appear once (the first one wins, as in NNI's own ``export_probs``).
+    """
+    probs: dict[str, dict[Any, Any]] = {}
+    for m in module.supernet_modules():
+        alpha, softmax = getattr(m, "_arch_alpha", None), getattr(m, "_softmax", None)
+        if alpha is None or softmax is None:
+            probs.update({k: v for k, v in m.export_probs(dict(probs)).items() if k not in probs})
+            continue
+        if isinstance(alpha, torch.Tensor):
+            label = m.label
+            if label in probs:
+                continue
+            names = m.names if hasattr(m, "names") else range(len(alpha))  # LayerChoice / InputChoice
+            probs[label] = dict(zip(names, softmax(alpha)))
+        elif hasattr(m, "op_names"):  # cell: one α per input node, over op names
+            for label, a in alpha.items():
+                probs.setdefault(label, dict(zip(m.op_names, softmax(a))))
+        else:  # mixed operation (nni.choice arguments) or repeat (mutable depth)
+            specs = (m.depth_choice if hasattr(m, "depth_choice") else m).simplify()
+            for label, a in alpha.items():
+                if label not in probs and label in specs:
+                    probs[label] = dict(zip(specs[label].values, softmax(a)))
+    return probs
+
+
+class _LiveProbsPenalty(torch.nn.Module):
+    """Calls ``penalty(loss, live_arch_probs(module))`` whatever (float) probabilities it is given.
+
+    A module, like NNI's penalties (the Lightning module registers its penalty as a child). The owner is
+    held through a weak reference so that it does not become its own grandchild.
+    """
+
+    def __init__(self, penalty: torch.nn.Module, module: BaseOneShotLightningModule):
+        super().__init__()
+        self.penalty = penalty
+        self._owner = weakref.ref(module)
+
+    def forward(self, loss: torch.Tensor, _float_probs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        loss, details = self.penalty(loss, live_arch_probs(self._owner()))
+        return loss, {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in details.items()}
+
+    def extra_repr(self) -> str:
+        return "probabilities: live tensors"
+
+
+def make_differentiable_penalty(module: BaseOneShotLightningModule) -> BaseOneShotLightningModule:
+    """Make the ``penalty`` of a DARTS/GumbelDARTS/Proxyless Lightning module reach the architecture parameters.
+
+    NNI 3.0 computes the penalty on ``export_probs()``, i.e. on floats: it changes the reported loss but
+    never α (microsoft/nni#4699). After this call it gets tensors attached to α. A module without a penalty
+    is returned unchanged. Returns ``module``.
+    """
+    penalty = getattr(module, "penalty", None)
+    if penalty is not None and not isinstance(penalty, _LiveProbsPenalty):
+        module.penalty = _LiveProbsPenalty(penalty, module)
+    return module
+
+
+class _LivePenaltyMixin:
+    def configure_oneshot_module(self, training_module):
+        return make_differentiable_penalty(super().configure_oneshot_module(training_module))
+
+
+class DartsWithPenalty(_LivePenaltyMixin, DARTS):
+    """NNI's :class:`~nni.nas.strategy.DARTS` whose ``penalty`` really acts on α (see :func:`make_differentiable_penalty`).
+
+    Example
+    -------
+    >>> strategy = DartsWithPenalty(penalty={"profiler": profiler, "baseline": full_cost, "scale": 0.1})
+    """
+
+
+class GumbelDartsWithPenalty(_LivePenaltyMixin, GumbelDARTS):
+    """NNI's :class:`~nni.nas.strategy.GumbelDARTS` whose ``penalty`` really acts on α."""
+
+
+class ProxylessWithPenalty(_LivePenaltyMixin, Proxyless):
+    """NNI's :class:`~nni.nas.strategy.Proxyless` whose ``penalty`` really acts on α."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# experiment config
+
+
+def quiet_experiment_config(working_dir: str | os.PathLike, **fields: Any) -> NasExperimentConfig:
+    """A ``NasExperimentConfig`` for one-shot strategies that keeps its files in ``working_dir``.
+
+    Sequential engine, raw model format and no training service: NNI's default config names a 'local'
+    training service and then warns, at every step, that a sequential engine ignores it. NNI writes
+    ``<working_dir>/<experiment id>/{checkpoint,log}`` there (its manifest still goes to ``~/nni-experiments``).
+    Extra ``fields`` are set on the config (e.g. ``experiment_name``).
+    """
+    config = NasExperimentConfig("sequential", "raw")
+    config.experiment_working_directory = os.fspath(os.path.abspath(os.fspath(working_dir)))
+    for key, value in fields.items():
+        setattr(config, key, value)
+    return config
