@@ -289,12 +289,13 @@ class LatencyCost(AdditiveCost):
         return self._time(model, self.input_shape)["median_ms"]
 
     # -- validation ---------------------------------------------------------------------------------------------------
-    def validate(self, n: int = 20, seed: int = 0, p_on: float = 0.7) -> dict[str, Any]:
+    def validate(self, n: int = 20, seed: int = 0, p_on: float = 0.7, min_ms: float = 0.0) -> dict[str, Any]:
         """Compare ``cost(arch)`` with whole-model measurements on ``n`` random connected architectures.
 
         Gates are on with probability ``p_on``; each architecture is pruned, frozen, exported whole and measured
-        with the same protocol as the table. Returns MAPE (%), the share within +-10 %, Spearman's rank
-        correlation and the ``(predicted, measured)`` pairs.
+        with the same protocol as the table; architectures measured below ``min_ms`` are skipped (counted in
+        ``skipped``). Returns MAPE (%), the share within +-10 %, Spearman's rank correlation and the
+        ``(predicted, measured)`` pairs.
         """
         self._require_bound()
         if not self._gated:
@@ -304,7 +305,7 @@ class LatencyCost(AdditiveCost):
         rng = random.Random(seed)
         labels = self.space.graph.labels
         pairs: list[dict[str, Any]] = []
-        tries = 0
+        tries = skipped = 0
         while len(pairs) < n and tries < 100 * n:
             tries += 1
             arch = {label: GATE_ON if rng.random() < p_on else GATE_OFF for label in labels}
@@ -313,6 +314,9 @@ class LatencyCost(AdditiveCost):
             arch = self.space.prune(arch)
             predicted = self.cost(arch)
             measured = self.measure_model(self.space.freeze(arch))
+            if measured < min_ms:
+                skipped += 1
+                continue
             pairs.append({"predicted_ms": predicted, "measured_ms": measured,
                           "live_gates": sum(v == GATE_ON for v in arch.values())})
         errors = [abs(p["predicted_ms"] - p["measured_ms"]) / p["measured_ms"] for p in pairs]
@@ -320,6 +324,7 @@ class LatencyCost(AdditiveCost):
         rho = spearmanr([p["predicted_ms"] for p in pairs], [p["measured_ms"] for p in pairs]).statistic
         return {
             "n": len(pairs),
+            "skipped": skipped,
             "mape_pct": 100 * statistics.fmean(errors),
             "mean_signed_error_pct": 100 * statistics.fmean(signed),
             "max_error_pct": 100 * max(errors),
