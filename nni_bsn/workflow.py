@@ -335,6 +335,7 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
         example = next(iter(test))[0][:8]
         onnx_info = export_onnx(model, example, workdir / "model.onnx")
         onnx_info["path"] = "model.onnx"
+        onnx_info["files"] = [Path(f).name for f in onnx_info.get("files", [])]  # relative to the output folder
         lat = measure_ort_latency(workdir / "model.onnx", input_shape)
         onnx_info["latency_ms"] = lat["median_ms"]
         costs["latency_ms"] = lat["median_ms"]
