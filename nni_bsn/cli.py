@@ -56,6 +56,8 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=_positive_int, default=1, help="devices; > 1 on GPUs runs Lightning DDP")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="the paper's configuration")
     p.add_argument("--force", action="store_true", help="replace the output folder if it exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted search from the checkpoint kept in <out>.partial/")
     g = p.add_argument_group("space shape")
     g.add_argument("--layers", type=_positive_int, default=None, help="CNF layers (default: 4)")
     g.add_argument("--channels", type=_positive_int, default=None, help="CNF channels (default: 16)")
@@ -112,6 +114,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     }
     values.update({k: v for k, v in explicit.items() if v is not None})
     values.update(seed=args.seed, accelerator=args.accelerator, devices=args.devices, force=args.force,
+                  resume=args.resume,
                   allow_over_budget=args.allow_over_budget, onnx=not args.no_onnx, preset=args.preset)
     known = {f.name for f in fields(SearchConfig)}
     cfg = SearchConfig(**{k: v for k, v in values.items() if k in known})
@@ -137,11 +140,19 @@ def _progress(message: str) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .workflow import atomic_output_dir, run_search
+    from .workflow import atomic_output_dir, partial_dir, run_search
 
     cfg = config_from_args(args)
-    with atomic_output_dir(cfg.out, cfg.force) as tmp:
-        report = run_search(cfg, tmp, progress=_progress)
+    try:
+        with atomic_output_dir(cfg.out, cfg.force) as tmp:
+            report = run_search(cfg, tmp, progress=_progress)
+    except (KeyboardInterrupt, SystemExit):
+        partial = partial_dir(cfg.out)
+        if (partial / "last.ckpt").is_file():
+            _progress(f"interrupted: checkpoint kept in {partial}/; run the same command with --resume to continue")
+        else:
+            _progress("interrupted before the first checkpoint; nothing was written")
+        return 130
     _print_summary(report, cfg.out)
     return 0
 

@@ -17,11 +17,15 @@ from .budget import Budget, budget_penalty, reinforce_loss
 from .policy import ArchitectureDistribution
 from .selection import Selection, select_architecture
 
-__all__ = ["BSNLightningModule", "split_batch"]
+__all__ = ["BSNLightningModule", "split_batch", "CostEvaluationError"]
 
 _logger = logging.getLogger(__name__)
 
 Arch = dict[str, Any]
+
+
+class CostEvaluationError(RuntimeError):
+    """A cost evaluator raised on an architecture: the search stops, naming the evaluator."""
 
 
 def split_batch(batch: Any, k: int) -> list[Any]:
@@ -114,7 +118,14 @@ class BSNLightningModule(BaseOneShotLightningModule):
         """Cost of ``arch`` for each budget, as the reward sees it (disconnected: the full super network's)."""
         if not self.is_connected(arch):
             return list(self._disconnected_costs)
-        return [b(arch) for b in self.budgets]
+        costs = []
+        for b in self.budgets:
+            try:
+                costs.append(b(arch))
+            except Exception as e:
+                raise CostEvaluationError(f"cost evaluator {b.name!r} failed on a sampled architecture: "
+                                          f"{type(e).__name__}: {e}") from e
+        return costs
 
     def deterministic_arch(self) -> Arch:
         """Keep-probability > 0.5 (argmax elsewhere), pruned."""

@@ -83,6 +83,7 @@ class SearchConfig:
     # after the search
     finetune_epochs: int = 0
     onnx: bool = True
+    resume: bool = False
     preset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -184,6 +185,12 @@ def build_cost(name: str, input_shape: tuple[int, ...], cache_dir: str | None = 
     raise UsageError(f"unknown cost {name!r}; choose one of {', '.join(COSTS)}")
 
 
+def partial_dir(out: str | os.PathLike) -> Path:
+    """Where the checkpoints of an interrupted search into ``out`` are kept."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """A temporary folder beside ``out`` that becomes ``out`` only when the block succeeds.
@@ -205,7 +212,7 @@ def atomic_output_dir(out: str | os.PathLike, force: bool = False) -> Iterator[P
     except BaseException:
         ckpt = tmp / "checkpoints"
         if ckpt.is_dir() and any(ckpt.iterdir()):
-            partial = out.with_name(out.name + ".partial")
+            partial = partial_dir(out)
             shutil.rmtree(partial, ignore_errors=True)
             shutil.move(str(ckpt), str(partial))
             _logger.warning("search interrupted: checkpoints kept in %s", partial)
@@ -247,13 +254,51 @@ def evaluate_accuracy(model: nn.Module, loader) -> float:
     return correct / max(total, 1)
 
 
-def _evaluator(cfg: SearchConfig, train, val, num_classes: int, workdir: Path, epochs: int, logger=True):
+class StepTimer:
+    """A Lightning callback recording the wall time of every training step and epoch."""
+
+    def __new__(cls, *args, **kwargs):  # built lazily so importing this module does not import Lightning
+        from pytorch_lightning.callbacks import Callback
+
+        class _StepTimer(Callback):
+            def __init__(self):
+                self.steps: list[float] = []
+                self.epochs: list[float] = []
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                self._t = time.perf_counter()
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                self.steps.append(time.perf_counter() - self._t)
+
+            def on_train_epoch_start(self, trainer, pl_module):
+                self._e = time.perf_counter()
+
+            def on_train_epoch_end(self, trainer, pl_module):
+                if getattr(self, "_e", None) is not None:  # not set when a search resumes mid-epoch
+                    self.epochs.append(time.perf_counter() - self._e)
+
+            def summary(self) -> dict[str, float]:
+                import statistics
+
+                return {"steps": len(self.steps),
+                        "step_ms_median": round(1000 * statistics.median(self.steps), 3) if self.steps else None,
+                        "epoch_s_median": round(statistics.median(self.epochs), 3) if self.epochs else None}
+
+        return _StepTimer()
+
+
+def _evaluator(cfg: SearchConfig, train, val, num_classes: int, workdir: Path, epochs: int, logger=True,
+               extra_callbacks=()):
     from nni.nas.evaluator.pytorch import Classification
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
 
     optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[cfg.optimizer]
-    callbacks = [ModelCheckpoint(dirpath=workdir / "checkpoints", save_last=True, save_top_k=0)]
+    # A checkpoint every 10 batches (two optimizer steps a batch) and at every epoch end, so a killed search resumes.
+    callbacks = [ModelCheckpoint(dirpath=workdir / "checkpoints", save_last=True, save_top_k=0,
+                                 every_n_train_steps=20),
+                 ModelCheckpoint(dirpath=workdir / "checkpoints", save_last=True, save_top_k=0), *extra_callbacks]
     ev = Classification(
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, optimizer=optimizer,
         train_dataloaders=train, val_dataloaders=val, num_classes=num_classes, max_epochs=epochs,
@@ -300,7 +345,15 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
                        allow_over_budget=cfg.allow_over_budget)
     except (TypeError, ValueError) as e:
         raise UsageError(str(e).removeprefix("BSN: ")) from None
-    ev = _evaluator(cfg, train, val, info.num_classes, workdir, cfg.epochs)
+    timer = StepTimer()
+    ev = _evaluator(cfg, train, val, info.num_classes, workdir, cfg.epochs, extra_callbacks=[timer])
+    partial = partial_dir(cfg.out)
+    if cfg.resume:
+        ckpt = partial / "last.ckpt"
+        if not ckpt.is_file():
+            raise UsageError(f"nothing to resume: {ckpt} does not exist (it is written when a search is interrupted)")
+        ev.fit_kwargs["ckpt_path"] = str(ckpt)
+        progress(f"resuming from {ckpt}")
     progress(f"searching {cfg.space} on {cfg.dataset} ({info.sizes['train']} training images) with a {cfg.cost} "
              f"budget of {cfg.budget}, {cfg.epochs} epochs")
     nni_dir = Path(tempfile.mkdtemp(prefix="nni-bsn-experiment-"))
@@ -310,6 +363,7 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
         search_seconds = time.time() - started
         models = list(strategy.list_models())
         report_bsn = strategy.report()
+        final_metrics = {k: round(float(v), 6) for k, v in strategy.oneshot_module.trainer.callback_metrics.items()}
     except ValueError as e:
         if "budget" in str(e) or "cheapest" in str(e):
             raise UsageError(str(e).removeprefix("BSN: ")) from None
@@ -353,12 +407,16 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
         "costs": costs,
         "accuracy": accuracy,
         "search_seconds": round(search_seconds, 2),
+        "search_timing": timer.summary(),
+        "final_epoch_metrics": final_metrics,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "onnx": onnx_info,
         "versions": versions(),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
     }
     (workdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    if cfg.resume:
+        shutil.rmtree(partial, ignore_errors=True)
     return report
 
 
