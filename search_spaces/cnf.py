@@ -96,16 +96,16 @@ class ConvolutionalNeuralFabric(ModelSpace):
 
         for s in range(S - 1):                      # first layer: zip down the scales
             add_edge((0, s), (0, s + 1))
-        for l in range(1, L):
+        for layer in range(1, L):
             for s in range(S):
                 for k in (s - 1, s, s + 1):
                     if 0 <= k < S:
-                        add_edge((l - 1, k), (l, s))
-                if l == L - 1 and s > 0:            # last layer: zip down to the 1x1 map
-                    add_edge((l, s - 1), (l, s))
+                        add_edge((layer - 1, k), (layer, s))
+                if layer == L - 1 and s > 0:        # last layer: zip down to the 1x1 map
+                    add_edge((layer, s - 1), (layer, s))
         self.classifier = nn.Conv2d(C, num_classes, 1)
         # Node (l, s) is computed after every node of layer l-1 and after (l, s-1): the order of `incoming`.
-        self.order = [(0, s) for s in range(1, S)] + [(l, s) for l in range(1, L) for s in range(S)]
+        self.order = [(0, s) for s in range(1, S)] + [(layer, s) for layer in range(1, L) for s in range(S)]
         self.graph = GateGraph(sorted(graph_edges, key=lambda e: self._rank(e[0])), (0, 0), (L - 1, S - 1))
 
     def _rank(self, node: tuple[int, int]) -> int:
