@@ -67,7 +67,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shortcuts", default=None, help="ResNet-fabric shortcut letters among s, l, r ('' for none)")
     g = p.add_argument_group("BSN")
     g.add_argument("--lam", type=float, default=None, help="weight of the budget penalty (default: 2)")
-    g.add_argument("--num-samples", type=_positive_int, default=None, help="architectures per step (default: 4)")
+    g.add_argument("--num-samples", type=_positive_int, default=None, help="architectures per step, the batch split between them (default: 1)")
     g.add_argument("--arc-learning-rate", type=float, default=None, help="logits learning rate (default: 0.1)")
     g.add_argument("--warmup-epochs", type=_non_negative_int, default=None, help="weights-only epochs first")
     g.add_argument("--allow-over-budget", action="store_true", help="export the closest architecture if none fits")

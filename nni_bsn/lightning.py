@@ -60,7 +60,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
         distribution: ArchitectureDistribution,
         budgets: Sequence[Budget],
         *,
-        num_samples: int = 4,
+        num_samples: int = 1,
         lam: float = 1.0,
         penalty: str = "hinge",
         baseline: str = "auto",

@@ -75,7 +75,9 @@ class BSN(OneShotStrategy):
         ``'hinge'`` (only excess is penalised, the paper's) or ``'abs'`` (pulled towards the budget).
     num_samples
         Architectures sampled per step; the batch is split between them. More samples lower the variance of
-        the gradient of the distribution; 1 trains one sub-network per step.
+        the gradient of the distribution (with a leave-one-out baseline) but run more, smaller chunks: on the
+        default digits fabric a step costs 1.3x (2 samples) and 2x (4 samples) the step with 1 sample
+        (``benchmarks/RESULTS.md``), so the default is 1, with a moving-average baseline.
     init_keep_prob
         Initial probability of keeping each gate (the paper: logits at 3, i.e. 0.95).
     arc_optimizer, arc_learning_rate
@@ -117,7 +119,7 @@ class BSN(OneShotStrategy):
         *,
         lam: float = 1.0,
         penalty: str = "hinge",
-        num_samples: int = 4,
+        num_samples: int = 1,
         init_keep_prob: float = 0.95,
         arc_optimizer: str = "adam",
         arc_learning_rate: float = 0.05,

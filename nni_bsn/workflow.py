@@ -74,7 +74,7 @@ class SearchConfig:
     lr_milestones: tuple[int, ...] = ()
     # BSN
     lam: float = 2.0
-    num_samples: int = 4
+    num_samples: int = 1
     arc_optimizer: str = "adam"
     arc_learning_rate: float = 0.1
     init_keep_prob: float = 0.95
