@@ -143,6 +143,13 @@ def _search(args: argparse.Namespace) -> int:
     from .workflow import atomic_output_dir, partial_dir, run_search
 
     cfg = config_from_args(args)
+    if int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0:
+        # A DDP worker that Lightning started by re-running this command: it trains, rank 0 writes the outputs.
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="nni-bsn-rank-") as tmp:
+            run_search(cfg, Path(tmp), progress=lambda message: None)
+        return 0
     try:
         with atomic_output_dir(cfg.out, cfg.force) as tmp:
             report = run_search(cfg, tmp, progress=_progress)

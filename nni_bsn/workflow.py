@@ -290,23 +290,34 @@ class StepTimer:
 
 def _evaluator(cfg: SearchConfig, train, val, num_classes: int, workdir: Path, epochs: int, logger=True,
                extra_callbacks=()):
-    from nni.nas.evaluator.pytorch import Classification
+    from nni.nas.evaluator.pytorch import Lightning, Trainer
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from .training import ScheduledClassificationModule
+
     optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[cfg.optimizer]
+    ddp: dict[str, Any] = {}
+    if cfg.devices > 1:  # path sampling leaves the unsampled blocks without gradient at each step
+        from pytorch_lightning.strategies import DDPStrategy
+
+        ddp["strategy"] = DDPStrategy(find_unused_parameters=True,
+                                      process_group_backend="gloo" if cfg.accelerator == "cpu" else None)
     # A checkpoint every 10 batches (two optimizer steps a batch) and at every epoch end, so a killed search resumes.
     callbacks = [ModelCheckpoint(dirpath=workdir / "checkpoints", save_last=True, save_top_k=0,
                                  every_n_train_steps=20),
                  ModelCheckpoint(dirpath=workdir / "checkpoints", save_last=True, save_top_k=0), *extra_callbacks]
-    ev = Classification(
+    module = ScheduledClassificationModule(
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, optimizer=optimizer,
-        train_dataloaders=train, val_dataloaders=val, num_classes=num_classes, max_epochs=epochs,
-        accelerator=cfg.accelerator, devices=cfg.devices,
+        num_classes=num_classes, momentum=cfg.momentum, lr_milestones=cfg.lr_milestones,
+    )
+    trainer = Trainer(
+        max_epochs=epochs, accelerator=cfg.accelerator, devices=cfg.devices, **ddp,
         logger=TensorBoardLogger(str(workdir), name="tensorboard", version="") if logger else False,
         callbacks=callbacks, enable_checkpointing=True, enable_model_summary=False, num_sanity_val_steps=0,
-        log_every_n_steps=10, deterministic=False,
+        log_every_n_steps=10,
     )
+    ev = Lightning(module, trainer, train_dataloaders=train, val_dataloaders=val)
     return ev
 
 
@@ -371,6 +382,8 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
     finally:
         exp.stop()  # NNI would otherwise save its experiment checkpoint at interpreter exit
         shutil.rmtree(nni_dir, ignore_errors=True)
+    if strategy.oneshot_module.trainer.global_rank != 0:
+        return {"rank": strategy.oneshot_module.trainer.global_rank}  # a DDP worker: rank 0 writes the outputs
     arch = models[0].sample
     model = copy.deepcopy(models[0].executable_model())  # freeze shares weights with the supernet
     progress(f"found an architecture ({report_bsn['method']}); evaluating it")

@@ -1,0 +1,115 @@
+"""Search cost of BSN against NNI's one-shot strategies: epoch time, step time and memory growth during fit.
+
+    python benchmarks/bench_search_cost.py [--repeats 5] [--epochs 4] [--layers 6 --channels 32 --image-size 8]
+
+Every (strategy, repeat) runs in a fresh process, interleaved, on the same CNF, data and batch (64). The epoch
+time is the median over epochs after the first (BSN's distribution has moved by then; 'converged' numbers use the
+last epoch); memory is the growth of peak RSS during the fit. Appends a section to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+warnings.filterwarnings("ignore")
+
+STRATEGIES = ["bsn@25%", "bsn@50%", "bsn@100%", "darts", "gumbel-darts", "proxyless", "enas", "random"]
+
+
+def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -> dict:
+    import torch
+    from nni.nas.evaluator.pytorch import Classification
+    from nni.nas.execution import SequentialExecutionEngine
+    from nni.nas.space import RawFormatModelSpace
+    from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless, RandomOneShot
+
+    from evaluators import MacsCost
+    from nni_bsn import BSN
+    from nni_bsn.compat import TaggedENAS
+    from nni_bsn.data import get_dataloaders
+    from nni_bsn.workflow import StepTimer
+    from search_spaces import ConvolutionalNeuralFabric
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    train, val, _, _ = get_dataloaders("digits", batch_size=64, image_size=image_size, seed=0)
+    space = ConvolutionalNeuralFabric(layers=layers, channels=channels, image_size=image_size, in_channels=1)
+    timer = StepTimer()
+    ev = Classification(train_dataloaders=train, val_dataloaders=val, num_classes=10, max_epochs=epochs,
+                        accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
+    if name.startswith("bsn"):
+        strategy = BSN(cost=MacsCost(input_shape=(1, 1, image_size, image_size)), budget=name.split("@")[1])
+    else:
+        strategy = {"darts": DARTS, "gumbel-darts": GumbelDARTS, "proxyless": Proxyless, "random": RandomOneShot,
+                    "enas": lambda: TaggedENAS(reward_metric_name="val_acc")}[name]()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    strategy(RawFormatModelSpace.from_model(space, ev), SequentialExecutionEngine())
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    epochs_s = timer.epochs
+    return {"strategy": name, "epoch_s": statistics.median(epochs_s[1:] or epochs_s), "last_epoch_s": epochs_s[-1],
+            "step_ms": timer.summary()["step_ms_median"], "rss_growth_mb": after - before}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        print(json.dumps(child(sys.argv[2], *map(int, sys.argv[3:7]))))
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=8)
+    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    args = p.parse_args()
+    names = args.strategies.split(",")
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for rep in range(args.repeats):
+        for n in names:
+            out = subprocess.run([sys.executable, __file__, "_child", n, str(args.epochs), str(args.layers),
+                                  str(args.channels), str(args.image_size)], capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"{n} failed: {out.stderr[-500:]}", file=sys.stderr)
+                continue
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            runs[n].append(res)
+            print(rep, res, file=sys.stderr)
+
+    def med(n, key):
+        vals = [r[key] for r in runs[n]]
+        return statistics.median(vals) if vals else float("nan")
+
+    darts_epoch, darts_mem = med("darts", "epoch_s"), med("darts", "rss_growth_mb")
+    lines = ["| strategy | epoch s (median) | last epoch s | step ms | peak RSS growth MB | epoch ÷ DARTS | "
+             "memory ÷ DARTS | runs |", "|---|---|---|---|---|---|---|---|"]
+    for n in names:
+        lines.append(f"| {n} | {med(n, 'epoch_s'):.3f} | {med(n, 'last_epoch_s'):.3f} | {med(n, 'step_ms'):.1f} | "
+                     f"{med(n, 'rss_growth_mb'):.0f} | {med(n, 'epoch_s') / darts_epoch:.2f} | "
+                     f"{med(n, 'rss_growth_mb') / darts_mem:.2f} | {len(runs[n])} |")
+    checks = []
+    if runs.get("bsn@50%") and runs.get("darts"):
+        r = med("bsn@50%", "epoch_s") / darts_epoch
+        m = med("bsn@50%", "rss_growth_mb") / darts_mem
+        checks.append(f"- BSN at 50% vs DARTS: epoch {r:.2f}x (target <= 0.25x: {'met' if r <= 0.25 else 'NOT met'}), "
+                      f"memory growth {m:.2f}x (target <= 0.4x: {'met' if m <= 0.4 else 'NOT met'})")
+    if runs.get("bsn@25%") and runs.get("bsn@100%"):
+        r = med("bsn@25%", "last_epoch_s") / med("bsn@100%", "last_epoch_s")
+        checks.append(f"- BSN at 25% vs at 100%, last epoch: {r:.2f}x (target <= 0.5x: {'met' if r <= 0.5 else 'NOT met'})")
+    from _results import append
+
+    append(f"Search cost: CNF {args.layers} layers x {args.channels} channels, digits {args.image_size}x"
+           f"{args.image_size}, batch 64, {args.epochs} epochs, {args.repeats} interleaved repeats",
+           "\n".join(lines + [""] + checks))
+
+
+if __name__ == "__main__":
+    main()
