@@ -729,12 +729,14 @@ class LatencyCost(AdditiveCost):
                 continue
             arch = self.space.prune(arch)
             predicted = self.cost(arch)
-            measured = self.measure_model(self.space.freeze(arch))
+            timing = self._time(self.space.freeze(arch), self.input_shape)
+            measured = timing["median_ms"]
             if measured < min_ms:
                 skipped += 1
                 continue
             pairs.append({"predicted_ms": predicted, "measured_ms": measured,
-                          "live_gates": sum(v == GATE_ON for v in arch.values())})
+                          "live_gates": sum(v == GATE_ON for v in arch.values()),
+                          "rounds": timing["rounds"], "session_spread": timing["session_spread"]})
             archs.append(arch)
         errors = [abs(p["predicted_ms"] - p["measured_ms"]) / p["measured_ms"] for p in pairs]
         signed = [(p["predicted_ms"] - p["measured_ms"]) / p["measured_ms"] for p in pairs]
