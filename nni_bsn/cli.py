@@ -96,6 +96,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="model.onnx", help="ONNX file to write (default: model.onnx)")
     p.add_argument("--force", action="store_true", help="replace the ONNX file if it exists")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |torch - ONNX Runtime| allowed (default: 1e-4)")
+
+    p = sub.add_parser("compare", help="BSN beside NNI's DARTS, GumbelDARTS, ENAS, Proxyless and RandomOneShot",
+                       description="Run each strategy (in its own process) on the same space, data, seed and epochs, "
+                       "retrain each found architecture from scratch the same way, and write one table and one "
+                       "accuracy-vs-MACs plot. Exit code 1 if a strategy failed (its row says why; every output "
+                       "is still written), 2 on bad input.")
+    p.add_argument("--strategies", default="bsn,darts,gumbel-darts,enas,proxyless,random,darts+penalty,proxyless+penalty",
+                   help="comma-separated, among bsn, darts, gumbel-darts, enas, proxyless, random, darts+penalty, "
+                   "proxyless+penalty (default: all eight)")
+    p.add_argument("--space", default=None, help="cnf (default) or resnet-fabric")
+    p.add_argument("--dataset", default=None, help="digits (embedded, default), cifar10 or cifar100")
+    p.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py/ or cifar-100-python/")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="search epochs of every strategy (default: 3)")
+    p.add_argument("--retrain-epochs", type=_positive_int, default=None,
+                   help="epochs to retrain each found architecture from scratch (default: the search epochs)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--cost", default=None, help=f"BSN's budgeted cost: {', '.join(COSTS)} (default: macs)")
+    p.add_argument("--budget", default=None, help="BSN's budget and the penalty rows' baseline (default: 50%%)")
+    p.add_argument("--lam", type=float, default=None, help="BSN's lambda and the penalty rows' scale (default: 2)")
+    p.add_argument("--layers", type=_positive_int, default=None, help="CNF layers (default: 4)")
+    p.add_argument("--channels", type=_positive_int, default=None, help="CNF channels (default: 8)")
+    p.add_argument("--image-size", type=_positive_int, default=None, help="input size (default: 16 digits, 32 CIFAR)")
+    p.add_argument("--units", type=_positive_int, default=None, help="ResNet-fabric units per stage (default: 2)")
+    p.add_argument("--maps", type=_int_list, default=None, help="ResNet-fabric channels per stage, e.g. 8,16,32")
+    p.add_argument("--shortcuts", default=None, help="ResNet-fabric shortcut letters among s, l, r ('' for none)")
+    p.add_argument("--limit-train-batches", type=_positive_int, default=None,
+                   help="training batches per epoch, for quick checks (default: all)")
+    p.add_argument("--limit-val-batches", type=_positive_int, default=None,
+                   help="validation batches per epoch, for quick checks (default: all)")
+    p.add_argument("--strategy-timeout", type=float, default=None,
+                   help="seconds allowed per strategy (search and retraining); it then fails (default: no limit)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and latency column")
+    p.add_argument("--out", default="bsn-compare", help="output folder (default: bsn-compare)")
+    p.add_argument("--force", action="store_true", help="replace the output folder if it exists")
     return parser
 
 
@@ -274,6 +309,44 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .compare import (
+        CompareConfig,
+        check_config,
+        equivalent_command,
+        markdown_table,
+        parse_strategies,
+        run_compare,
+    )
+    from .workflow import atomic_output_dir
+
+    explicit = {
+        "space": args.space, "dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
+        "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "cost": args.cost,
+        "budget": args.budget, "lam": args.lam, "layers": args.layers, "channels": args.channels,
+        "image_size": args.image_size, "units": args.units, "maps": args.maps, "shortcuts": args.shortcuts,
+        "limit_train_batches": args.limit_train_batches, "limit_val_batches": args.limit_val_batches,
+        "strategy_timeout": args.strategy_timeout,
+    }
+    cfg = CompareConfig(strategies=parse_strategies(args.strategies), seed=args.seed, onnx=not args.no_onnx,
+                        out=args.out, force=args.force, **{k: v for k, v in explicit.items() if v is not None})
+    if args.image_size is None and cfg.dataset.lower() != "digits":
+        cfg.image_size = 32
+    check_config(cfg)
+    typed = Path(sys.argv[0]).name == "nni-bsn" and sys.argv[1:2] == ["compare"]
+    command = shlex.join(["nni-bsn", *sys.argv[1:]]) if typed else equivalent_command(cfg)
+    with atomic_output_dir(cfg.out, cfg.force) as tmp:
+        report = run_compare(cfg, tmp, progress=_progress, command=command)
+    print(markdown_table(report["rows"]))
+    print(f"outputs in {cfg.out}/: compare.md compare.csv compare.json accuracy_vs_cost.png logs/")
+    if report["failed"]:
+        _progress(f"failed: {', '.join(report['failed'])} (see {cfg.out}/logs/); exit code 1")
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -282,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore")
         for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "nni"):
             logging.getLogger(name).setLevel(logging.ERROR)
-    handlers = {"search": _search, "sweep": _sweep, "export": _export}
+    handlers = {"search": _search, "sweep": _sweep, "export": _export, "compare": _compare}
     try:
         return handlers[args.command](args)
     except UsageError as e:

@@ -37,10 +37,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .workflow import SearchConfig, UsageError
+from .workflow import COSTS, SearchConfig, UsageError
 
-__all__ = ["CompareConfig", "STRATEGIES", "STRATEGY_NAMES", "parse_strategies", "run_compare",
-           "fabric_flops_profiler"]
+__all__ = ["CompareConfig", "STRATEGIES", "STRATEGY_NAMES", "parse_strategies", "check_config", "run_compare",
+           "fabric_flops_profiler", "markdown_table", "equivalent_command"]
 
 _logger = logging.getLogger(__name__)
 
@@ -136,13 +136,18 @@ def parse_strategies(text: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _check(cfg: CompareConfig) -> None:
+def check_config(cfg: CompareConfig) -> None:
+    """Raise :class:`UsageError` if ``cfg`` names an unknown strategy or space, or a bad budget or epoch count."""
     parse_strategies(cfg.strategies)
     if cfg.space not in COMPARE_SPACES:
         raise UsageError(f"compare runs on the fabrics; unknown or unsupported space {cfg.space!r}: choose "
                          f"{' or '.join(COMPARE_SPACES)}")
     if cfg.epochs < 1 or cfg.retrain < 1:
         raise UsageError(f"epochs must be >= 1, got search {cfg.epochs} and retrain {cfg.retrain}")
+    if cfg.dataset.lower().replace("-", "") not in ("digits", "cifar10", "cifar100"):
+        raise UsageError(f"unknown dataset {cfg.dataset!r}; choose digits, cifar10 or cifar100")
+    if cfg.cost not in ("macs", "params", "latency") and not cfg.cost.startswith("distributed"):
+        raise UsageError(f"unknown cost {cfg.cost!r}; choose one of {', '.join(COSTS)}")
     from .budget import parse_budget
 
     try:
@@ -456,7 +461,7 @@ def _resolve_budget(cfg: CompareConfig, space_spec: dict, input_shape: tuple[int
     limit = number / 100.0 * full if pct else number
     cheapest = evaluator.min_cost()
     if cheapest is not None and limit < cheapest:
-        raise UsageError(f"budget {cfg.budget} ({limit:.6g} {cfg.cost}) is below the cheapest connected "
+        raise UsageError(f"budget {cfg.budget} ({cfg.cost} {limit:.6g}) is below the cheapest connected "
                          f"architecture of this space ({cheapest:.6g}); raise --budget")
     return {"cost": cfg.cost, "spec": cfg.budget, "limit": limit, "full": full, "fraction": limit / full,
             "unit": evaluator.describe().get("unit", "")}
@@ -474,7 +479,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": mem_gib, "os": platform.platform(),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 def run_compare(cfg: CompareConfig, workdir: Path, progress: Callable[[str], None] = print,
@@ -489,7 +494,7 @@ def run_compare(cfg: CompareConfig, workdir: Path, progress: Callable[[str], Non
     from .plots import plot_accuracy_vs_cost
     from .workflow import build_space, versions
 
-    _check(cfg)
+    check_config(cfg)
     cfg.strategies = parse_strategies(cfg.strategies)
     try:
         _, _, _, info = get_dataloaders(cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed)
@@ -503,6 +508,7 @@ def run_compare(cfg: CompareConfig, workdir: Path, progress: Callable[[str], Non
     progress(f"comparing {', '.join(cfg.strategies)} on {cfg.space} ({gates} gates) / {cfg.dataset} "
              f"({info.sizes['train']} training images): {cfg.epochs} search epochs, {cfg.retrain} retraining epochs, "
              f"{cfg.cost} budget {cfg.budget} = {budget['limit']:.6g}")
+    machine_at_start = machine()  # its load average: other work on the machine slows every timing column
     logs = workdir / "logs"
     logs.mkdir()
     jobdir = Path(tempfile.mkdtemp(prefix="nni-bsn-compare-"))
@@ -527,11 +533,13 @@ def run_compare(cfg: CompareConfig, workdir: Path, progress: Callable[[str], Non
     for row in rows:
         if row["status"] != "ok":
             row["status"] = f"failed: {row['error']}"
+    load_at_end = [round(x, 2) for x in os.getloadavg()]
     report = {
         "command": command,
+        "equivalent_command": equivalent_command(cfg),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "total_seconds": round(time.time() - started, 1),
-        "machine": machine(),
+        "machine": {**machine_at_start, "load_average_at_end": load_at_end},
         "versions": versions(),
         "dataset": {"name": cfg.dataset, "sizes": info.sizes, "image_size": info.image_size},
         "space": {**space_spec, "gates": gates},
@@ -550,6 +558,29 @@ def run_compare(cfg: CompareConfig, workdir: Path, progress: Callable[[str], Non
     plot_accuracy_vs_cost([r for r in rows if r["status"] == "ok"], workdir / "accuracy_vs_cost.png",
                           cost_key="macs", acc_key="test_acc", label_key="strategy")
     return report
+
+
+def equivalent_command(cfg: CompareConfig) -> str:
+    """The ``nni-bsn compare`` command line that spells out every setting of ``cfg``."""
+    import shlex
+
+    opts = [("--strategies", ",".join(cfg.strategies)), ("--space", cfg.space), ("--dataset", cfg.dataset),
+            ("--data-dir", cfg.data_dir), ("--epochs", cfg.epochs), ("--retrain-epochs", cfg.retrain),
+            ("--batch-size", cfg.batch_size), ("--seed", cfg.seed), ("--cost", cfg.cost), ("--budget", cfg.budget)]
+    if cfg.space == "cnf":
+        opts += [("--layers", cfg.layers), ("--channels", cfg.channels)]
+    else:
+        opts += [("--units", cfg.units), ("--maps", ",".join(map(str, cfg.maps))), ("--shortcuts", cfg.shortcuts)]
+    opts += [("--image-size", cfg.image_size), ("--lam", cfg.lam), ("--limit-train-batches", cfg.limit_train_batches),
+             ("--limit-val-batches", cfg.limit_val_batches), ("--strategy-timeout", cfg.strategy_timeout),
+             ("--out", cfg.out)]
+    words = ["nni-bsn", "compare"]
+    for flag, value in opts:
+        if value is not None:
+            words += [flag, str(value)]
+    if not cfg.onnx:
+        words.append("--no-onnx")
+    return shlex.join(words)
 
 
 # ----- the table ---------------------------------------------------------------------------------------------------
@@ -639,8 +670,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         markdown_table(report["rows"]),
         "",
         f"- command: `{report['command'] or '(Python API: nni_bsn.compare.run_compare)'}`",
+        f"- every setting: `{report['equivalent_command']}`",
         f"- date: {report['date']}; total {report['total_seconds']:.0f} s",
-        f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, Python {m['python']}",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, Python {m['python']}; "
+        f"load average (1/5/15 min) {m['load_average_1_5_15']} at the start, {m['load_average_at_end']} at the end",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- space: {json.dumps(report['space'])}; data: {report['dataset']['name']} {report['dataset']['sizes']}, "
         f"image {report['dataset']['image_size']}",
