@@ -92,14 +92,14 @@ def _overhead_child(mode: str, epochs: int, logits_file: str) -> dict:
         with torch.no_grad():
             strategy.distribution.gate_logits.copy_(saved["logits"])
         sampled: list = []
-        original = strategy.distribution.sample
+        original = strategy.distribution.sample_parts
 
         def recording(n=1):
-            archs, logp = original(n)
+            archs, gate_logp, choice_logp = original(n)
             sampled.extend(archs)
-            return archs, logp
+            return archs, gate_logp, choice_logp
 
-        strategy.distribution.sample = recording
+        strategy.distribution.sample_parts = recording
         strategy.run()
         mean_macs = statistics.mean(macs(a) for a in sampled)
     else:

@@ -63,6 +63,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
         num_samples: int = 1,
         lam: float = 1.0,
         penalty: str = "hinge",
+        penalty_gradient: str = "local",
         baseline: str = "auto",
         baseline_decay: float = 0.9,
         entropy_coef: float = 0.0,
@@ -79,15 +80,17 @@ class BSNLightningModule(BaseOneShotLightningModule):
         self.distribution = distribution
         self.budgets = list(budgets)
         self.num_samples = num_samples
-        self.lam, self.penalty = lam, penalty
+        self.lam, self.penalty, self.penalty_gradient = lam, penalty, penalty_gradient
         self.baseline_mode, self.baseline_decay = baseline, baseline_decay
         self.entropy_coef, self.warmup_epochs = entropy_coef, warmup_epochs
         self.arc_optimizer, self.arc_learning_rate = arc_optimizer, arc_learning_rate
         self.gradient_clip_val = gradient_clip_val
         self.prune_fn, self.connected_fn = prune, is_connected
         self.export_samples, self.allow_over_budget = export_samples, allow_over_budget
-        self.register_buffer("reward_baseline", torch.zeros(()))
-        self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
+        # Moving-average baselines: [0] of the whole reward, [1] of -loss alone (for the gates when their penalty
+        # gradient is computed locally); `baseline_ready` says whether each has been initialised.
+        self.register_buffer("reward_baseline", torch.zeros(2))
+        self.register_buffer("baseline_ready", torch.zeros(2, dtype=torch.bool))
         self.keep_prob_history: list[list[float]] = []
         self.skipped_samples = 0
         self.last_selection: Selection | None = None
@@ -154,25 +157,54 @@ class BSNLightningModule(BaseOneShotLightningModule):
             return torch.optim.Adam(params, lr=self.arc_learning_rate)
         return torch.optim.SGD(params, lr=self.arc_learning_rate)
 
-    def _baseline(self, rewards: torch.Tensor) -> torch.Tensor:
+    def _baseline(self, rewards: torch.Tensor, slot: int) -> torch.Tensor:
         k = rewards.numel()
         if self.baseline_mode in ("auto", "mean") and k > 1:
             return (rewards.sum() - rewards) / (k - 1)  # leave-one-out mean: unbiased
-        if not bool(self.baseline_ready):
+        if not bool(self.baseline_ready[slot]):
             return rewards.mean().expand_as(rewards)
-        return self.reward_baseline.expand_as(rewards)
+        return self.reward_baseline[slot].expand_as(rewards)
 
-    def _update_ema(self, rewards: torch.Tensor) -> None:
+    def _update_ema(self, rewards: torch.Tensor, slot: int) -> None:
         mean = rewards.mean()
-        if not bool(self.baseline_ready):
-            self.reward_baseline.copy_(mean)
-            self.baseline_ready.fill_(True)
+        if not bool(self.baseline_ready[slot]):
+            self.reward_baseline[slot] = mean
+            self.baseline_ready[slot] = True
         else:
-            self.reward_baseline.mul_(self.baseline_decay).add_((1 - self.baseline_decay) * mean)
+            self.reward_baseline[slot] = self.baseline_decay * self.reward_baseline[slot] + (1 - self.baseline_decay) * mean
 
-    def _arch_step(self, logp: torch.Tensor, rewards: torch.Tensor) -> float:
-        baseline = self._baseline(rewards)
-        arch_loss = reinforce_loss(logp, rewards, baseline)
+    def penalty_differences(self, archs: list[Arch], penalties: list[float]) -> torch.Tensor:
+        """Per gate, the mean over ``archs`` of penalty(gate on) - penalty(gate off), the rest as sampled.
+
+        The gradient of ``E[penalty]`` for the gate's logit is ``p (1 - p)`` times this (an unbiased, local
+        estimate: costs are cheap to evaluate, so each sample is re-costed with every gate flipped). Turning off a
+        gate that disconnects the network charges the whole super network, so cutting the network is never cheap.
+        """
+        limits = [b.limit for b in self.budgets]
+        labels = self.distribution.gate_labels
+        diff = torch.zeros(len(labels))
+        for arch, pen in zip(archs, penalties):
+            for g, label in enumerate(labels):
+                flipped = dict(arch)
+                flipped[label] = "off" if arch[label] == "on" else "on"
+                other = budget_penalty(self.costs(flipped), limits, self.penalty)
+                diff[g] += (pen - other) if arch[label] == "on" else (other - pen)
+        return diff / max(len(archs), 1)
+
+    def _arch_step(self, gate_logp: torch.Tensor, choice_logp: torch.Tensor, losses: torch.Tensor,
+                   penalties: torch.Tensor, archs: list[Arch]) -> float:
+        full_rewards = -(losses + self.lam * penalties)
+        if self.penalty_gradient == "local" and self.distribution.gate_labels:
+            # Gates: REINFORCE on the loss alone, plus the exact local gradient of lam * E[penalty].
+            loss_rewards = -losses
+            arch_loss = reinforce_loss(gate_logp, loss_rewards, self._baseline(loss_rewards, 1))
+            diff = self.penalty_differences(archs, penalties.tolist())
+            arch_loss = arch_loss + self.lam * (torch.sigmoid(self.distribution.gate_logits) * diff).sum()
+            if self.distribution.choice_labels:
+                arch_loss = arch_loss + reinforce_loss(choice_logp, full_rewards, self._baseline(full_rewards, 0))
+            self._update_ema(loss_rewards, 1)
+        else:  # the paper's estimator: REINFORCE on the whole budgeted reward
+            arch_loss = reinforce_loss(gate_logp + choice_logp, full_rewards, self._baseline(full_rewards, 0))
         if self.entropy_coef:
             arch_loss = arch_loss - self.entropy_coef * self.distribution.entropy()
         params = list(self.distribution.parameters())
@@ -189,12 +221,12 @@ class BSNLightningModule(BaseOneShotLightningModule):
         opt = self.architecture_optimizers()
         opt.step()
         opt.zero_grad()
-        self._update_ema(rewards)
+        self._update_ema(full_rewards, 0)
         return float(arch_loss.detach())
 
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         k = max(1, min(self.num_samples, _batch_size(batch)))
-        archs, logp = self.distribution.sample(k)
+        archs, gate_logp, choice_logp = self.distribution.sample_parts(k)
         chunks = split_batch(batch, k) if k > 1 else [batch]
         losses, sizes, out = [], [], None
         for arch, chunk in zip(archs, chunks):
@@ -221,10 +253,13 @@ class BSNLightningModule(BaseOneShotLightningModule):
                 self.skipped_samples += keep.count(False)
                 warnings.warn("BSN: skipped a sampled architecture with a non-finite cost", RuntimeWarning, stacklevel=2)
             if any(keep):
-                idx = torch.tensor([i for i, f in enumerate(keep) if f])
-                rewards = -(loss_values[idx] + self.lam * torch.tensor([penalties[i] for i in idx.tolist()]))
-                arch_loss = self._arch_step(logp[idx], rewards)
-                self.log("bsn/reward", float(rewards.mean()), on_step=False, on_epoch=True)
+                kept = [i for i, f in enumerate(keep) if f]
+                idx = torch.tensor(kept)
+                pens = torch.tensor([penalties[i] for i in kept])
+                arch_loss = self._arch_step(gate_logp[idx], choice_logp[idx], loss_values[idx], pens,
+                                            [archs[i] for i in kept])
+                reward = -(loss_values[idx] + self.lam * pens).mean()
+                self.log("bsn/reward", float(reward), on_step=False, on_epoch=True)
                 self.log("bsn/arch_loss", arch_loss, on_step=False, on_epoch=True)
             for j, b in enumerate(self.budgets):
                 self.log(f"bsn/cost_{b.name}", sum(c[j] for c in costs) / len(costs), on_step=False, on_epoch=True)

@@ -73,16 +73,22 @@ class ArchitectureDistribution(nn.Module):
 
     def sample(self, k: int = 1) -> tuple[list[dict[str, Any]], torch.Tensor]:
         """Draw ``k`` architectures; returns them with their log-probabilities (a differentiable ``[k]`` tensor)."""
+        archs, gate_logp, choice_logp = self.sample_parts(k)
+        return archs, gate_logp + choice_logp
+
+    def sample_parts(self, k: int = 1) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor]:
+        """Like :meth:`sample`, with the log-probability split into the gates' part and the other choices' part."""
         bern = torch.distributions.Bernoulli(logits=self.gate_logits)
         bits = bern.sample((k,))
-        logp = bern.log_prob(bits).sum(-1)
+        gate_logp = bern.log_prob(bits).sum(-1)
+        choice_logp = torch.zeros(k)
         indices = []
         for logits in self.choice_logits:
             cat = torch.distributions.Categorical(logits=logits)
             ix = cat.sample((k,))
-            logp = logp + cat.log_prob(ix)
+            choice_logp = choice_logp + cat.log_prob(ix)
             indices.append(ix)
-        return self._to_archs(bits, indices), logp
+        return self._to_archs(bits, indices), gate_logp, choice_logp
 
     def encode(self, archs: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Gate bits ``[n, G]`` and choice indices of architectures (the inverse of sampling)."""

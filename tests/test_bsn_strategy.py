@@ -66,14 +66,14 @@ def test_only_the_sampled_paths_run_during_training(digits_loaders):
     strategy = BSN(cost=lambda arch: sum(v == "on" for v in arch.values()), budget=10, num_samples=3)
     sampled: list[dict] = []
     strategy.mutate_model(space)
-    original = strategy.distribution.sample
+    original = strategy.distribution.sample_parts
 
     def recording_sample(k=1):
-        archs, logp = original(k)
+        archs, gate_logp, choice_logp = original(k)
         sampled.extend(archs)
-        return archs, logp
+        return archs, gate_logp, choice_logp
 
-    strategy.distribution.sample = recording_sample
+    strategy.distribution.sample_parts = recording_sample
     strategy.mutate_model = lambda model: model  # already mutated above
     strategy(RawFormatModelSpace.from_model(space, evaluator(digits_loaders, train_batches=3, val_batches=0)),
              SequentialExecutionEngine())
