@@ -262,7 +262,8 @@ class BSNLightningModule(BaseOneShotLightningModule):
                 self.log("bsn/reward", float(reward), on_step=False, on_epoch=True)
                 self.log("bsn/arch_loss", arch_loss, on_step=False, on_epoch=True)
             for j, b in enumerate(self.budgets):
-                self.log(f"bsn/cost_{b.name}", sum(c[j] for c in costs) / len(costs), on_step=False, on_epoch=True)
+                self.log(f"bsn/cost_{b.name}", sum(c[j] for c in costs) / len(costs), on_step=False, on_epoch=True,
+                         prog_bar=True)
             self.log("bsn/penalty", sum(penalties) / len(penalties), on_step=False, on_epoch=True)
             self.log("bsn/connected", sum(map(self.is_connected, archs)) / len(archs), on_step=False, on_epoch=True)
         self.advance_lr_schedulers(batch_idx)
@@ -287,13 +288,14 @@ class BSNLightningModule(BaseOneShotLightningModule):
             "bsn/gates_on": float(probs.mean()) if probs.numel() else 0.0,
             "bsn/det_connected": float(self.is_connected(det)),
         }
-        for b, c in zip(self.budgets, det_costs):
-            metrics[f"bsn/det_{b.name}"] = c
+        for b in self.budgets:
             metrics[f"bsn/budget_{b.name}"] = b.limit
+        shown = {f"bsn/det_{b.name}": c for b, c in zip(self.budgets, det_costs)}
         self.log_dict(metrics, prog_bar=False)
+        self.log_dict(shown, prog_bar=True)
         if self.trainer.is_global_zero:
             _logger.info("epoch %d: %s", self.current_epoch,
-                         ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+                         ", ".join(f"{k}={v:.4g}" for k, v in {**shown, **metrics}.items()))
         self.training_module.on_train_epoch_end()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
