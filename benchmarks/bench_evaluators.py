@@ -35,7 +35,7 @@ import torch  # noqa: E402
 import nni_bsn.compat  # noqa: E402,F401
 from evaluators import DistributedCost, LatencyCost, MacsCost, ParamsCost  # noqa: E402
 from evaluators.latency import cpu_model  # noqa: E402
-from search_spaces import ConvolutionalNeuralFabric  # noqa: E402
+from search_spaces import ConvolutionalNeuralFabric, ResNetFabric  # noqa: E402
 
 
 def time_calls(ev, archs) -> float:
@@ -86,6 +86,9 @@ def score(pairs, predicted) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--space", choices=["cnf", "resnet"], default="cnf")
+    ap.add_argument("--units", type=int, default=3, help="ResNet fabric: units per stage")
+    ap.add_argument("--shortcuts", default="slr", help="ResNet fabric: extra shortcut blocks ('' for ResNet)")
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--image", type=int, default=32)
@@ -99,7 +102,12 @@ def main() -> None:
     args = ap.parse_args()
 
     load_start, waited = wait_for_quiet(args.max_load, args.max_wait)
-    space = ConvolutionalNeuralFabric(layers=args.layers, channels=args.channels, image_size=args.image)
+    if args.space == "cnf":
+        space = ConvolutionalNeuralFabric(layers=args.layers, channels=args.channels, image_size=args.image)
+        space_text = f"CNF layers={args.layers} channels={args.channels} image={args.image}"
+    else:
+        space = ResNetFabric(units=args.units, shortcuts=args.shortcuts)
+        space_text = f"ResNet fabric units={args.units} shortcuts={args.shortcuts!r} image={args.image}"
     shape = (1, 3, args.image, args.image)
     cache = args.cache_dir or tempfile.mkdtemp(prefix="nni-bsn-latency-")
     t0 = time.time()
@@ -151,7 +159,7 @@ def main() -> None:
         f"onnxruntime {onnxruntime.__version__}; 1-minute load average: {load_start:.2f} at start (after waiting "
         f"{waited:.0f} s for <= {args.max_load}), {load_table[0]:.2f} after the table, {load_validate[0]:.2f} after "
         f"validation, {load_after[0]:.2f} at the end (other developers' jobs share the machine)",
-        f"- Space: CNF layers={args.layers} channels={args.channels} image={args.image}, "
+        f"- Space: {space_text}, "
         f"{len(labels)} gates; ORT CPU, batch 1, 1 thread, exporter {args.exporter}, 10 warm-up + 50 timed runs "
         "x 3 sessions, re-measured (up to 3 more rounds) when session medians disagree by > 5 %, median of medians",
         f"- Table: {len(set(lat.entries.values()))} distinct entries ({len(node_keys)} node entries), built in "
