@@ -1,0 +1,389 @@
+"""Pictures of what a search found and how it got there: fabrics with their kept edges, gate probabilities over
+epochs, accuracy against cost.
+
+Every function draws on its own ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot state, no window, safe
+in threads and on machines without a display), writes the file atomically (a temporary file in the same folder,
+then ``os.replace``) and returns its path. The format follows the file extension (``.png`` by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import FancyArrowPatch
+
+__all__ = [
+    "draw_cnf",
+    "draw_resnet_fabric",
+    "draw_architecture",
+    "plot_gate_probabilities",
+    "plot_accuracy_vs_cost",
+]
+
+_log = logging.getLogger(__name__)
+
+GATE_ON = "on"
+KEPT = "#1f3b73"        # dark blue: a gate that is on and on an input -> output path
+DEAD = "#e08a2c"        # orange: on, but on no input -> output path (pruned away)
+UNUSED = "#c8c8c8"      # light grey: off
+PROB_CMAP = "viridis_r"  # keep-probability 0 -> pale yellow, 1 -> dark purple
+MAX_TABLE_LINES = 40
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> str:
+    """Write ``fig`` to ``path`` atomically; return the path."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    # A name of our own (not mkstemp, which makes the file private to the user) unique to this process and thread.
+    tmp = os.path.join(folder, f".{Path(path).name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            fig.savefig(f, format=fmt)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _gate_states(space: Any, arch: Mapping[str, Any], labels: Sequence[str]) -> dict[str, str]:
+    """``'kept'`` (on and alive), ``'dead'`` (on, pruned away) or ``'off'`` for every gate label."""
+    missing = [label for label in labels if label not in arch]
+    if missing:
+        raise KeyError(f"architecture has no value for gate(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    pruned = space.prune(arch) if hasattr(space, "prune") else arch
+    states = {}
+    for label in labels:
+        if pruned[label] == GATE_ON:
+            states[label] = "kept"
+        else:
+            states[label] = "dead" if arch[label] == GATE_ON else "off"
+    return states
+
+
+def _edge_style(state: str, prob: float | None, cmap: Any) -> dict[str, Any]:
+    """Colour, width, dash and z-order of one gated edge: kept edges solid and thick, the others thin and dashed;
+    with a keep-probability, the colour comes from the probability and the width grows with it."""
+    if prob is None:
+        colour = {"kept": KEPT, "dead": DEAD, "off": UNUSED}[state]
+        width = {"kept": 2.6, "dead": 1.6, "off": 1.0}[state]
+    else:
+        colour = cmap(float(np.clip(prob, 0.0, 1.0)))
+        width = (1.4 if state == "off" else 2.2) + 2.0 * float(np.clip(prob, 0.0, 1.0))
+    style = "solid" if state == "kept" else ((0, (1, 1.5)) if state == "off" else (0, (4, 2)))
+    z = {"kept": 3, "dead": 2, "off": 1}[state]
+    return {"color": colour, "linewidth": width, "linestyle": style, "zorder": z}
+
+
+def _legend_handles(probs: Mapping[str, float] | None) -> list[Line2D]:
+    if probs is None:
+        return [
+            Line2D([], [], color=KEPT, lw=2.6, label="kept (on, on an input-output path)"),
+            Line2D([], [], color=DEAD, lw=1.6, ls=(0, (4, 2)), label="on, but pruned (dead end)"),
+            Line2D([], [], color=UNUSED, lw=1.0, ls=(0, (1, 1.5)), label="off"),
+        ]
+    return [
+        Line2D([], [], color="k", lw=2.6, label="kept (solid)"),
+        Line2D([], [], color="k", lw=1.6, ls=(0, (4, 2)), label="on, but pruned"),
+        Line2D([], [], color="k", lw=1.0, ls=(0, (1, 1.5)), label="off (dotted)"),
+    ]
+
+
+def _add_prob_colorbar(fig: Figure, ax: Any, cmap: Any) -> None:
+    from matplotlib.cm import ScalarMappable
+
+    mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap)
+    fig.colorbar(mappable, ax=ax, shrink=0.8, label="keep-probability")
+
+
+def _title(name: str, states: Mapping[str, str]) -> str:
+    kept = sum(s == "kept" for s in states.values())
+    on = sum(s != "off" for s in states.values())
+    return f"{name}: {kept}/{len(states)} gates kept ({on} on before pruning)"
+
+
+def draw_cnf(space: Any, arch: Mapping[str, Any], path: str | os.PathLike,
+             probs: Mapping[str, float] | None = None) -> str:
+    """Draw a Convolutional Neural Fabric and which of its edges ``arch`` keeps; return ``path``.
+
+    x is the layer, y the scale (scale 0, full resolution, at the top). Every edge is drawn; kept edges (on after
+    ``space.prune(arch)``) are solid and dark, edges that are on but pruned dashed orange, off edges dotted grey.
+    With ``probs`` (``{label: keep-probability}``) every edge is coloured by its probability instead, its width
+    growing with it, and the line style still tells kept from dropped.
+    """
+    from matplotlib import colormaps
+
+    L, S = space.layers, space.scales
+    labels = list(space.gate_labels)
+    states = _gate_states(space, arch, labels)
+    cmap = colormaps[PROB_CMAP]
+    fig = _new_figure(max(5.0, 1.25 * L + 2.8), max(3.2, 0.85 * S + 1.6))
+    ax = fig.add_subplot()
+
+    alive_nodes = {(0, 0)}
+    for dst, sources in space.incoming.items():
+        for src, label in sources:
+            st = _edge_style(states[label], None if probs is None else probs.get(label), cmap)
+            (x1, y1), (x2, y2) = src, dst
+            if x1 == x2:  # zip edge inside a column: bow it to the side so it does not hide the nodes
+                bow = -0.18 if x1 == 0 else 0.18
+                xs = [x1, x1 + bow, x2]
+                ys = [y1, (y1 + y2) / 2, y2]
+                ax.plot(xs, ys, color=st["color"], lw=st["linewidth"], ls=st["linestyle"], zorder=st["zorder"],
+                        solid_capstyle="round")
+            else:
+                ax.add_collection(LineCollection([[(x1, y1), (x2, y2)]], colors=[st["color"]],
+                                                 linewidths=st["linewidth"], linestyles=[st["linestyle"]],
+                                                 zorder=st["zorder"], capstyle="round"))
+            if states[label] == "kept":
+                alive_nodes.update((src, dst))
+
+    grid = [(layer, scale) for layer in range(L) for scale in range(S)]
+    xs, ys = zip(*grid)
+    colours = [KEPT if node in alive_nodes else "white" for node in grid]
+    ax.scatter(xs, ys, s=70, c=colours, edgecolors="#444444", linewidths=1.0, zorder=5)
+    ax.annotate("input", (0, 0), xytext=(-0.55, 0), ha="right", va="center", fontsize=9,
+                arrowprops={"arrowstyle": "->", "color": "#444444"})
+    ax.annotate("classifier", (L - 1, S - 1), xytext=(L - 1 + 0.55, S - 1), ha="left", va="center", fontsize=9,
+                arrowprops={"arrowstyle": "<-", "color": "#444444"})
+    ax.set_xlim(-1.3, L - 1 + 1.6)
+    ax.set_ylim(S - 1 + 0.5, -0.5)  # scale 0 at the top
+    ax.set_xticks(range(L), [f"layer {layer}" for layer in range(L)], fontsize=8)
+    size = getattr(space, "image_size", None)
+    ax.set_yticks(range(S), [f"scale {s}" + (f"\n{size >> s}x{size >> s}" if size else "") for s in range(S)],
+                  fontsize=8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(_title(f"CNF {L} layers x {S} scales", states), fontsize=10)
+    ax.legend(handles=_legend_handles(probs), loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.02 * (S < 4)),
+              ncol=3, fontsize=8, frameon=False)
+    if probs is not None:
+        _add_prob_colorbar(fig, ax, cmap)
+    return _save(fig, path)
+
+
+def draw_resnet_fabric(space: Any, arch: Mapping[str, Any], path: str | os.PathLike,
+                       probs: Mapping[str, float] | None = None) -> str:
+    """Draw a ResNet fabric and which of its residual branches and shortcut blocks ``arch`` keeps; return ``path``.
+
+    One row per stage (stage 0 at the top), its input then its units left to right. The main path (identity or
+    projection skips, always present) is a thin grey line; each unit's residual branch an arc above it; the
+    shortcut blocks between stages go from a unit of the previous stage to a unit of this one. Kept blocks are
+    solid and dark (or coloured by ``probs``), dropped ones dotted, on-but-pruned ones dashed.
+    """
+    from matplotlib import colormaps
+
+    W, B = space.units, len(space.maps)
+    labels = list(space.gate_labels)
+    states = _gate_states(space, arch, labels)
+    cmap = colormaps[PROB_CMAP]
+    row_gap = 1.6
+    fig = _new_figure(max(5.0, 1.3 * (W + 1) + 3.0), max(3.2, row_gap * 0.95 * B + 1.8))
+    ax = fig.add_subplot()
+
+    def pos(node: tuple[int, int]) -> tuple[float, float]:
+        b, n = node
+        return float(n + 1), b * row_gap
+
+    def arrow(p: tuple[float, float], q: tuple[float, float], rad: float, **style: Any) -> None:
+        ax.add_patch(FancyArrowPatch(p, q, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=9,
+                                     shrinkA=6, shrinkB=6, **style))
+
+    def style_of(label: str) -> dict[str, Any]:
+        st = _edge_style(states[label], None if probs is None else probs.get(label), cmap)
+        return {"color": st["color"], "linewidth": st["linewidth"], "linestyle": st["linestyle"],
+                "zorder": st["zorder"]}
+
+    grey = {"color": "#9a9a9a", "linewidth": 1.0, "zorder": 0}
+    for b in range(B):
+        for n in range(W):
+            p, q = pos((b, n - 1)), pos((b, n))
+            arrow(p, q, 0.0, **grey)                                     # main path: skip
+            arrow(p, q, -0.55, **style_of(f"res_s{b}u{n}"))             # residual branch, arched up
+        if b + 1 < B:                                                   # stage output -> next stage input
+            arrow(pos((b, W - 1)), pos((b + 1, -1)), 0.0, linestyle=(0, (2, 3)), **grey)
+    for (b, n), sources in space.extra_in.items():
+        for src, label in sources:
+            arrow(pos(src), pos((b, n)), 0.12, **style_of(label))
+
+    for b in range(B):
+        for n in range(-1, W):
+            x, y = pos((b, n))
+            ax.scatter([x], [y], s=90, c="white", edgecolors="#444444", linewidths=1.0, zorder=6)
+            ax.text(x, y + 0.28, "in" if n < 0 else f"u{n}", ha="center", va="top", fontsize=7, zorder=7)
+    x0, y0 = pos((0, -1))
+    ax.annotate("stem", (x0, y0), xytext=(x0 - 0.8, y0), ha="right", va="center", fontsize=9,
+                arrowprops={"arrowstyle": "->", "color": "#444444"})
+    xe, ye = pos((B - 1, W - 1))
+    ax.annotate("pool + fc", (xe, ye), xytext=(xe + 0.8, ye), ha="left", va="center", fontsize=9,
+                arrowprops={"arrowstyle": "<-", "color": "#444444"})
+    ax.set_xlim(-1.4, W + 2.2)
+    ax.set_ylim((B - 1) * row_gap + 0.7, -0.9)
+    ax.set_yticks([b * row_gap for b in range(B)], [f"stage {b}\n{c} ch" for b, c in enumerate(space.maps)],
+                  fontsize=8)
+    ax.set_xticks([])
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    n_res = sum(1 for label in labels if label.startswith("res_") and states[label] == "kept")
+    n_sc = sum(1 for label in labels if label.startswith("sc_") and states[label] == "kept")
+    ax.set_title(_title(f"ResNet fabric {W} units x {B} stages", states)
+                 + f"\nresidual branches kept {n_res}/{len(space.branches)}, "
+                 f"shortcut blocks kept {n_sc}/{len(space.extra)}", fontsize=10)
+    ax.legend(handles=_legend_handles(probs), loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=8,
+              frameon=False)
+    if probs is not None:
+        _add_prob_colorbar(fig, ax, cmap)
+    return _save(fig, path)
+
+
+def _draw_table(arch: Mapping[str, Any], path: str | os.PathLike, probs: Mapping[str, float] | None,
+                title: str) -> str:
+    """One line per label, ``label = value``; with ``probs``, a bar of the label's probability beside it."""
+    items = list(arch.items())
+    shown = items[:MAX_TABLE_LINES]
+    hidden = len(items) - len(shown)
+    rows = len(shown) + (1 if hidden else 0)
+    fig = _new_figure(7.0, max(1.6, 0.26 * rows + 1.0))
+    ax = fig.add_subplot()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(rows - 0.5, -0.5)
+    ax.axis("off")
+    for i, (label, value) in enumerate(shown):
+        text = f"{label} = {value!r:.40}" if not isinstance(value, str) else f"{label} = {value[:40]}"
+        colour = UNUSED if value == "off" else "black"
+        ax.text(0.0, i, text, ha="left", va="center", fontsize=8, family="monospace", color=colour)
+        if probs is not None and label in probs:
+            p = float(np.clip(probs[label], 0.0, 1.0))
+            ax.barh(i, 0.3 * p, left=0.65, height=0.6, color=KEPT)
+            ax.barh(i, 0.3, left=0.65, height=0.6, fill=False, edgecolor="#888888", linewidth=0.6)
+            ax.text(0.97, i, f"{p:.2f}", ha="left", va="center", fontsize=7)
+    if hidden:
+        ax.text(0.0, len(shown), f"... and {hidden} more", ha="left", va="center", fontsize=8, style="italic")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def draw_architecture(space: Any, arch: Mapping[str, Any], path: str | os.PathLike,
+                      probs: Mapping[str, float] | None = None) -> str:
+    """Draw ``arch`` in the way that suits ``space``: the fabric picture for a CNF or a ResNet fabric, otherwise a
+    table of ``label = chosen value`` (first lines only when there are many); return ``path``."""
+    from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
+
+    if isinstance(space, ConvolutionalNeuralFabric):
+        return draw_cnf(space, arch, path, probs)
+    if isinstance(space, ResNetFabric):
+        return draw_resnet_fabric(space, arch, path, probs)
+    name = type(space).__name__ if space is not None else "architecture"
+    return _draw_table(arch, path, probs, f"{name}: {len(arch)} choices")
+
+
+def plot_gate_probabilities(history: Sequence[Sequence[float]], labels: Sequence[str],
+                            path: str | os.PathLike) -> str:
+    """Keep-probability of every gate over the epochs; return ``path``.
+
+    ``history[e][i]`` is the keep-probability of gate ``labels[i]`` after epoch ``e``. Top: one thin line per gate
+    and their mean in bold. Bottom: the same numbers as a heatmap (gates x epochs), readable with 100+ gates.
+    """
+    data = np.asarray(history, dtype=float)
+    if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] != len(labels):
+        raise ValueError(f"plot_gate_probabilities: history must be a list over epochs of {len(labels)} "
+                         f"probabilities (one per label), got an array of shape {data.shape}")
+    epochs, gates = data.shape
+    x = np.arange(epochs)
+    fig = _new_figure(8.0, 7.5 if gates <= 60 else 9.0)
+    top, bottom = fig.subplots(2, 1, height_ratios=(1, 1.3 if gates <= 60 else 1.8))
+
+    alpha = float(np.clip(8.0 / math.sqrt(gates), 0.15, 0.8))
+    if epochs > 1:
+        top.add_collection(LineCollection([np.column_stack([x, data[:, i]]) for i in range(gates)],
+                                          colors="#5b7db1", linewidths=0.8, alpha=alpha))
+        top.plot(x, data.mean(axis=1), color="black", lw=2.5, label="mean")
+    else:
+        top.scatter(np.zeros(gates), data[0], s=10, color="#5b7db1", alpha=alpha)
+        top.scatter([0], [data[0].mean()], s=60, color="black", label="mean")
+    top.axhline(0.5, color="#c44", lw=0.8, ls="--", label="0.5 (kept above)")
+    top.set_xlim(-0.2, max(epochs - 1, 1) + 0.2)
+    top.set_ylim(-0.02, 1.02)
+    top.set_xlabel("epoch")
+    top.set_ylabel("keep-probability")
+    above = int((data[-1] > 0.5).sum())
+    top.set_title(f"{gates} gates over {epochs} epoch(s); {above} above 0.5 at the end", fontsize=10)
+    top.legend(fontsize=8, loc="best")
+
+    im = bottom.imshow(data.T, aspect="auto", interpolation="nearest", cmap=PROB_CMAP, vmin=0.0, vmax=1.0,
+                       extent=(-0.5, epochs - 0.5, gates - 0.5, -0.5))
+    bottom.set_xlabel("epoch")
+    bottom.set_ylabel("gate")
+    if gates <= 60:
+        bottom.set_yticks(range(gates), list(labels), fontsize=max(4, min(8, int(400 / max(gates, 1)))))
+    else:
+        step = math.ceil(gates / 30)
+        bottom.set_yticks(range(0, gates, step), [labels[i] for i in range(0, gates, step)], fontsize=5)
+    fig.colorbar(im, ax=bottom, label="keep-probability")
+    return _save(fig, path)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, cost_key: str,
+                          acc_key: str = "test_acc", label_key: str = "strategy") -> str:
+    """Scatter of ``acc_key`` against ``cost_key`` over ``rows`` (dicts), one colour per ``label_key`` value and
+    each point annotated with it; rows missing either number are left out (logged). Return ``path``."""
+    points = []
+    for row in rows:
+        c, a = _number(row.get(cost_key)), _number(row.get(acc_key))
+        if c is None or a is None:
+            _log.info("plot_accuracy_vs_cost: row %r has no numeric %r / %r; left out", row.get(label_key),
+                      cost_key, acc_key)
+            continue
+        points.append((c, a, str(row.get(label_key, ""))))
+    fig = _new_figure(7.0, 5.0)
+    ax = fig.add_subplot()
+    groups = list(dict.fromkeys(p[2] for p in points))
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if len(groups) <= 10 else "tab20"]
+    for gi, group in enumerate(groups):
+        colour = palette(gi % palette.N)
+        pts = [(c, a) for c, a, g in points if g == group]
+        ax.scatter([c for c, _ in pts], [a for _, a in pts], s=45, color=colour, edgecolors="black",
+                   linewidths=0.5, label=group, zorder=3)
+        for c, a in pts:
+            ax.annotate(group, (c, a), xytext=(4, 4), textcoords="offset points", fontsize=7, color="#333333")
+    costs = [p[0] for p in points]
+    if costs and min(costs) > 0 and max(costs) / min(costs) > 50:
+        ax.set_xscale("log")
+    ax.set_xlabel(cost_key)
+    ax.set_ylabel(acc_key)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"{acc_key} vs {cost_key} ({len(points)} runs)" if points else f"no rows with {acc_key} and "
+                 f"{cost_key}", fontsize=10)
+    if groups and len(groups) <= 20:
+        ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
