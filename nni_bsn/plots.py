@@ -89,7 +89,8 @@ def _edge_style(state: str, prob: float | None, cmap: Any) -> dict[str, Any]:
         width = {"kept": 2.6, "dead": 1.6, "off": 1.0}[state]
     else:
         colour = cmap(float(np.clip(prob, 0.0, 1.0)))
-        width = (1.4 if state == "off" else 2.2) + 2.0 * float(np.clip(prob, 0.0, 1.0))
+        # off edges stay thin so that their dotted line never reads as the dashes of a pruned edge
+        width = 1.2 if state == "off" else 2.2 + 2.0 * float(np.clip(prob, 0.0, 1.0))
     style = "solid" if state == "kept" else ((0, (1, 1.5)) if state == "off" else (0, (4, 2)))
     z = {"kept": 3, "dead": 2, "off": 1}[state]
     return {"color": colour, "linewidth": width, "linestyle": style, "zorder": z}
