@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training batches per epoch, for quick checks (default: all)")
     p.add_argument("--limit-val-batches", type=_positive_int, default=None,
                    help="validation batches per epoch, for quick checks (default: all)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads of each strategy's process (default: 1, which keeps timings comparable "
+                   "when other work shares the CPU)")
     p.add_argument("--strategy-timeout", type=float, default=None,
                    help="seconds allowed per strategy (search and retraining); it then fails (default: no limit)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and latency column")
@@ -328,7 +331,7 @@ def _compare(args: argparse.Namespace) -> int:
         "budget": args.budget, "lam": args.lam, "layers": args.layers, "channels": args.channels,
         "image_size": args.image_size, "units": args.units, "maps": args.maps, "shortcuts": args.shortcuts,
         "limit_train_batches": args.limit_train_batches, "limit_val_batches": args.limit_val_batches,
-        "strategy_timeout": args.strategy_timeout,
+        "strategy_timeout": args.strategy_timeout, "threads": args.threads,
     }
     cfg = CompareConfig(strategies=parse_strategies(args.strategies), seed=args.seed, onnx=not args.no_onnx,
                         out=args.out, force=args.force, **{k: v for k, v in explicit.items() if v is not None})

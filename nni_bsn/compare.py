@@ -99,6 +99,9 @@ class CompareConfig:
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
     onnx: bool = True
+    # torch threads of each strategy's process (None: torch's default, all cores). One by default: on a 2-core
+    # machine that other work shares, a 2-thread OpenMP pool runs 5-40x slower; one thread stays within ~2x.
+    threads: int | None = 1
     strategy_timeout: float | None = None  # seconds per strategy (search + retraining), None: no limit
     out: str = "bsn-compare"
     force: bool = False
@@ -300,6 +303,8 @@ def search_and_evaluate(cfg: CompareConfig, name: str, budget: dict[str, Any], w
         recalibrate_batchnorm,
     )
 
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     train, val, test, info = get_dataloaders(cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed)
     space, space_spec = build_space(cfg.search_config(), info.in_channels, info.num_classes, info.image_size)
@@ -384,6 +389,7 @@ def search_and_evaluate(cfg: CompareConfig, name: str, budget: dict[str, Any], w
         "search_seconds": round(search_seconds, 3),
         "step_ms": timer.summary()["step_ms_median"],
         "search_timing": timer.summary(),
+        "torch_threads": torch.get_num_threads(),
         "search_rss_growth_mb": round(rss_after - rss_before, 1),
         "search_peak_rss_mb": round(rss_after, 1),
         "retrain_seconds": round(retrain_seconds, 3),
@@ -572,7 +578,8 @@ def equivalent_command(cfg: CompareConfig) -> str:
     else:
         opts += [("--units", cfg.units), ("--maps", ",".join(map(str, cfg.maps))), ("--shortcuts", cfg.shortcuts)]
     opts += [("--image-size", cfg.image_size), ("--lam", cfg.lam), ("--limit-train-batches", cfg.limit_train_batches),
-             ("--limit-val-batches", cfg.limit_val_batches), ("--strategy-timeout", cfg.strategy_timeout),
+             ("--limit-val-batches", cfg.limit_val_batches), ("--threads", cfg.threads),
+             ("--strategy-timeout", cfg.strategy_timeout),
              ("--out", cfg.out)]
     words = ["nni-bsn", "compare"]
     for flag, value in opts:
@@ -639,6 +646,9 @@ def _notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
         "live-probability fix of nni_bsn.compat (DartsWithPenalty / ProxylessWithPenalty).",
         "DARTS, GumbelDARTS, Proxyless, RandomOneShot and ENAS (TaggedENAS, reward_metric_name='val_acc') run with "
         "NNI's defaults. RandomOneShot exports a random architecture (by design).",
+        f"Torch threads per strategy process: {cfg.threads or 'torch default (all cores)'} (one keeps timings "
+        "comparable when other work shares the CPU: a 2-thread OpenMP pool on 2 busy cores runs 5-40x slower). "
+        "Timing columns still depend on the machine's load (see the load averages above).",
         "search s: wall time of NasExperiment.run() (strategy set-up included: BSN binds its cost evaluator, ENAS "
         "compiles tianshou's numba code), process start, imports and data excluded. step ms: median training step. "
         "search ΔRSS MB: growth of the process's peak RSS (ru_maxrss) from just before the search to just after, "
