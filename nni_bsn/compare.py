@@ -333,8 +333,9 @@ def search_and_evaluate(cfg: CompareConfig, name: str, budget: dict[str, Any], w
             trajectories = int(module._trajectory_counter)
             extra["enas"] = {"trajectories": trajectories, "batches_per_update": module.batches_per_update,
                              "ppo_updates": int(trajectories // module.batches_per_update)}
+        # Per-gate probabilities ('prob/...') are left out: the architecture is in the row already.
         final_metrics = {k: round(float(v), 6) for k, v in module.trainer.callback_metrics.items()
-                         if v is not None and torch.as_tensor(v).numel() == 1}
+                         if v is not None and not k.startswith("prob/") and torch.as_tensor(v).numel() == 1}
     finally:
         exp.stop()  # NNI would otherwise save its experiment checkpoint at interpreter exit
         shutil.rmtree(nni_dir, ignore_errors=True)
@@ -654,6 +655,11 @@ def _notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
         "search ΔRSS MB: growth of the process's peak RSS (ru_maxrss) from just before the search to just after, "
         "in the strategy's own process; the absolute peak (in compare.json) includes ~0.9 GB of torch/NNI imports.",
     ]
+    last = [f"{r['strategy']} {r['final_epoch_metrics']['train_acc']:.2f}" for r in rows
+            if r["status"] == "ok" and "train_acc" in r.get("final_epoch_metrics", {})]
+    if last:
+        notes.append("Training accuracy of the supernet on the last search batch (noisy, one batch; ~0.1 means its "
+                     "sampled or mixed paths did not learn): " + ", ".join(last) + ".")
     for r in rows:
         if r.get("enas"):
             e = r["enas"]
