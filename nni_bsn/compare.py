@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -56,6 +57,17 @@ STRATEGY_NAMES: dict[str, str] = {
     "proxyless+penalty": "Proxyless+penalty",
 }
 STRATEGIES: tuple[str, ...] = tuple(STRATEGY_NAMES)
+
+
+def _bsn_budget(name: str) -> str | None:
+    """The budget of a ``bsn@<budget>`` row (BSN at its own budget, e.g. ``bsn@25%``), else None."""
+    return name.split("@", 1)[1] if name.startswith("bsn@") else None
+
+
+def row_label(name: str) -> str:
+    """The table label of strategy ``name``."""
+    budget = _bsn_budget(name)
+    return f"BSN {budget}" if budget is not None else STRATEGY_NAMES[name]
 COMPARE_SPACES = ("cnf", "resnet-fabric")
 INHERITED_BN_BATCHES = 20
 
@@ -133,9 +145,18 @@ def parse_strategies(text: str | Sequence[str]) -> tuple[str, ...]:
     names = [str(n).strip().lower() for n in items if str(n).strip()]
     if not names:
         raise UsageError(f"--strategies is empty; give comma-separated names among {', '.join(STRATEGIES)}")
-    unknown = [n for n in names if n not in STRATEGY_NAMES]
+    unknown = [n for n in names if n not in STRATEGY_NAMES and _bsn_budget(n) is None]
     if unknown:
-        raise UsageError(f"unknown strategy {unknown[0]!r}; choose among {', '.join(STRATEGIES)}")
+        raise UsageError(f"unknown strategy {unknown[0]!r}; choose among {', '.join(STRATEGIES)} "
+                         "(or bsn@<budget>, e.g. bsn@25%, for BSN at its own budget)")
+    from .budget import parse_budget
+
+    for n in names:
+        if _bsn_budget(n) is not None:
+            try:
+                parse_budget(_bsn_budget(n))
+            except ValueError as e:
+                raise UsageError(f"strategy {n!r}: {e}") from None
     return tuple(dict.fromkeys(names))
 
 
@@ -252,8 +273,8 @@ def _make_strategy(name: str, cfg: CompareConfig, space: Any, input_shape: tuple
     from .strategy import BSN
     from .workflow import build_cost
 
-    if name == "bsn":
-        return BSN(cost=build_cost(cfg.cost, input_shape), budget=cfg.budget, lam=cfg.lam,
+    if name == "bsn" or _bsn_budget(name) is not None:
+        return BSN(cost=build_cost(cfg.cost, input_shape), budget=_bsn_budget(name) or cfg.budget, lam=cfg.lam,
                    num_samples=cfg.num_samples, arc_learning_rate=cfg.arc_learning_rate,
                    init_keep_prob=cfg.init_keep_prob), {}
     if name in ("darts+penalty", "proxyless+penalty"):
@@ -373,7 +394,7 @@ def search_and_evaluate(cfg: CompareConfig, name: str, budget: dict[str, Any], w
             shutil.rmtree(onnx_dir, ignore_errors=True)
     gates = [label for label, v in arch.items() if v in ("on", "off")]
     return {
-        "strategy": STRATEGY_NAMES[name],
+        "strategy": row_label(name),
         "name": name,
         "status": "ok",
         "strategy_args": repr(strategy),
@@ -424,7 +445,7 @@ def _worker_main(job_path: str) -> int:
         import traceback
 
         traceback.print_exc()
-        result = {"strategy": STRATEGY_NAMES[job["strategy"]], "name": job["strategy"], "status": "failed",
+        result = {"strategy": row_label(job["strategy"]), "name": job["strategy"], "status": "failed",
                   "error": _one_line(e)}
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2, default=str))
@@ -439,7 +460,7 @@ def _run_in_process(cfg: CompareConfig, name: str, budget: dict[str, Any], jobdi
     job = {"config": cfg.as_dict(), "strategy": name, "budget": budget, "workdir": str(workdir),
            "result": str(workdir / "result.json")}
     (workdir / "job.json").write_text(json.dumps(job, indent=2))
-    failed = {"strategy": STRATEGY_NAMES[name], "name": name, "status": "failed"}
+    failed = {"strategy": row_label(name), "name": name, "status": "failed"}
     with open(log, "w") as out:
         try:
             proc = subprocess.run([sys.executable, "-m", "nni_bsn.compare", str(workdir / "job.json")],
@@ -472,6 +493,10 @@ def _resolve_budget(cfg: CompareConfig, space_spec: dict, input_shape: tuple[int
                          f"architecture of this space ({cheapest:.6g}); raise --budget")
     return {"cost": cfg.cost, "spec": cfg.budget, "limit": limit, "full": full, "fraction": limit / full,
             "unit": evaluator.describe().get("unit", "")}
+
+
+def _log_name(name: str) -> str:
+    return name.replace("+", "_").replace("@", "_at_").replace("%", "pct")
 
 
 def machine() -> dict[str, Any]:
@@ -525,7 +550,10 @@ def run_compare(cfg: CompareConfig, workdir: Path, progress: Callable[[str], Non
         for i, name in enumerate(cfg.strategies, 1):
             progress(f"[{i}/{len(cfg.strategies)}] {name}: searching, then retraining")
             t0 = time.perf_counter()
-            row = _run_in_process(cfg, name, budget, jobdir, logs / f"{name.replace('+', '_')}.log")
+            row_budget = budget
+            if _bsn_budget(name) is not None:  # BSN at its own budget: its limit, and its "within budget" column
+                row_budget = _resolve_budget(dataclasses.replace(cfg, budget=_bsn_budget(name)), space_spec, input_shape)
+            row = _run_in_process(cfg, name, row_budget, jobdir, logs / f"{_log_name(name)}.log")
             row["wall_seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             if row["status"] == "ok":
@@ -534,7 +562,7 @@ def run_compare(cfg: CompareConfig, workdir: Path, progress: Callable[[str], Non
                          f"({row['wall_seconds']:.0f} s in all)")
             else:
                 progress(f"[{i}/{len(cfg.strategies)}] {name}: failed: {row['error']} "
-                         f"(see logs/{name.replace('+', '_')}.log)")
+                         f"(see logs/{_log_name(name)}.log)")
     finally:
         shutil.rmtree(jobdir, ignore_errors=True)
     for row in rows:

@@ -181,3 +181,12 @@ def test_compare_runs_all_eight_rows(tmp_path):
         _assert_numeric_row(row)
     assert report["rows"][STRATEGIES.index("enas")]["enas"]["trajectories"] > 0
     assert report["rows"][STRATEGIES.index("darts+penalty")]["penalty"]["nonlinear"] == "positive"
+
+
+def test_bsn_rows_at_their_own_budgets_are_accepted_and_bad_ones_refused():
+    from nni_bsn.compare import parse_strategies, row_label
+
+    assert parse_strategies("bsn@25%,bsn@75%,darts") == ("bsn@25%", "bsn@75%", "darts")
+    assert row_label("bsn@25%") == "BSN 25%" and row_label("darts") == "DARTS"
+    with pytest.raises(UsageError, match="bsn@lots"):
+        parse_strategies("bsn@lots")
