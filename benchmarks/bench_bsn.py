@@ -77,7 +77,7 @@ def _overhead_child(mode: str, epochs: int, logits_file: str) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(2)
     train, val, _, info = get_dataloaders("digits", batch_size=64, image_size=8, seed=0)
-    saved = torch.load(logits_file)
+    saved = torch.load(logits_file, weights_only=True)
     space = ConvolutionalNeuralFabric(layers=6, channels=32, image_size=8, in_channels=1)
     timer = StepTimer()
     ev = Classification(train_dataloaders=train, val_dataloaders=val, num_classes=10, max_epochs=epochs,
@@ -133,7 +133,7 @@ def overhead(args) -> None:
         logits = strategy.distribution.gate_logits.detach().clone()
         det = strategy.oneshot_module.deterministic_arch()
         logits_file = str(Path(tmp) / "logits.pt")
-        torch.save({"logits": logits, "arch": det}, logits_file)
+        torch.save({"logits": logits, "arch": {str(k): str(v) for k, v in det.items()}}, logits_file)
         probs = torch.sigmoid(logits)
         print(f"converged: {int((probs > 0.5).sum())}/{len(probs)} gates on, "
               f"{float(((probs > 0.9) | (probs < 0.1)).float().mean()):.2f} near-deterministic", file=sys.stderr)
@@ -142,7 +142,9 @@ def overhead(args) -> None:
         for rep in range(args.repeats):
             for mode in modes:
                 out = subprocess.run([sys.executable, __file__, "_child", mode, str(args.epochs), logits_file],
-                                     capture_output=True, text=True, check=True)
+                                     capture_output=True, text=True)
+                if out.returncode != 0:
+                    raise RuntimeError(f"{mode} failed:\n{out.stderr[-3000:]}")
                 res = json.loads(out.stdout.strip().splitlines()[-1])
                 results[mode].append(res)
                 print(mode, rep, res, file=sys.stderr)

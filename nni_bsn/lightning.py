@@ -73,6 +73,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
         gradient_clip_val: float | None = None,
         prune: Callable[[Arch], Arch] | None = None,
         is_connected: Callable[[Arch], bool] | None = None,
+        sensitive: Callable[[Arch], set[str]] | None = None,
         export_samples: int = 1000,
         allow_over_budget: bool = False,
     ):
@@ -85,7 +86,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
         self.entropy_coef, self.warmup_epochs = entropy_coef, warmup_epochs
         self.arc_optimizer, self.arc_learning_rate = arc_optimizer, arc_learning_rate
         self.gradient_clip_val = gradient_clip_val
-        self.prune_fn, self.connected_fn = prune, is_connected
+        self.prune_fn, self.connected_fn, self.sensitive_fn = prune, is_connected, sensitive
         self.export_samples, self.allow_over_budget = export_samples, allow_over_budget
         # Moving-average baselines: [0] of the whole reward, [1] of -loss alone (for the gates when their penalty
         # gradient is computed locally); `baseline_ready` says whether each has been initialised.
@@ -184,7 +185,11 @@ class BSNLightningModule(BaseOneShotLightningModule):
         labels = self.distribution.gate_labels
         diff = torch.zeros(len(labels))
         for arch, pen in zip(archs, penalties):
+            # Costs are counted on the pruned architecture: a flip that leaves it unchanged changes nothing.
+            relevant = self.sensitive_fn(arch) if self.sensitive_fn is not None else None
             for g, label in enumerate(labels):
+                if relevant is not None and label not in relevant:
+                    continue
                 flipped = dict(arch)
                 flipped[label] = "off" if arch[label] == "on" else "on"
                 other = budget_penalty(self.costs(flipped), limits, self.penalty)
@@ -230,7 +235,9 @@ class BSNLightningModule(BaseOneShotLightningModule):
         chunks = split_batch(batch, k) if k > 1 else [batch]
         losses, sizes, out = [], [], None
         for arch, chunk in zip(archs, chunks):
-            self.apply_arch(arch)
+            # Run the pruned sample: gates on no input -> output path would compute for nothing (or add a
+            # constant to the output); what trains is what is costed, validated and exported.
+            self.apply_arch(self.prune(arch))
             out = self.training_module.training_step(chunk, batch_idx)
             losses.append(out["loss"] if isinstance(out, dict) else out)
             sizes.append(_batch_size(chunk))

@@ -183,6 +183,7 @@ class BSN(OneShotStrategy):
         self.distribution: ArchitectureDistribution | None = None
         self._prune: Callable[[Arch], Arch] | None = None
         self._is_connected: Callable[[Arch], bool] | None = None
+        self._sensitive: Callable[[Arch], set[str]] | None = None
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in
@@ -221,6 +222,8 @@ class BSN(OneShotStrategy):
             raise ValueError("BSN: the model space has no choice to search (model.simplify() is empty)")
         self._prune = getattr(model, "prune", None)
         self._is_connected = getattr(model, "is_connected", None)
+        graph = getattr(model, "graph", None)
+        self._sensitive = getattr(graph, "sensitive", None) if self._prune is not None else None
         self.distribution = ArchitectureDistribution(mutables, self.init_keep_prob)
         self.budgets = [self._make_budget(c, spec, model, mutables) for c, spec in zip(self._costs, self._budget_specs)]
         model.train()  # measuring costs may have switched modules to eval mode; the search trains them
@@ -263,7 +266,7 @@ class BSN(OneShotStrategy):
             raise RuntimeError("BSN: mutate_model must run before the one-shot module is built")
         return BSNLightningModule(
             training_module, self.distribution, self.budgets,
-            prune=self._prune, is_connected=self._is_connected, **self.kwargs,
+            prune=self._prune, is_connected=self._is_connected, sensitive=self._sensitive, **self.kwargs,
         )
 
     # ----- results ------------------------------------------------------------------------------------------

@@ -81,6 +81,17 @@ class GateGraph:
         fwd, bwd = self._reach(present)
         return [p and fwd[s] and bwd[t] for (s, t, label), p in zip(self.edges, present) if label is not None]
 
+    def sensitive(self, arch: Mapping[str, Any]) -> set[str]:
+        """Labels of the gates whose flip would change the pruned architecture.
+
+        These are the alive gates, and the off gates whose source is reachable from the input and whose target
+        reaches the output. Flipping any other gate (a dead 'on' gate, or an 'off' gate that would be dead) leaves
+        ``prune(arch)`` and ``is_connected(arch)`` unchanged.
+        """
+        present = self._present(arch)
+        fwd, bwd = self._reach(present)
+        return {label for (s, t, label) in self.edges if label is not None and fwd[s] and bwd[t]}
+
     def prune(self, arch: Mapping[str, Any]) -> dict[str, Any]:
         """The architecture with every dead gate turned off (other labels are kept as they are)."""
         alive = self.alive(arch)

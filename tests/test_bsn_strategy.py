@@ -78,7 +78,9 @@ def test_only_the_sampled_paths_run_during_training(digits_loaders):
     strategy(RawFormatModelSpace.from_model(space, evaluator(digits_loaders, train_batches=3, val_batches=0)),
              SequentialExecutionEngine())
     assert len(sampled) == 9
-    assert calls["n"] == sum(sum(v == "on" for v in a.values()) for a in sampled)
+    # exactly the gates of the pruned samples run: dead 'on' gates compute nothing either
+    assert calls["n"] == sum(sum(v == "on" for v in space.prune(a).values()) for a in sampled)
+    assert calls["n"] < sum(sum(v == "on" for v in a.values()) for a in sampled)
 
 
 def test_bsn_runs_through_nas_experiment_and_exports_a_dict(digits_loaders, tmp_path):
@@ -230,3 +232,18 @@ def test_constructor_rejects_bad_arguments_with_a_clear_message(kwargs, match):
 def test_repr_shows_the_arguments():
     text = repr(BSN(cost=MacsCost(), budget="25%", lam=2.0))
     assert text.startswith("BSN(") and "budget='25%'" in text and "lam=2.0" in text
+
+
+def test_bsn_works_with_nni_regression_evaluator():
+    from nni.nas.evaluator.pytorch import Regression
+
+    x = torch.randn(64, 1, 8, 8)
+    y = torch.randn(64, 10)
+    data = torch.utils.data.TensorDataset(x, y)
+    ev = Regression(train_dataloaders=DataLoader(data, batch_size=16), val_dataloaders=DataLoader(data, batch_size=32),
+                    max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                    enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0)
+    strategy = BSN(cost=MacsCost(input_shape=(1, 1, 8, 8)), budget="70%", num_samples=2)
+    arch = run(strategy, small_cnf(), ev).sample
+    assert small_cnf().is_connected(arch)
+    assert "val_mse" in strategy.oneshot_module.trainer.callback_metrics
