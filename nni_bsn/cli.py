@@ -12,7 +12,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .workflow import COSTS, PRESETS, SPACES, SearchConfig, UsageError
+from .workflow import COSTS, PRESETS, SPACES, SearchConfig, UsageError, check_data_cost_budget
 
 __all__ = ["main", "build_parser"]
 
@@ -158,18 +158,9 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     cfg = SearchConfig(**{k: v for k, v in values.items() if k in known})
     if cfg.space not in SPACES:
         raise UsageError(f"unknown space {cfg.space!r}; choose one of {', '.join(SPACES)}")
-    if cfg.dataset.lower().replace("-", "") not in ("digits", "cifar10", "cifar100"):
-        raise UsageError(f"unknown dataset {cfg.dataset!r}; choose digits, cifar10 or cifar100")
+    check_data_cost_budget(cfg.dataset, cfg.cost, cfg.budget)
     if args.image_size is None and "image_size" not in values:
         cfg.image_size = 16 if cfg.dataset == "digits" else 32
-    if cfg.cost not in ("macs", "params", "latency") and not cfg.cost.startswith("distributed"):
-        raise UsageError(f"unknown cost {cfg.cost!r}; choose one of {', '.join(COSTS)}")
-    from .budget import parse_budget
-
-    try:
-        parse_budget(cfg.budget)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     return cfg
 
 

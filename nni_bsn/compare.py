@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .workflow import COSTS, SearchConfig, UsageError
+from .workflow import SearchConfig, UsageError, check_data_cost_budget
 
 __all__ = ["CompareConfig", "STRATEGIES", "STRATEGY_NAMES", "parse_strategies", "check_config", "run_compare",
            "fabric_flops_profiler", "markdown_table", "equivalent_command"]
@@ -168,16 +168,7 @@ def check_config(cfg: CompareConfig) -> None:
                          f"{' or '.join(COMPARE_SPACES)}")
     if cfg.epochs < 1 or cfg.retrain < 1:
         raise UsageError(f"epochs must be >= 1, got search {cfg.epochs} and retrain {cfg.retrain}")
-    if cfg.dataset.lower().replace("-", "") not in ("digits", "cifar10", "cifar100"):
-        raise UsageError(f"unknown dataset {cfg.dataset!r}; choose digits, cifar10 or cifar100")
-    if cfg.cost not in ("macs", "params", "latency") and not cfg.cost.startswith("distributed"):
-        raise UsageError(f"unknown cost {cfg.cost!r}; choose one of {', '.join(COSTS)}")
-    from .budget import parse_budget
-
-    try:
-        parse_budget(cfg.budget)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    check_data_cost_budget(cfg.dataset, cfg.cost, cfg.budget)
 
 
 # ----- NNI's FlopsProfiler on the fabrics --------------------------------------------------------------------------

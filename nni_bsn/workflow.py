@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["SearchConfig", "UsageError", "SPACES", "COSTS", "PRESETS", "build_space", "build_cost", "run_search",
+__all__ = ["SearchConfig", "UsageError", "check_data_cost_budget", "SPACES", "COSTS", "PRESETS", "build_space", "build_cost", "run_search",
            "atomic_output_dir", "evaluate_accuracy", "recalibrate_batchnorm", "versions"]
 
 _logger = logging.getLogger(__name__)
@@ -86,6 +86,20 @@ class SearchConfig:
     resume: bool = False
     preset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def check_data_cost_budget(dataset: str, cost: str, budget: Any) -> None:
+    """Raise :class:`UsageError` (one line) for an unknown dataset or cost, or a malformed budget."""
+    from .budget import parse_budget
+
+    if str(dataset).lower().replace("-", "") not in ("digits", "cifar10", "cifar100"):
+        raise UsageError(f"unknown dataset {dataset!r}; choose digits, cifar10 or cifar100")
+    if cost not in ("macs", "params", "latency") and not str(cost).startswith("distributed"):
+        raise UsageError(f"unknown cost {cost!r}; choose one of {', '.join(COSTS)}")
+    try:
+        parse_budget(budget)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def versions() -> dict[str, str]:
