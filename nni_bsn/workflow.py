@@ -377,8 +377,12 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
         ckpt = partial / "last.ckpt"
         if not ckpt.is_file():
             raise UsageError(f"nothing to resume: {ckpt} does not exist (it is written when a search is interrupted)")
+        done = int(torch.load(ckpt, map_location="cpu", weights_only=False).get("epoch", 0))
+        if done >= cfg.epochs:
+            raise UsageError(f"the checkpoint in {partial} has reached epoch {done + 1}; resume with --epochs larger "
+                             f"than {done + 1} (the interrupted search's --epochs)")
         ev.fit_kwargs["ckpt_path"] = str(ckpt)
-        progress(f"resuming from {ckpt}")
+        progress(f"resuming from {ckpt} (epoch {done + 1} of {cfg.epochs})")
     progress(f"searching {cfg.space} on {cfg.dataset} ({info.sizes['train']} training images) with a {cfg.cost} "
              f"budget of {cfg.budget}, {cfg.epochs} epochs")
     nni_dir = Path(tempfile.mkdtemp(prefix="nni-bsn-experiment-"))

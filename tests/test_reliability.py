@@ -132,6 +132,11 @@ def test_a_killed_search_leaves_a_checkpoint_and_resumes_to_completion(tmp_path)
 
     done = subprocess.run(_cli(*common, "--epochs", "1", "--resume"), cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:  # the checkpoint is past epoch 1: a clear error, and the checkpoint is kept
+        assert done.returncode == 2 and "resume with --epochs larger" in done.stderr
+        assert (tmp_path / "run.partial" / "last.ckpt").is_file() and not out.exists()
+        done = subprocess.run(_cli(*common, "--epochs", "40", "--resume"), cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert report["selection"]["connected"]
