@@ -201,8 +201,8 @@ def _print_summary(report: dict, out: str) -> None:
           + (f", ONNX Runtime latency {report['costs']['latency_ms']:.3f} ms" if "latency_ms" in report["costs"] else ""))
     print(f"accuracy: val {report['accuracy']['val']:.4f}, test {report['accuracy']['test']:.4f}")
     print(f"search: {report['search_seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MB")
-    print(f"outputs in {out}/: arch.json report.json weights.pt"
-          + (" model.onnx" if report.get("onnx") else "") + " architecture.png gate_probabilities.png tensorboard/")
+    files = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(out).iterdir())
+    print(f"outputs in {out}/: {' '.join(files)}")
 
 
 def _sweep(args: argparse.Namespace) -> int:
