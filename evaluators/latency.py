@@ -36,7 +36,7 @@ from torch import nn
 from .base import AdditiveCost, Arch
 from .blocks import GATE_OFF, GATE_ON, block_shapes, choice_modules, is_gate_space
 
-__all__ = ["LatencyCost", "measure_onnx", "export_onnx", "node_signature", "cpu_model", "default_cache_dir"]
+__all__ = ["LatencyCost", "measure_onnx", "ort_cpu_session", "time_session", "export_onnx", "node_signature", "cpu_model", "default_cache_dir"]
 
 _log = logging.getLogger(__name__)
 
@@ -90,6 +90,31 @@ def _spread(values: Sequence[float]) -> float:
     return (max(values) - min(values)) / mid if mid > 0 else 0.0
 
 
+def ort_cpu_session(path: str | os.PathLike, threads: int = 1) -> Any:
+    """A fresh ONNX Runtime CPU session as deployed: all graph optimisations, sequential, explicit threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def time_session(session: Any, feed: Mapping[str, np.ndarray], warmup: int, runs: int) -> list[float]:
+    """Milliseconds of each of ``runs`` timed ``session.run`` calls (``perf_counter_ns``), after ``warmup`` untimed."""
+    for _ in range(warmup):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        session.run(None, feed)
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    return times
+
+
 def measure_onnx(
     path: str | os.PathLike,
     input_shape: Sequence[int] | Sequence[Sequence[int]],
@@ -108,8 +133,6 @@ def measure_onnx(
     the median of every session median of every round (a load spike in one session moves it little), plus p90,
     CV over all timed runs, the spread of the last round, and the session medians.
     """
-    import onnxruntime as ort
-
     shapes = _as_shapes(input_shape)
     rng = np.random.default_rng(0)
     medians: list[float] = []
@@ -119,25 +142,13 @@ def measure_onnx(
     while True:
         round_medians = []
         for _ in range(sessions):
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            so.log_severity_level = 3
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            sess = ort_cpu_session(path, threads)
             feed = {}
             for i, inp in enumerate(sess.get_inputs()):  # an input the graph ignores may be dropped
                 static = all(isinstance(d, int) for d in inp.shape)
                 shape = tuple(inp.shape) if static else shapes[min(i, len(shapes) - 1)]
                 feed[inp.name] = rng.standard_normal(shape).astype(np.float32)
-            for _ in range(warmup):
-                sess.run(None, feed)
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter_ns()
-                sess.run(None, feed)
-                times.append((time.perf_counter_ns() - t0) / 1e6)
+            times = time_session(sess, feed, warmup, runs)
             round_medians.append(statistics.median(times))
             all_times += times
             del sess

@@ -54,15 +54,9 @@ class ExportError(RuntimeError):
 
 def _ort_session(path: str | os.PathLike, threads: int = 1):
     """A fresh CPU ONNX Runtime session with the deployed graph optimisations and explicit threads."""
-    import onnxruntime as ort
+    from evaluators.latency import ort_cpu_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort_cpu_session(path, threads)
 
 
 def _second_batch(example: torch.Tensor) -> torch.Tensor:
@@ -254,7 +248,7 @@ def measure_ort_latency(
     """
     import onnxruntime as ort
 
-    from evaluators.latency import cpu_model
+    from evaluators.latency import cpu_model, time_session
 
     cores = os.cpu_count() or 1
     if not isinstance(threads, int) or threads < 1:
@@ -270,13 +264,7 @@ def measure_ort_latency(
     sess = _ort_session(path, threads=threads)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     feed = {sess.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter_ns()
-        sess.run(None, feed)
-        times.append((time.perf_counter_ns() - t0) / 1e6)
+    times = time_session(sess, feed, warmup, runs)
     mean = statistics.fmean(times)
     return {
         "median_ms": statistics.median(times),
