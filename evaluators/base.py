@@ -147,6 +147,7 @@ class AdditiveCost(CostEvaluator):
     # binding ----------------------------------------------------------------------------------------------------
     def _bind(self, space: Any) -> None:
         self._prune: Callable[[Arch], dict] | None = getattr(space, "prune", None)
+        self._labels = frozenset(space.simplify())
         self._memo: dict[tuple, float] = {}
         self.table: dict[str, dict[Any, float]] = {}
         self.fixed: float = 0.0
@@ -198,6 +199,9 @@ class AdditiveCost(CostEvaluator):
     # queries -----------------------------------------------------------------------------------------------------
     def cost(self, arch: Arch) -> float:
         """Cost of ``arch`` counted on ``space.prune(arch)`` (see the class docstring for how)."""
+        if len(arch) > len(self._labels):  # cheap on the hot path: only an oversized dict is checked
+            unknown = sorted(map(str, set(arch) - self._labels))
+            raise KeyError(f"{type(self).__name__}: architecture has labels this space does not have: {unknown[:5]}")
         if self._gated:
             mask = self._graph.alive_mask(arch)
             total = self.fixed + sum(c for c, alive in zip(self._on, mask) if alive)

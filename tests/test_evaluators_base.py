@@ -33,3 +33,20 @@ def test_as_evaluator_keeps_evaluators_and_rejects_non_callables():
     assert as_evaluator(m) is m
     with pytest.raises(TypeError, match="callable"):
         as_evaluator(42)
+
+
+def test_an_architecture_with_unknown_labels_is_a_clear_error():
+    import pytest
+
+    from evaluators import MacsCost
+    from search_spaces import ConvolutionalNeuralFabric
+
+    space = ConvolutionalNeuralFabric(layers=2, channels=2, image_size=4, in_channels=1)
+    macs = MacsCost(input_shape=(1, 1, 4, 4)).bind(space)
+    arch = {label: "on" for label in space.gate_labels}
+    with pytest.raises(KeyError, match="bogus"):
+        macs.cost({**arch, "bogus": "on"})
+    missing = dict(arch)
+    missing.pop(space.gate_labels[0])
+    with pytest.raises(KeyError, match=space.gate_labels[0]):
+        macs.cost(missing)
