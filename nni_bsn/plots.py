@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "draw_cnf",
@@ -36,6 +38,7 @@ _log = logging.getLogger(__name__)
 
 GATE_ON = "on"
 KEPT = "#1f3b73"        # dark blue: a gate that is on and on an input -> output path
+KEPT_SHORTCUT = "#8e1b5a"  # dark magenta: a kept shortcut block of the ResNet fabric, told apart from branches
 DEAD = "#e08a2c"        # orange: on, but on no input -> output path (pruned away)
 UNUSED = "#c8c8c8"      # light grey: off
 PROB_CMAP = "viridis_r"  # keep-probability 0 -> pale yellow, 1 -> dark purple
@@ -93,7 +96,11 @@ def _edge_style(state: str, prob: float | None, cmap: Any) -> dict[str, Any]:
         width = 1.2 if state == "off" else 2.2 + 2.0 * float(np.clip(prob, 0.0, 1.0))
     style = "solid" if state == "kept" else ((0, (1, 1.5)) if state == "off" else (0, (4, 2)))
     z = {"kept": 3, "dead": 2, "off": 1}[state]
-    return {"color": colour, "linewidth": width, "linestyle": style, "zorder": z}
+    out = {"color": colour, "linewidth": width, "linestyle": style, "zorder": z}
+    if prob is not None and state == "kept":
+        # A black outline keeps the survivors visible whatever colour their probability gives them.
+        out["path_effects"] = [patheffects.Stroke(linewidth=width + 2.4, foreground="black"), patheffects.Normal()]
+    return out
 
 
 def _legend_handles(probs: Mapping[str, float] | None) -> list[Line2D]:
@@ -150,12 +157,10 @@ def draw_cnf(space: Any, arch: Mapping[str, Any], path: str | os.PathLike,
                 bow = -0.18 if x1 == 0 else 0.18
                 xs = [x1, x1 + bow, x2]
                 ys = [y1, (y1 + y2) / 2, y2]
-                ax.plot(xs, ys, color=st["color"], lw=st["linewidth"], ls=st["linestyle"], zorder=st["zorder"],
-                        solid_capstyle="round")
             else:
-                ax.add_collection(LineCollection([[(x1, y1), (x2, y2)]], colors=[st["color"]],
-                                                 linewidths=st["linewidth"], linestyles=[st["linestyle"]],
-                                                 zorder=st["zorder"], capstyle="round"))
+                xs, ys = [x1, x2], [y1, y2]
+            ax.plot(xs, ys, color=st["color"], lw=st["linewidth"], ls=st["linestyle"], zorder=st["zorder"],
+                    solid_capstyle="round", path_effects=st.get("path_effects"))
             if states[label] == "kept":
                 alive_nodes.update((src, dst))
 
@@ -212,8 +217,9 @@ def draw_resnet_fabric(space: Any, arch: Mapping[str, Any], path: str | os.PathL
 
     def style_of(label: str) -> dict[str, Any]:
         st = _edge_style(states[label], None if probs is None else probs.get(label), cmap)
-        return {"color": st["color"], "linewidth": st["linewidth"], "linestyle": st["linestyle"],
-                "zorder": st["zorder"]}
+        if probs is None and states[label] == "kept" and label.startswith("sc_"):
+            st["color"] = KEPT_SHORTCUT
+        return st
 
     grey = {"color": "#9a9a9a", "linewidth": 1.0, "zorder": 0}
     for b in range(B):
@@ -250,8 +256,10 @@ def draw_resnet_fabric(space: Any, arch: Mapping[str, Any], path: str | os.PathL
     ax.set_title(_title(f"ResNet fabric {W} units x {B} stages", states)
                  + f"\nresidual branches kept {n_res}/{len(space.branches)}, "
                  f"shortcut blocks kept {n_sc}/{len(space.extra)}", fontsize=10)
-    ax.legend(handles=_legend_handles(probs), loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=8,
-              frameon=False)
+    handles = _legend_handles(probs)
+    if probs is None:
+        handles.insert(1, Line2D([], [], color=KEPT_SHORTCUT, lw=2.6, label="kept shortcut block"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
     if probs is not None:
         _add_prob_colorbar(fig, ax, cmap)
     return _save(fig, path)
@@ -314,7 +322,7 @@ def plot_gate_probabilities(history: Sequence[Sequence[float]], labels: Sequence
     fig = _new_figure(8.0, 7.5 if gates <= 60 else 9.0)
     top, bottom = fig.subplots(2, 1, height_ratios=(1, 1.3 if gates <= 60 else 1.8))
 
-    alpha = float(np.clip(8.0 / math.sqrt(gates), 0.15, 0.8))
+    alpha = float(np.clip(3.0 / math.sqrt(gates), 0.12, 0.8))
     if epochs > 1:
         top.add_collection(LineCollection([np.column_stack([x, data[:, i]]) for i in range(gates)],
                                           colors="#5b7db1", linewidths=0.8, alpha=alpha))
@@ -325,6 +333,8 @@ def plot_gate_probabilities(history: Sequence[Sequence[float]], labels: Sequence
     top.axhline(0.5, color="#c44", lw=0.8, ls="--", label="0.5 (kept above)")
     top.set_xlim(-0.2, max(epochs - 1, 1) + 0.2)
     top.set_ylim(-0.02, 1.02)
+    for ax in (top, bottom):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     top.set_xlabel("epoch")
     top.set_ylabel("keep-probability")
     above = int((data[-1] > 0.5).sum())
