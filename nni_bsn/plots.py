@@ -313,10 +313,11 @@ def plot_gate_probabilities(history: Sequence[Sequence[float]], labels: Sequence
     ``history[e][i]`` is the keep-probability of gate ``labels[i]`` after epoch ``e``. Top: one thin line per gate
     and their mean in bold. Bottom: the same numbers as a heatmap (gates x epochs), readable with 100+ gates.
     """
+    lengths = sorted({len(row) for row in history})
+    if not lengths or lengths != [len(labels)]:
+        raise ValueError(f"plot_gate_probabilities: history must be a non-empty list over epochs of {len(labels)} "
+                         f"probabilities (one per label), got {len(history)} epoch(s) of lengths {lengths}")
     data = np.asarray(history, dtype=float)
-    if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] != len(labels):
-        raise ValueError(f"plot_gate_probabilities: history must be a list over epochs of {len(labels)} "
-                         f"probabilities (one per label), got an array of shape {data.shape}")
     epochs, gates = data.shape
     x = np.arange(epochs)
     fig = _new_figure(8.0, 7.5 if gates <= 60 else 9.0)

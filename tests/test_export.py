@@ -31,6 +31,10 @@ def test_onnx_export_matches_torch_within_1e4_and_loads_in_a_fresh_session(facto
     example = torch.randn(6, 1, 8, 8)
     info = export_onnx(model, example, tmp_path / "model.onnx")
     assert info["max_abs_diff"] <= 1e-4 and len(info["batch_sizes_checked"]) == 2
+    assert info["exporter"] == "dynamo" and info["fallback_reason"] is None
+    assert (info["input_name"], info["output_name"]) == ("input", "logits")
+    assert info["input_shape"][0] == "batch" and info["opset"] >= 17
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # weights inline, no temp folder left
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
     (out,) = session.run(None, {session.get_inputs()[0].name: x})
@@ -52,7 +56,9 @@ def test_latency_is_a_median_in_milliseconds(tmp_path):
     space = ConvolutionalNeuralFabric(layers=2, channels=4, image_size=8, in_channels=1)
     export_onnx(space.freeze(_connected_arch(space, 2)), torch.randn(2, 1, 8, 8), tmp_path / "m.onnx")
     lat = measure_ort_latency(tmp_path / "m.onnx", (1, 1, 8, 8), warmup=2, runs=5)
-    assert lat["median_ms"] > 0 and lat["threads"] == 1
+    assert 0 < lat["min_ms"] <= lat["median_ms"] <= lat["p90_ms"] and lat["mean_ms"] > 0
+    assert (lat["threads"], lat["batch"], lat["runs"]) == (1, 1, 5)
+    assert lat["onnxruntime"] == ort.__version__ and lat["cpu"]
 
 
 def test_saved_weights_reload_into_a_fresh_frozen_model(tmp_path):
@@ -69,3 +75,28 @@ def test_saved_weights_reload_into_a_fresh_frozen_model(tmp_path):
     other[flip] = "off"
     with pytest.raises(ValueError, match="do not fit"):
         load_frozen_model(space, other, tmp_path / "w.pt")
+
+
+def test_dynamo_failure_falls_back_to_the_torchscript_exporter_and_says_so(tmp_path, monkeypatch):
+    import nni_bsn.export as export
+
+    real = export._export
+
+    def dynamo_breaks(model, example, path, opset, dynamo, external_data):
+        if dynamo:
+            raise RuntimeError("unsupported op for the test")
+        return real(model, example, path, opset, dynamo, external_data)
+
+    monkeypatch.setattr(export, "_export", dynamo_breaks)
+    space = ResNetFabric(units=1, maps=(4, 8), in_channels=1)
+    info = export_onnx(space.freeze(_connected_arch(space, 5)), torch.randn(1, 1, 8, 8), tmp_path / "m.onnx")
+    assert info["exporter"] == "torchscript" and "unsupported op for the test" in info["fallback_reason"]
+    assert info["max_abs_diff"] <= 1e-4 and info["batch_sizes_checked"] == [1, 3]
+    assert info["input_shape"][0] == "batch"
+
+
+def test_latency_refuses_more_threads_than_cores(tmp_path):
+    import os
+
+    with pytest.raises(ValueError, match="cores"):
+        measure_ort_latency(tmp_path / "absent.onnx", (1, 1, 8, 8), threads=(os.cpu_count() or 1) + 1)

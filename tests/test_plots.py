@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+import pytest
+
 from nni_bsn.plots import draw_architecture, plot_accuracy_vs_cost, plot_gate_probabilities
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
@@ -20,8 +23,10 @@ def test_fabric_pictures_are_written(tmp_path):
                                ResNetFabric(units=2, maps=(4, 8, 16), shortcuts="slr", in_channels=1)]):
         arch = _arch(space)
         probs = {label: 0.3 for label in space.gate_labels}
-        path = draw_architecture(space, arch, tmp_path / f"a{i}.png", probs=probs)
-        assert open(path, "rb").read(4) == PNG
+        for name, p in ((f"a{i}.png", None), (f"p{i}.png", probs)):
+            path = draw_architecture(space, arch, tmp_path / name, probs=p)
+            assert open(path, "rb").read(4) == PNG
+    assert len(list(tmp_path.iterdir())) == 4  # written atomically: no temporary file left
 
 
 def test_other_spaces_get_a_table_of_choices(tmp_path):
@@ -37,3 +42,16 @@ def test_probability_history_and_accuracy_cost_plots(tmp_path):
     assert open(plot_gate_probabilities(history, ["a", "b", "c"], tmp_path / "p.png"), "rb").read(4) == PNG
     rows = [{"strategy": "BSN", "macs": 1e6, "test_acc": 0.95}, {"strategy": "DARTS", "macs": 3e6, "test_acc": 0.96}]
     assert open(plot_accuracy_vs_cost(rows, tmp_path / "c.png", cost_key="macs"), "rb").read(4) == PNG
+
+
+def test_probability_history_of_122_gates_and_a_long_generic_table(tmp_path):
+    labels = [f"g{i}" for i in range(122)]
+    history = np.clip(0.5 + np.cumsum(np.random.default_rng(0).normal(0, 0.05, (8, 122)), 0), 0, 1).tolist()
+    assert open(plot_gate_probabilities(history, labels, tmp_path / "h.png"), "rb").read(4) == PNG
+    arch = {f"op{i}": ["conv3", "skip", 4][i % 3] for i in range(100)}
+    assert open(draw_architecture(object(), arch, tmp_path / "t.png"), "rb").read(4) == PNG
+
+
+def test_a_history_that_does_not_match_the_labels_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="one per label"):
+        plot_gate_probabilities([[0.1, 0.2], [0.3]], ["a", "b"], tmp_path / "bad.png")
