@@ -57,9 +57,6 @@ class Budget:
     def __call__(self, arch: dict[str, Any]) -> float:
         return float(self.evaluator(arch))
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "unit": self.unit, "limit": self.limit, "spec": self.spec, "full": self.full}
-
 
 def budget_penalty(costs: Sequence[float], limits: Sequence[float], kind: str = "hinge") -> float:
     """Sum over budgets of the normalised excess: ``max(0, C/B - 1)`` (hinge) or ``|C/B - 1|`` (abs).
