@@ -2,7 +2,10 @@
 
     python benchmarks/bench_search_cost.py [--repeats 5] [--epochs 4] [--layers 6 --channels 32 --image-size 8]
 
-Every (strategy, repeat) runs in a fresh process, interleaved, on the same CNF, data and batch (64). The epoch
+Every (strategy, repeat) runs in a fresh process, interleaved, on the same CNF, data and batch (64).
+``fixed@NN%`` is the physical limit: plain Lightning training (same evaluator, loaders and callbacks, validation
+included) of one fixed connected sub-network with NN% of the super network's MACs (the first of a seeded draw
+within 2 points of NN%), no search. The epoch
 time is the median over epochs after the first (BSN's distribution has moved by then; 'converged' numbers use the
 last epoch); memory is the growth of resident memory during the fit (sampled every 2 ms from the fit's start, after
 the strategy's set-up), with the growth of peak RSS over set-up and fit beside it. Appends a section to benchmarks/RESULTS.md.
@@ -50,13 +53,24 @@ def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -
     ev = Classification(train_dataloaders=train, val_dataloaders=val, num_classes=10, max_epochs=epochs,
                         accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
-    if name.startswith("bsn"):
+    strategy = None
+    if name.startswith("fixed"):
+        pass
+    elif name.startswith("bsn"):
         strategy = BSN(cost=MacsCost(input_shape=(1, 1, image_size, image_size)), budget=name.split("@")[1])
     else:
         strategy = {"darts": DARTS, "gumbel-darts": GumbelDARTS, "proxyless": Proxyless, "random": RandomOneShot,
                     "enas": lambda: TaggedENAS(reward_metric_name="val_acc")}[name]()
+    cost = MacsCost(input_shape=(1, 1, image_size, image_size)).bind(space)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    strategy.initialize(RawFormatModelSpace.from_model(space, ev), SequentialExecutionEngine())
+    if name.startswith("fixed"):
+        arch = fixed_arch(space, cost, float(name.split("@")[1].rstrip("%")) / 100)
+        net = space.freeze(arch)
+        share = cost(arch) / cost.full_cost()
+        run = lambda: ev.evaluate(net)  # noqa: E731
+    else:
+        strategy.initialize(RawFormatModelSpace.from_model(space, ev), SequentialExecutionEngine())
+        run = strategy.run
     # Memory growth during the fit: resident memory sampled every 2 ms, against its value when the fit starts
     # (after the strategy's set-up: mutation, and for BSN binding the cost evaluator).
     proc = psutil.Process()
@@ -71,14 +85,33 @@ def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    strategy.run()
+    run()
     stop.set()
     sampler.join()
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if name.startswith("bsn"):  # mean MACs of the architectures sampled during the last epoch
+        share = float(strategy.oneshot_module.trainer.callback_metrics["bsn/cost_macs"]) / cost.full_cost()
+    elif not name.startswith("fixed"):
+        share = float("nan")
     epochs_s = timer.epochs
     return {"strategy": name, "epoch_s": statistics.median(epochs_s[1:] or epochs_s), "last_epoch_s": epochs_s[-1],
             "step_ms": timer.summary()["step_ms_median"], "rss_growth_mb": after - before,
-            "fit_rss_growth_mb": (peak[0] - start_rss) / 2**20}
+            "fit_rss_growth_mb": (peak[0] - start_rss) / 2**20, "macs_share": share}
+
+
+def fixed_arch(space, cost, share: float, tolerance: float = 0.02) -> dict:
+    """The first connected, pruned architecture of a seeded draw whose MACs are within ``tolerance`` of ``share``."""
+    import random
+
+    rng = random.Random(0)
+    labels = list(space.gate_labels)
+    full = cost.full_cost()
+    for _ in range(100_000):
+        p = rng.uniform(0.5, 1.0)
+        arch = space.prune({label: "on" if rng.random() < p else "off" for label in labels})
+        if space.is_connected(arch) and abs(cost(arch) / full - share) <= tolerance:
+            return arch
+    raise RuntimeError(f"no connected architecture with {share:.0%} of the MACs found")
 
 
 def main() -> None:
@@ -111,11 +144,12 @@ def main() -> None:
         return statistics.median(vals) if vals else float("nan")
 
     darts_epoch, darts_mem = med("darts", "epoch_s"), med("darts", "fit_rss_growth_mb")
-    lines = ["| strategy | epoch s (median) | last epoch s | step ms | peak RSS growth MB (set-up + fit) | "
-             "RSS growth during fit MB | epoch ÷ DARTS | fit memory ÷ DARTS | runs |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| strategy | MACs run ÷ full | epoch s (median) | last epoch s | step ms | peak RSS growth MB "
+             "(set-up + fit) | RSS growth during fit MB | epoch ÷ DARTS | fit memory ÷ DARTS | runs |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for n in names:
-        lines.append(f"| {n} | {med(n, 'epoch_s'):.3f} | {med(n, 'last_epoch_s'):.3f} | {med(n, 'step_ms'):.1f} | "
+        share = med(n, "macs_share") if runs[n] and "macs_share" in runs[n][0] else float("nan")
+        lines.append(f"| {n} | {'' if share != share else f'{share:.2f}'} | {med(n, 'epoch_s'):.3f} | {med(n, 'last_epoch_s'):.3f} | {med(n, 'step_ms'):.1f} | "
                      f"{med(n, 'rss_growth_mb'):.0f} | {med(n, 'fit_rss_growth_mb'):.0f} | "
                      f"{med(n, 'epoch_s') / darts_epoch:.2f} | {med(n, 'fit_rss_growth_mb') / darts_mem:.2f} | "
                      f"{len(runs[n])} |")
@@ -128,11 +162,21 @@ def main() -> None:
     if runs.get("bsn@25%") and runs.get("bsn@100%"):
         r = med("bsn@25%", "last_epoch_s") / med("bsn@100%", "last_epoch_s")
         checks.append(f"- BSN at 25% vs at 100%, last epoch: {r:.2f}x (target <= 0.5x: {'met' if r <= 0.5 else 'NOT met'})")
+    for fixed in [n for n in names if n.startswith("fixed") and runs[n]]:
+        bsn = "bsn@" + fixed.split("@")[1]
+        if runs.get(bsn):
+            checks.append(f"- {bsn} vs {fixed} (the physical limit at that budget): epoch "
+                          f"{med(bsn, 'epoch_s') / med(fixed, 'epoch_s'):.2f}x, memory growth during fit "
+                          f"{med(bsn, 'fit_rss_growth_mb') / med(fixed, 'fit_rss_growth_mb'):.2f}x; {fixed} vs "
+                          f"DARTS: epoch {med(fixed, 'epoch_s') / darts_epoch:.2f}x, memory "
+                          f"{med(fixed, 'fit_rss_growth_mb') / darts_mem:.2f}x")
+    notes = ["", "MACs run ÷ full: for BSN the mean MACs of the architectures sampled in the last epoch (pruned), "
+             "for fixed@ rows the trained sub-network's, over the whole super network's."]
     from _results import append
 
     append(f"Search cost: CNF {args.layers} layers x {args.channels} channels, digits {args.image_size}x"
            f"{args.image_size}, batch 64, {args.epochs} epochs, {args.repeats} interleaved repeats",
-           "\n".join(lines + [""] + checks))
+           "\n".join(lines + [""] + checks + notes))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["Budget", "parse_budget", "budget_penalty", "reinforce_loss", "PENALTIES"]
+__all__ = ["Budget", "parse_budget", "budget_penalty", "reinforce_loss", "calibrate_keep_prob", "charged_costs", "disconnected_costs",
+           "CostEvaluationError", "PENALTIES"]
 
 PENALTIES = ("hinge", "abs")
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*%\s*$")
@@ -58,6 +59,39 @@ class Budget:
         return float(self.evaluator(arch))
 
 
+def disconnected_costs(budgets: Sequence[Budget]) -> list[float]:
+    """What a disconnected architecture is charged: the whole super network (``Budget.full``; ten times the limit
+    when unknown), so that cutting the network never looks cheap (the original code charged it nothing)."""
+    return [b.full if b.full is not None else b.limit * 10 for b in budgets]
+
+
+class CostEvaluationError(RuntimeError):
+    """A cost evaluator raised on an architecture: the search stops, naming the evaluator."""
+
+
+def charged_costs(
+    arch: dict[str, Any],
+    budgets: Sequence[Budget],
+    is_connected: Callable[[dict[str, Any]], bool] | None = None,
+    *,
+    context: str = "",
+) -> list[float]:
+    """Cost of ``arch`` for each budget as the reward sees it (disconnected: see :func:`disconnected_costs`).
+
+    An evaluator that raises becomes a :class:`CostEvaluationError` naming it (``context`` is added to the message).
+    """
+    if is_connected is not None and not is_connected(arch):
+        return disconnected_costs(budgets)
+    costs = []
+    for b in budgets:
+        try:
+            costs.append(b(arch))
+        except Exception as e:
+            raise CostEvaluationError(f"cost evaluator {b.name!r} failed on a sampled architecture{context}: "
+                                      f"{type(e).__name__}: {e}") from e
+    return costs
+
+
 def budget_penalty(costs: Sequence[float], limits: Sequence[float], kind: str = "hinge") -> float:
     """Sum over budgets of the normalised excess: ``max(0, C/B - 1)`` (hinge) or ``|C/B - 1|`` (abs).
 
@@ -78,3 +112,53 @@ def reinforce_loss(logp: torch.Tensor, rewards: torch.Tensor, baseline: torch.Te
     """
     advantage = (rewards - baseline).detach()
     return -(advantage * logp).mean()
+
+
+def calibrate_keep_prob(
+    gate_labels: Sequence[str],
+    choice_values: Sequence[Sequence[Any]],
+    choice_labels: Sequence[str],
+    charged_costs: Callable[[dict[str, Any]], Sequence[float]],
+    limits: Sequence[float],
+    *,
+    start: float = 0.95,
+    floor: float = 0.05,
+    step: float = 0.025,
+    samples: int = 128,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The largest uniform keep-probability ``p <= start`` whose expected cost meets every budget.
+
+    The expected cost is the one the reward sees (``charged_costs``: pruned architecture, a disconnected one
+    charged the whole super network), estimated on ``samples`` architectures drawn with common random numbers
+    (gate ``g`` of sample ``j`` is on iff ``u[j, g] < p``, other choices uniform), so the estimate is smooth in
+    ``p``. Levels ``start, start - step, ...`` down to ``floor`` are tried until one meets every budget; if none
+    does (on a fabric, low ``p`` disconnects most samples and they are charged in full), the level with the
+    smallest worst ratio cost/budget is returned. Returns ``(p, worst expected cost / budget at p)``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.rand(samples, len(gate_labels), generator=gen).tolist()
+    picks = [torch.randint(len(v), (samples,), generator=gen).tolist() for v in choice_values]
+    best_p, best_ratio = start, math.inf
+    p = start
+    while p >= floor - 1e-9:
+        totals, counts = [0.0] * len(limits), [0] * len(limits)
+        for j in range(samples):
+            arch: dict[str, Any] = {label: ("on" if x < p else "off") for label, x in zip(gate_labels, u[j])}
+            for label, values, pick in zip(choice_labels, choice_values, picks):
+                arch[label] = values[pick[j]]
+            for i, c in enumerate(charged_costs(arch)):
+                if math.isfinite(c):  # the search skips such samples too
+                    totals[i] += c
+                    counts[i] += 1
+        if not all(counts):
+            return start, math.nan  # no finite cost to go by: start where the paper does
+        ratio = max(t / n / b for t, n, b in zip(totals, counts, limits)) if limits else 0.0
+        if ratio <= 1.0:
+            return p, ratio
+        if ratio < best_ratio:
+            best_p, best_ratio = p, ratio
+        elif ratio > best_ratio * 1.25:  # past the valley: fewer gates now only disconnect more samples
+            break
+        p = round(p - step, 10)
+    return best_p, best_ratio

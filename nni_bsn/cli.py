@@ -43,6 +43,18 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _keep_prob(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a probability strictly between 0 and 1, got {text!r}")
+    return value
+
+
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default=None, help=f"search space: {', '.join(SPACES)} (default: cnf)")
     p.add_argument("--dataset", default=None, help="digits (embedded, default), cifar10 or cifar100")
@@ -68,6 +80,9 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lam", type=float, default=None, help="weight of the budget penalty (default: 2)")
     g.add_argument("--num-samples", type=_positive_int, default=None, help="architectures per step, the batch split between them (default: 1)")
     g.add_argument("--arc-learning-rate", type=float, default=None, help="logits learning rate (default: 0.1)")
+    g.add_argument("--init-keep-prob", type=_keep_prob, default=None,
+                   help="initial keep-probability of every gate, or 'auto' (default): the largest (<= 0.95) whose "
+                   "expected cost meets the budget; the paper's is 0.95")
     g.add_argument("--warmup-epochs", type=_non_negative_int, default=None, help="weights-only epochs first")
     g.add_argument("--allow-over-budget", action="store_true", help="export the closest architecture if none fits")
     g.add_argument("--finetune-epochs", type=_non_negative_int, default=None,
@@ -115,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost", default=None, help=f"BSN's budgeted cost: {', '.join(COSTS)} (default: macs)")
     p.add_argument("--budget", default=None, help="BSN's budget and the penalty rows' baseline (default: 50%%)")
     p.add_argument("--lam", type=float, default=None, help="BSN's lambda and the penalty rows' scale (default: 2)")
+    p.add_argument("--init-keep-prob", type=_keep_prob, default=None,
+                   help="BSN's initial keep-probability of the gates, or 'auto' (default; see nni-bsn search -h)")
     p.add_argument("--layers", type=_positive_int, default=None, help="CNF layers (default: 4)")
     p.add_argument("--channels", type=_positive_int, default=None, help="CNF channels (default: 8)")
     p.add_argument("--image-size", type=_positive_int, default=None, help="input size (default: 16 digits, 32 CIFAR)")
@@ -146,7 +163,8 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         "epochs": args.epochs, "batch_size": args.batch_size, "layers": args.layers, "channels": args.channels,
         "image_size": args.image_size, "units": args.units, "maps": args.maps, "shortcuts": args.shortcuts,
         "lam": args.lam, "num_samples": args.num_samples, "arc_learning_rate": args.arc_learning_rate,
-        "warmup_epochs": args.warmup_epochs, "finetune_epochs": args.finetune_epochs,
+        "warmup_epochs": args.warmup_epochs,
+        "init_keep_prob": getattr(args, "init_keep_prob", None), "finetune_epochs": args.finetune_epochs,
         "budget": getattr(args, "budget", None), "out": getattr(args, "out", None),
     }
     values.update({k: v for k, v in explicit.items() if v is not None})
@@ -318,7 +336,7 @@ def _compare(args: argparse.Namespace) -> int:
     explicit = {
         "space": args.space, "dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
         "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "cost": args.cost,
-        "budget": args.budget, "lam": args.lam, "layers": args.layers, "channels": args.channels,
+        "budget": args.budget, "lam": args.lam, "init_keep_prob": args.init_keep_prob, "layers": args.layers, "channels": args.channels,
         "image_size": args.image_size, "units": args.units, "maps": args.maps, "shortcuts": args.shortcuts,
         "limit_train_batches": args.limit_train_batches, "limit_val_batches": args.limit_val_batches,
         "strategy_timeout": args.strategy_timeout, "threads": args.threads,

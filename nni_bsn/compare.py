@@ -106,7 +106,7 @@ class CompareConfig:
     lam: float = 2.0
     num_samples: int = 4
     arc_learning_rate: float = 0.1
-    init_keep_prob: float = 0.95
+    init_keep_prob: float | str = "auto"
     # Lightning's limit_train_batches / limit_val_batches for searches and retraining (tests use a few batches)
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
@@ -597,7 +597,7 @@ def equivalent_command(cfg: CompareConfig) -> str:
         opts += [("--layers", cfg.layers), ("--channels", cfg.channels)]
     else:
         opts += [("--units", cfg.units), ("--maps", ",".join(map(str, cfg.maps))), ("--shortcuts", cfg.shortcuts)]
-    opts += [("--image-size", cfg.image_size), ("--lam", cfg.lam), ("--limit-train-batches", cfg.limit_train_batches),
+    opts += [("--image-size", cfg.image_size), ("--lam", cfg.lam), ("--init-keep-prob", cfg.init_keep_prob), ("--limit-train-batches", cfg.limit_train_batches),
              ("--limit-val-batches", cfg.limit_val_batches), ("--threads", cfg.threads),
              ("--strategy-timeout", cfg.strategy_timeout),
              ("--out", cfg.out)]

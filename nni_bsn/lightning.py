@@ -13,7 +13,7 @@ import torch.distributed as dist
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 
-from .budget import Budget, budget_penalty, reinforce_loss
+from .budget import Budget, CostEvaluationError, budget_penalty, charged_costs, reinforce_loss
 from .policy import ArchitectureDistribution
 from .selection import Selection, select_architecture
 
@@ -22,10 +22,6 @@ __all__ = ["BSNLightningModule", "split_batch", "CostEvaluationError"]
 _logger = logging.getLogger(__name__)
 
 Arch = dict[str, Any]
-
-
-class CostEvaluationError(RuntimeError):
-    """A cost evaluator raised on an architecture: the search stops, naming the evaluator."""
 
 
 def split_batch(batch: Any, k: int) -> list[Any]:
@@ -94,11 +90,9 @@ class BSNLightningModule(BaseOneShotLightningModule):
         self.register_buffer("baseline_ready", torch.zeros(2, dtype=torch.bool))
         self.keep_prob_history: list[list[float]] = []
         self.skipped_samples = 0
+        self._epoch_sums: dict[str, list[float]] = {}
         self.last_selection: Selection | None = None
         self._modules_cache: list | None = None
-        # Costs of a disconnected architecture: it is charged the whole super network, so that it never
-        # looks cheap (the original code charged it 0).
-        self._disconnected_costs = [b.full if b.full is not None else b.limit * 10 for b in self.budgets]
 
     # ----- architecture plumbing -------------------------------------------------------------------------------
 
@@ -120,16 +114,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
 
     def costs(self, arch: Arch) -> list[float]:
         """Cost of ``arch`` for each budget, as the reward sees it (disconnected: the full super network's)."""
-        if not self.is_connected(arch):
-            return list(self._disconnected_costs)
-        costs = []
-        for b in self.budgets:
-            try:
-                costs.append(b(arch))
-            except Exception as e:
-                raise CostEvaluationError(f"cost evaluator {b.name!r} failed on a sampled architecture: "
-                                          f"{type(e).__name__}: {e}") from e
-        return costs
+        return charged_costs(arch, self.budgets, self.connected_fn)
 
     def deterministic_arch(self) -> Arch:
         """Keep-probability > 0.5 (argmax elsewhere), pruned."""
@@ -266,17 +251,28 @@ class BSNLightningModule(BaseOneShotLightningModule):
                 arch_loss = self._arch_step(gate_logp[idx], choice_logp[idx], loss_values[idx], pens,
                                             [archs[i] for i in kept])
                 reward = -(loss_values[idx] + self.lam * pens).mean()
-                self.log("bsn/reward", float(reward), on_step=False, on_epoch=True)
-                self.log("bsn/arch_loss", arch_loss, on_step=False, on_epoch=True)
+                self._accumulate("bsn/reward", float(reward))
+                self._accumulate("bsn/arch_loss", arch_loss)
             for j, b in enumerate(self.budgets):
-                self.log(f"bsn/cost_{b.name}", sum(c[j] for c in costs) / len(costs), on_step=False, on_epoch=True,
-                         prog_bar=True)
-            self.log("bsn/penalty", sum(penalties) / len(penalties), on_step=False, on_epoch=True)
-            self.log("bsn/connected", sum(map(self.is_connected, archs)) / len(archs), on_step=False, on_epoch=True)
+                self._accumulate(f"bsn/cost_{b.name}", sum(c[j] for c in costs) / len(costs))
+            self._accumulate("bsn/penalty", sum(penalties) / len(penalties))
+            self._accumulate("bsn/connected", sum(map(self.is_connected, archs)) / len(archs))
         self.advance_lr_schedulers(batch_idx)
         return out
 
     # ----- validation and epoch summaries ------------------------------------------------------------------------
+
+    def _accumulate(self, name: str, value: float) -> None:
+        # Per-step search metrics are averaged here and logged once per epoch: Lightning's self.log costs ~1 ms
+        # per call, which on a small network is several percent of a step.
+        if math.isfinite(value):
+            total = self._epoch_sums.setdefault(name, [0.0, 0])
+            total[0] += value
+            total[1] += 1
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_sums = {}
+        self.training_module.on_train_epoch_start()
 
     def on_validation_epoch_start(self) -> None:
         self.apply_arch(self.deterministic_arch())
@@ -298,6 +294,10 @@ class BSNLightningModule(BaseOneShotLightningModule):
         for b in self.budgets:
             metrics[f"bsn/budget_{b.name}"] = b.limit
         shown = {f"bsn/det_{b.name}": c for b, c in zip(self.budgets, det_costs)}
+        means = {k: total / n for k, (total, n) in self._epoch_sums.items() if n}
+        self._epoch_sums = {}
+        shown.update({k: v for k, v in means.items() if k.startswith("bsn/cost_")})
+        metrics.update({k: v for k, v in means.items() if not k.startswith("bsn/cost_")})
         self.log_dict(metrics, prog_bar=False)
         self.log_dict(shown, prog_bar=True)
         if self.trainer.is_global_zero:

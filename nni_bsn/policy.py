@@ -122,6 +122,15 @@ class ArchitectureDistribution(nn.Module):
             ent = ent + torch.distributions.Categorical(logits=logits).entropy()
         return ent
 
+    def choice_options(self) -> list[list[Any]]:
+        """For every non-gate choice (``choice_labels`` order), its values as they appear in an architecture."""
+        return [[self._choice_value(i, k) for k in range(len(v))] for i, v in enumerate(self._choice_values)]
+
+    @torch.no_grad()
+    def set_keep_prob(self, p: float) -> None:
+        """Set every gate's keep-probability to ``p`` (0 < p < 1)."""
+        self.gate_logits.fill_(math.log(p / (1.0 - p)))
+
     def keep_probs(self) -> torch.Tensor:
         """Keep-probability of every gate, in ``gate_labels`` order."""
         return torch.sigmoid(self.gate_logits.detach())

@@ -19,7 +19,7 @@ from nni.nas.oneshot.pytorch.supermodule.sampling import (
     PathSamplingRepeat,
 )
 
-from .budget import PENALTIES, Budget, parse_budget
+from .budget import PENALTIES, Budget, calibrate_keep_prob, charged_costs, parse_budget
 from .lightning import BSNLightningModule
 from .policy import ArchitectureDistribution, is_gate
 
@@ -28,6 +28,8 @@ __all__ = ["BSN"]
 _logger = logging.getLogger(__name__)
 
 Arch = dict[str, Any]
+
+_AUTO_START = 0.95  # init_keep_prob='auto' never starts above the paper's keep-probability
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -85,7 +87,13 @@ class BSN(OneShotStrategy):
         default digits fabric a step costs 1.3x (2 samples) and 2x (4 samples) the step with 1 sample
         (``benchmarks/RESULTS.md``), so the default is 1, with a moving-average baseline.
     init_keep_prob
-        Initial probability of keeping each gate (the paper: logits at 3, i.e. 0.95).
+        Initial probability of keeping each gate. ``'auto'`` (default): the largest uniform probability (at most
+        0.95) whose expected cost, as the reward counts it, meets every budget, found before training by costing
+        a few hundred sampled architectures (a fraction of a second); so the search trains in-budget networks
+        from its first step and its cost scales with the budget. When no probability meets the budget (on a
+        fabric, dropping gates disconnects samples, which are charged the whole network), the one closest to it.
+        A number sets it directly; the paper starts every gate at 0.95 (logits at 3), which makes the first
+        epochs train nearly the whole super network whatever the budget.
     arc_optimizer, arc_learning_rate
         Optimizer (``'adam'`` or ``'sgd'``) and learning rate of the distribution's logits.
     baseline
@@ -127,7 +135,7 @@ class BSN(OneShotStrategy):
         penalty: str = "hinge",
         penalty_gradient: str = "local",
         num_samples: int = 1,
-        init_keep_prob: float = 0.95,
+        init_keep_prob: float | str = "auto",
         arc_optimizer: str = "adam",
         arc_learning_rate: float = 0.05,
         baseline: str = "auto",
@@ -155,8 +163,9 @@ class BSN(OneShotStrategy):
             (penalty_gradient in ("local", "reinforce"),
              f"penalty_gradient must be 'local' or 'reinforce', got {penalty_gradient!r}"),
             (isinstance(num_samples, int) and num_samples >= 1, f"num_samples must be an integer >= 1, got {num_samples!r}"),
-            (isinstance(init_keep_prob, float | int) and 0 < init_keep_prob < 1,
-             f"init_keep_prob must be strictly between 0 and 1, got {init_keep_prob!r}"),
+            (init_keep_prob == "auto" or isinstance(init_keep_prob, float | int) and not isinstance(init_keep_prob, bool)
+             and 0 < init_keep_prob < 1,
+             f"init_keep_prob must be 'auto' or a number strictly between 0 and 1, got {init_keep_prob!r}"),
             (arc_optimizer in ("adam", "sgd"), f"arc_optimizer must be 'adam' or 'sgd', got {arc_optimizer!r}"),
             (isinstance(arc_learning_rate, (int, float)) and arc_learning_rate > 0,
              f"arc_learning_rate must be > 0, got {arc_learning_rate!r}"),
@@ -178,7 +187,8 @@ class BSN(OneShotStrategy):
             arc_optimizer=arc_optimizer, arc_learning_rate=float(arc_learning_rate),
             gradient_clip_val=gradient_clip_val, export_samples=export_samples, allow_over_budget=allow_over_budget,
         )
-        self.init_keep_prob = float(init_keep_prob)
+        self.init_keep_prob = init_keep_prob if init_keep_prob == "auto" else float(init_keep_prob)
+        self.start_keep_prob: float | None = None  # what 'auto' chose (or the number given)
         self.budgets: list[Budget] = []
         self.distribution: ArchitectureDistribution | None = None
         self._prune: Callable[[Arch], Arch] | None = None
@@ -224,13 +234,29 @@ class BSN(OneShotStrategy):
         self._is_connected = getattr(model, "is_connected", None)
         graph = getattr(model, "graph", None)
         self._sensitive = getattr(graph, "sensitive", None) if self._prune is not None else None
-        self.distribution = ArchitectureDistribution(mutables, self.init_keep_prob)
+        auto = self.init_keep_prob == "auto"
+        self.distribution = ArchitectureDistribution(mutables, _AUTO_START if auto else self.init_keep_prob)
         self.budgets = [self._make_budget(c, spec, model, mutables) for c, spec in zip(self._costs, self._budget_specs)]
+        self.start_keep_prob = self._calibrate() if auto else self.init_keep_prob
         model.train()  # measuring costs may have switched modules to eval mode; the search trains them
         _logger.info("BSN: %d gates, %d other choices; budgets: %s", len(self.distribution.gate_labels),
                      len(self.distribution.choice_labels),
                      ", ".join(f"{b.name} <= {b.limit:.6g} {b.unit}".strip() for b in self.budgets))
         return super().mutate_model(model)
+
+    def _calibrate(self) -> float:
+        dist = self.distribution
+        if not dist.gate_labels:
+            return _AUTO_START
+        def charged(arch: Arch) -> list[float]:
+            return charged_costs(arch, self.budgets, self._is_connected,
+                                 context=" while choosing the start (init_keep_prob='auto')")
+
+        p, ratio = calibrate_keep_prob(dist.gate_labels, dist.choice_options(), dist.choice_labels, charged,
+                                       [b.limit for b in self.budgets], start=_AUTO_START)
+        dist.set_keep_prob(p)
+        _logger.info("BSN: gates start at keep-probability %.3f (expected cost %.2fx the tightest budget)", p, ratio)
+        return p
 
     def _make_budget(self, cost: Any, spec: tuple[float, bool], model: ModelSpace, mutables: dict) -> Budget:
         # Evaluators of the protocol count on the pruned architecture themselves; plain callables get it pruned.
@@ -281,4 +307,5 @@ class BSN(OneShotStrategy):
         rep["units"] = {b.name: b.unit for b in self.budgets}
         rep["full_costs"] = {b.name: b.full for b in self.budgets}
         rep["skipped_samples"] = module.skipped_samples
+        rep["start_keep_prob"] = self.start_keep_prob
         return rep

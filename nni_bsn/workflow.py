@@ -31,11 +31,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's configurations (bsn_reference.md §4): meant for a GPU and CIFAR on disk.
     "paper-cnf": dict(space="cnf", layers=8, channels=128, dataset="cifar10", epochs=300, batch_size=64,
                       optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4, lr_milestones=(150, 225),
-                      arc_optimizer="sgd", arc_learning_rate=1e-3),
+                      arc_optimizer="sgd", arc_learning_rate=1e-3, init_keep_prob=0.95),
     "paper-resnet-fabric": dict(space="resnet-fabric", units=3, maps=(16, 32, 64), shortcuts="slr",
                                 dataset="cifar10", epochs=300, batch_size=64, optimizer="sgd", learning_rate=0.1,
                                 momentum=0.9, weight_decay=1e-4, lr_milestones=(150, 225),
-                                arc_optimizer="sgd", arc_learning_rate=1e-3),
+                                arc_optimizer="sgd", arc_learning_rate=1e-3, init_keep_prob=0.95),
 }
 
 
@@ -77,7 +77,7 @@ class SearchConfig:
     num_samples: int = 1
     arc_optimizer: str = "adam"
     arc_learning_rate: float = 0.1
-    init_keep_prob: float = 0.95
+    init_keep_prob: float | str = "auto"
     warmup_epochs: int = 0
     allow_over_budget: bool = False
     # after the search

@@ -218,6 +218,8 @@ def test_a_budget_below_the_cheapest_architecture_is_rejected():
     (dict(penalty="square"), "penalty"),
     (dict(num_samples=0), "num_samples"),
     (dict(init_keep_prob=1.0), "init_keep_prob"),
+    (dict(init_keep_prob="half"), "init_keep_prob"),
+    (dict(init_keep_prob=True), "init_keep_prob"),
     (dict(arc_optimizer="rmsprop"), "arc_optimizer"),
     (dict(baseline="median"), "baseline"),
     (dict(warmup_epochs=-1), "warmup_epochs"),
@@ -227,6 +229,64 @@ def test_constructor_rejects_bad_arguments_with_a_clear_message(kwargs, match):
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=match):
         BSN(**args)
+
+
+@pytest.mark.parametrize("budget", ["50%", "60%", "75%"])
+def test_auto_start_puts_the_expected_sampled_cost_at_the_budget(budget):
+    """init_keep_prob='auto': the distribution starts where the mean cost the reward sees (pruned samples,
+    disconnected ones charged the whole network) meets the budget, checked on fresh samples."""
+    from nni_bsn.budget import charged_costs
+
+    strategy = BSN(cost=MacsCost(input_shape=(1, 1, 16, 16)), budget=budget)
+    space = ConvolutionalNeuralFabric(layers=4, channels=16, image_size=16, in_channels=1)
+    strategy.mutate_model(space)
+    p = strategy.start_keep_prob
+    assert 0.5 < p < 0.95
+    assert torch.allclose(strategy.distribution.keep_probs(), torch.tensor(p))
+    (b,) = strategy.budgets
+    torch.manual_seed(1)
+    archs, _ = strategy.distribution.sample(400)
+    mean = sum(charged_costs(a, [b], space.is_connected)[0] for a in archs) / len(archs)
+    assert 0.8 * b.limit <= mean <= 1.1 * b.limit
+    # One step (0.025) higher would overshoot: 'auto' took the largest keep-probability that fits.
+    strategy.distribution.set_keep_prob(p + 0.05)
+    archs, _ = strategy.distribution.sample(400)
+    assert sum(charged_costs(a, [b], space.is_connected)[0] for a in archs) / len(archs) > b.limit
+
+
+def test_auto_start_without_a_binding_budget_is_the_papers_and_a_number_is_kept():
+    space = small_cnf()
+    loose = BSN(cost=MacsCost(input_shape=(1, 1, 8, 8)), budget="100%")
+    loose.mutate_model(space)
+    assert loose.start_keep_prob == pytest.approx(0.95)
+    fixed = BSN(cost=MacsCost(input_shape=(1, 1, 8, 8)), budget="50%", init_keep_prob=0.7)
+    fixed.mutate_model(small_cnf())
+    assert fixed.start_keep_prob == 0.7
+    assert torch.allclose(fixed.distribution.keep_probs(), torch.tensor(0.7))
+
+
+def test_calibrate_keep_prob_on_an_additive_cost_and_past_the_valley():
+    from nni_bsn.budget import calibrate_keep_prob
+
+    labels = [f"g{i}" for i in range(20)]
+
+    def count(arch):
+        return [float(sum(v == "on" for v in arch.values()))]
+
+    # Expected cost 20p: the largest grid level with 20p <= 8 is p = 0.4 (sampling noise allowed).
+    p, ratio = calibrate_keep_prob(labels, [], [], count, [8.0], samples=512)
+    assert 0.35 <= p <= 0.45 and ratio <= 1.0
+    # Charged in full below 10 gates (like a disconnected fabric): no level meets 5, the valley's bottom is returned.
+    def valley(arch):
+        n = count(arch)[0]
+        return [n if n >= 10 else 20.0]
+
+    p, ratio = calibrate_keep_prob(labels, [], [], valley, [5.0], samples=512)
+    assert 0.45 <= p <= 0.65 and ratio > 1.0
+    # Other choices are drawn uniformly and passed in the architecture.
+    seen = set()
+    calibrate_keep_prob(labels[:2], [["a", "b"]], ["op"], lambda a: seen.add(a["op"]) or [1.0], [2.0])
+    assert seen == {"a", "b"}
 
 
 def test_repr_shows_the_arguments():

@@ -37,14 +37,15 @@ def _gates(arch):
     return float(sum(v == "on" for v in arch.values()))
 
 
-def test_a_non_finite_cost_skips_the_sample_with_a_warning_and_the_search_goes_on(digits_loaders):
+@pytest.mark.parametrize("init_keep_prob", ["auto", 0.95])
+def test_a_non_finite_cost_skips_the_sample_with_a_warning_and_the_search_goes_on(digits_loaders, init_keep_prob):
     calls = {"n": 0}
 
     def flaky(arch):
         calls["n"] += 1
         return math.nan if calls["n"] % 3 == 0 else _gates(arch)
 
-    strategy = BSN(cost=flaky, budget=20, num_samples=2)
+    strategy = BSN(cost=flaky, budget=20, num_samples=2, init_keep_prob=init_keep_prob)
     with pytest.warns(RuntimeWarning, match="non-finite cost"):
         strategy(RawFormatModelSpace.from_model(_space(), _evaluator(digits_loaders)), SequentialExecutionEngine())
     assert strategy.oneshot_module.skipped_samples > 0
@@ -71,14 +72,15 @@ def test_a_non_finite_loss_skips_the_sample_with_a_warning_and_the_search_goes_o
     assert all(torch.isfinite(p).all() for p in module.training_module.parameters())
 
 
-def test_a_cost_evaluator_that_raises_stops_the_search_with_a_clear_message(digits_loaders):
+@pytest.mark.parametrize("init_keep_prob, when", [("auto", " while choosing the start"), (0.95, ": ")])
+def test_a_cost_evaluator_that_raises_stops_the_search_with_a_clear_message(digits_loaders, init_keep_prob, when):
     def broken(arch):
         raise ZeroDivisionError("division by zero")
 
-    strategy = BSN(cost=broken, budget=1, num_samples=2)
+    strategy = BSN(cost=broken, budget=1, num_samples=2, init_keep_prob=init_keep_prob)
     strategy._make_budget = lambda cost, spec, model, mutables: BSN._make_budget(  # skip the bind-time full cost
         strategy, _gates, spec, model, mutables).__class__(evaluator=broken, limit=1.0, name="broken", full=2.0)
-    with pytest.raises(RuntimeError, match="cost evaluator 'broken' failed.*ZeroDivisionError"):
+    with pytest.raises(RuntimeError, match=f"cost evaluator 'broken' failed on a sampled architecture{when}.*ZeroDivisionError"):
         strategy(RawFormatModelSpace.from_model(_space(), _evaluator(digits_loaders)), SequentialExecutionEngine())
 
 
