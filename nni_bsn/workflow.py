@@ -435,6 +435,7 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
                     for b in strategy.budgets],
         "arch": arch,
         "selection": {k: report_bsn[k] for k in ("method", "within_budget", "connected", "log_prob", "costs")},
+        "start_keep_prob": report_bsn["start_keep_prob"],
         "costs": costs,
         "accuracy": accuracy,
         "search_seconds": round(search_seconds, 2),
