@@ -86,3 +86,12 @@ def test_argparse_errors_exit_2(capsys):
         main(["search", "--epochs", "zero"])
     assert e.value.code == 2
     assert "positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["1.5", "0", "half"])
+def test_a_bad_init_keep_prob_exits_2_naming_it(value, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--init-keep-prob", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--init-keep-prob" in err and "'auto' or a probability strictly between 0 and 1" in err
