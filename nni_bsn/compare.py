@@ -338,9 +338,10 @@ def search_and_evaluate(cfg: CompareConfig, name: str, budget: dict[str, Any], w
         inherited = copy.deepcopy(model.executable_model())  # freeze shares weights with the supernet
         extra: dict[str, Any] = dict(setup)
         module = strategy.oneshot_module
-        if name == "bsn":
+        if name == "bsn" or _bsn_budget(name) is not None:  # bsn@25% rows too
             rep = strategy.report()
-            extra["bsn_selection"] = {k: rep.get(k) for k in ("method", "within_budget", "connected", "costs")}
+            extra["bsn_selection"] = {k: rep.get(k) for k in ("method", "within_budget", "connected", "costs",
+                                                               "start_keep_prob")}
         if name == "enas":
             trajectories = int(module._trajectory_counter)
             extra["enas"] = {"trajectories": trajectories, "batches_per_update": module.batches_per_update,

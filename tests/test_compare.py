@@ -183,6 +183,24 @@ def test_compare_runs_all_eight_rows(tmp_path):
     assert report["rows"][STRATEGIES.index("darts+penalty")]["penalty"]["nonlinear"] == "positive"
 
 
+def test_compare_on_a_cifar10_folder_runs_bsn_at_two_budgets_beside_darts(tmp_path, cifar_folder):
+    """The quality table on CIFAR-10 when a folder is given: same rows, 3-channel 8x8 inputs, 10 classes."""
+    root = cifar_folder("cifar10", n_train=80, n_test=20)
+    out = tmp_path / "cmp"
+    rc = main(["compare", "--strategies", "bsn@25%,bsn@75%,darts", "--dataset", "cifar10", "--data-dir", str(root),
+               "--batch-size", "16", *TINY, "--no-onnx", "--out", str(out)])
+    assert rc == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert report["dataset"]["name"] == "cifar10" and report["dataset"]["sizes"] == {"train": 72, "val": 8, "test": 20}
+    assert [r["strategy"] for r in report["rows"]] == ["BSN 25%", "BSN 75%", "DARTS"]
+    for row in report["rows"]:
+        assert row["status"] == "ok", row
+        assert 0.0 <= row["test_acc"] <= 1.0 and row["macs"] > 0
+    for row in report["rows"][:2]:  # each BSN row within its own budget, connected
+        assert row["bsn_selection"]["within_budget"] and row["bsn_selection"]["connected"]
+        assert 0 < row["bsn_selection"]["start_keep_prob"] <= 0.95
+
+
 def test_bsn_rows_at_their_own_budgets_are_accepted_and_bad_ones_refused():
     from nni_bsn.compare import parse_strategies, row_label
 
