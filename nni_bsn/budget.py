@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["Budget", "parse_budget", "budget_penalty", "reinforce_loss", "calibrate_keep_prob", "charged_costs", "disconnected_costs",
-           "CostEvaluationError", "PENALTIES"]
+__all__ = ["Budget", "parse_budget", "budget_penalty", "reinforce_loss", "calibrate_keep_prob", "charged_costs",
+           "disconnected_costs", "CostEvaluationError", "PENALTIES"]
 
 PENALTIES = ("hinge", "abs")
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*%\s*$")
@@ -118,7 +118,7 @@ def calibrate_keep_prob(
     gate_labels: Sequence[str],
     choice_values: Sequence[Sequence[Any]],
     choice_labels: Sequence[str],
-    charged_costs: Callable[[dict[str, Any]], Sequence[float]],
+    cost_fn: Callable[[dict[str, Any]], Sequence[float]],
     limits: Sequence[float],
     *,
     start: float = 0.95,
@@ -129,8 +129,8 @@ def calibrate_keep_prob(
 ) -> tuple[float, float]:
     """The largest uniform keep-probability ``p <= start`` whose expected cost meets every budget.
 
-    The expected cost is the one the reward sees (``charged_costs``: pruned architecture, a disconnected one
-    charged the whole super network), estimated on ``samples`` architectures drawn with common random numbers
+    The expected cost is the one the reward sees (``cost_fn``, e.g. :func:`charged_costs`: pruned architecture,
+    a disconnected one charged the whole super network), estimated on ``samples`` architectures drawn with common random numbers
     (gate ``g`` of sample ``j`` is on iff ``u[j, g] < p``, other choices uniform), so the estimate is smooth in
     ``p``. Levels ``start, start - step, ...`` down to ``floor`` are tried until one meets every budget; if none
     does (on a fabric, low ``p`` disconnects most samples and they are charged in full), the level with the
@@ -147,7 +147,7 @@ def calibrate_keep_prob(
             arch: dict[str, Any] = {label: ("on" if x < p else "off") for label, x in zip(gate_labels, u[j])}
             for label, values, pick in zip(choice_labels, choice_values, picks):
                 arch[label] = values[pick[j]]
-            for i, c in enumerate(charged_costs(arch)):
+            for i, c in enumerate(cost_fn(arch)):
                 if math.isfinite(c):  # the search skips such samples too
                     totals[i] += c
                     counts[i] += 1

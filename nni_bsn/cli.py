@@ -336,7 +336,8 @@ def _compare(args: argparse.Namespace) -> int:
     explicit = {
         "space": args.space, "dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
         "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "cost": args.cost,
-        "budget": args.budget, "lam": args.lam, "init_keep_prob": args.init_keep_prob, "layers": args.layers, "channels": args.channels,
+        "budget": args.budget, "lam": args.lam, "init_keep_prob": args.init_keep_prob, "layers": args.layers,
+        "channels": args.channels,
         "image_size": args.image_size, "units": args.units, "maps": args.maps, "shortcuts": args.shortcuts,
         "limit_train_batches": args.limit_train_batches, "limit_val_batches": args.limit_val_batches,
         "strategy_timeout": args.strategy_timeout, "threads": args.threads,

@@ -598,7 +598,8 @@ def equivalent_command(cfg: CompareConfig) -> str:
         opts += [("--layers", cfg.layers), ("--channels", cfg.channels)]
     else:
         opts += [("--units", cfg.units), ("--maps", ",".join(map(str, cfg.maps))), ("--shortcuts", cfg.shortcuts)]
-    opts += [("--image-size", cfg.image_size), ("--lam", cfg.lam), ("--init-keep-prob", cfg.init_keep_prob), ("--limit-train-batches", cfg.limit_train_batches),
+    opts += [("--image-size", cfg.image_size), ("--lam", cfg.lam), ("--init-keep-prob", cfg.init_keep_prob),
+             ("--limit-train-batches", cfg.limit_train_batches),
              ("--limit-val-batches", cfg.limit_val_batches), ("--threads", cfg.threads),
              ("--strategy-timeout", cfg.strategy_timeout),
              ("--out", cfg.out)]
