@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -53,22 +54,20 @@ def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -
     ev = Classification(train_dataloaders=train, val_dataloaders=val, num_classes=10, max_epochs=epochs,
                         accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
-    strategy = None
-    if name.startswith("fixed"):
-        pass
-    elif name.startswith("bsn"):
-        strategy = BSN(cost=MacsCost(input_shape=(1, 1, image_size, image_size)), budget=name.split("@")[1])
-    else:
-        strategy = {"darts": DARTS, "gumbel-darts": GumbelDARTS, "proxyless": Proxyless, "random": RandomOneShot,
-                    "enas": lambda: TaggedENAS(reward_metric_name="val_acc")}[name]()
     cost = MacsCost(input_shape=(1, 1, image_size, image_size)).bind(space)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    strategy, share = None, math.nan  # share: MACs run over the whole super network's (BSN's: set after the fit)
     if name.startswith("fixed"):
         arch = fixed_arch(space, cost, float(name.split("@")[1].rstrip("%")) / 100)
         net = space.freeze(arch)
         share = cost(arch) / cost.full_cost()
         run = lambda: ev.evaluate(net)  # noqa: E731
     else:
+        if name.startswith("bsn"):
+            strategy = BSN(cost=MacsCost(input_shape=(1, 1, image_size, image_size)), budget=name.split("@")[1])
+        else:
+            strategy = {"darts": DARTS, "gumbel-darts": GumbelDARTS, "proxyless": Proxyless, "random": RandomOneShot,
+                        "enas": lambda: TaggedENAS(reward_metric_name="val_acc")}[name]()
         strategy.initialize(RawFormatModelSpace.from_model(space, ev), SequentialExecutionEngine())
         run = strategy.run
     # Memory growth during the fit: resident memory sampled every 2 ms, against its value when the fit starts
@@ -91,8 +90,6 @@ def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if name.startswith("bsn"):  # mean MACs of the architectures sampled during the last epoch
         share = float(strategy.oneshot_module.trainer.callback_metrics["bsn/cost_macs"]) / cost.full_cost()
-    elif not name.startswith("fixed"):
-        share = float("nan")
     epochs_s = timer.epochs
     return {"strategy": name, "epoch_s": statistics.median(epochs_s[1:] or epochs_s), "last_epoch_s": epochs_s[-1],
             "step_ms": timer.summary()["step_ms_median"], "rss_growth_mb": after - before,
@@ -148,8 +145,9 @@ def main() -> None:
              "(set-up + fit) | RSS growth during fit MB | epoch ÷ DARTS | fit memory ÷ DARTS | runs |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for n in names:
-        share = med(n, "macs_share") if runs[n] and "macs_share" in runs[n][0] else float("nan")
-        lines.append(f"| {n} | {'' if share != share else f'{share:.2f}'} | {med(n, 'epoch_s'):.3f} | {med(n, 'last_epoch_s'):.3f} | {med(n, 'step_ms'):.1f} | "
+        share = med(n, "macs_share")
+        lines.append(f"| {n} | {'' if math.isnan(share) else f'{share:.2f}'} | {med(n, 'epoch_s'):.3f} | "
+                     f"{med(n, 'last_epoch_s'):.3f} | {med(n, 'step_ms'):.1f} | "
                      f"{med(n, 'rss_growth_mb'):.0f} | {med(n, 'fit_rss_growth_mb'):.0f} | "
                      f"{med(n, 'epoch_s') / darts_epoch:.2f} | {med(n, 'fit_rss_growth_mb') / darts_mem:.2f} | "
                      f"{len(runs[n])} |")

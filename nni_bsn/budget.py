@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 __all__ = ["Budget", "parse_budget", "budget_penalty", "reinforce_loss", "calibrate_keep_prob", "charged_costs",
-           "disconnected_costs", "CostEvaluationError", "PENALTIES"]
+           "CostEvaluationError", "PENALTIES"]
 
 PENALTIES = ("hinge", "abs")
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*%\s*$")
@@ -59,12 +59,6 @@ class Budget:
         return float(self.evaluator(arch))
 
 
-def disconnected_costs(budgets: Sequence[Budget]) -> list[float]:
-    """What a disconnected architecture is charged: the whole super network (``Budget.full``; ten times the limit
-    when unknown), so that cutting the network never looks cheap (the original code charged it nothing)."""
-    return [b.full if b.full is not None else b.limit * 10 for b in budgets]
-
-
 class CostEvaluationError(RuntimeError):
     """A cost evaluator raised on an architecture: the search stops, naming the evaluator."""
 
@@ -76,12 +70,14 @@ def charged_costs(
     *,
     context: str = "",
 ) -> list[float]:
-    """Cost of ``arch`` for each budget as the reward sees it (disconnected: see :func:`disconnected_costs`).
+    """Cost of ``arch`` for each budget as the reward sees it.
 
-    An evaluator that raises becomes a :class:`CostEvaluationError` naming it (``context`` is added to the message).
+    A disconnected architecture is charged the whole super network (``Budget.full``; ten times the limit when
+    unknown), so that cutting the network never looks cheap (the original code charged it nothing). An evaluator
+    that raises becomes a :class:`CostEvaluationError` naming it (``context`` is added to the message).
     """
     if is_connected is not None and not is_connected(arch):
-        return disconnected_costs(budgets)
+        return [b.full if b.full is not None else b.limit * 10 for b in budgets]
     costs = []
     for b in budgets:
         try:
@@ -130,9 +126,9 @@ def calibrate_keep_prob(
     """The largest uniform keep-probability ``p <= start`` whose expected cost meets every budget.
 
     The expected cost is the one the reward sees (``cost_fn``, e.g. :func:`charged_costs`: pruned architecture,
-    a disconnected one charged the whole super network), estimated on ``samples`` architectures drawn with common random numbers
-    (gate ``g`` of sample ``j`` is on iff ``u[j, g] < p``, other choices uniform), so the estimate is smooth in
-    ``p``. Levels ``start, start - step, ...`` down to ``floor`` are tried until one meets every budget; if none
+    a disconnected one charged the whole super network), estimated on ``samples`` architectures drawn with common
+    random numbers (gate ``g`` of sample ``j`` is on iff ``u[j, g] < p``, other choices uniform), so the estimate
+    is smooth in ``p``. Levels ``start, start - step, ...`` down to ``floor`` are tried until one meets every budget; if none
     does (on a fabric, low ``p`` disconnects most samples and they are charged in full), the level with the
     smallest worst ratio cost/budget is returned. Returns ``(p, worst expected cost / budget at p)``.
     """

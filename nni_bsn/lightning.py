@@ -263,16 +263,12 @@ class BSNLightningModule(BaseOneShotLightningModule):
     # ----- validation and epoch summaries ------------------------------------------------------------------------
 
     def _accumulate(self, name: str, value: float) -> None:
-        # Per-step search metrics are averaged here and logged once per epoch: Lightning's self.log costs ~1 ms
-        # per call, which on a small network is several percent of a step.
+        # Per-step search metrics are averaged here and logged (then reset) in on_train_epoch_end: Lightning's
+        # self.log costs ~1 ms per call, which on a small network is several percent of a step.
         if math.isfinite(value):
             total = self._epoch_sums.setdefault(name, [0.0, 0])
             total[0] += value
             total[1] += 1
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_sums = {}
-        self.training_module.on_train_epoch_start()
 
     def on_validation_epoch_start(self) -> None:
         self.apply_arch(self.deterministic_arch())
