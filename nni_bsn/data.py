@@ -29,6 +29,7 @@ __all__ = [
     "DATASETS",
     "DataError",
     "DataInfo",
+    "canonical_dataset_name",
     "get_datasets",
     "get_dataloaders",
     "digits_datasets",
@@ -102,8 +103,8 @@ def _info(name: str, num_classes: int, in_channels: int, size: int, splits: tupl
     return DataInfo(name, num_classes, in_channels, size, sizes, tuple(classes))
 
 
-def _canonical_name(name: str) -> str:
-    """The name in :data:`DATASETS` that ``name`` spells, ignoring case, ``-`` and ``_``."""
+def canonical_dataset_name(name: str) -> str:
+    """The name in :data:`DATASETS` that ``name`` spells, ignoring case, ``-`` and ``_``; else DataError."""
     key = str(name).lower().replace("-", "").replace("_", "")
     for canonical in DATASETS:
         if key == canonical.replace("-", ""):
@@ -257,7 +258,7 @@ def cifar_datasets(
     """
     from torchvision import transforms as T
 
-    name = _canonical_name(name)
+    name = canonical_dataset_name(name)
     if name not in CIFAR_FILES:
         raise DataError(f"{name} is not a CIFAR dataset")
     size = _check_image_size(image_size, 32)
@@ -298,8 +299,7 @@ FASHION_MNIST_FILES = (
 """The four idx files, each read raw or gzipped (``.gz``)."""
 
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-"""Where Debian's ``dataset-fashion-mnist`` package installs the four ``*-ubyte.gz`` files (its documented
-location, ``dpkg -L dataset-fashion-mnist``); the default Fashion-MNIST folder when it exists."""
+"""Where Debian's ``dataset-fashion-mnist`` installs the idx files (``dpkg -L dataset-fashion-mnist``)."""
 
 FASHION_MNIST_VAL_FRACTION = 5_000 / 60_000  # 55,000 train / 5,000 validation of the 60,000 training images
 FASHION_MNIST_MEAN_STD = (0.2860, 0.3530)  # of the 60,000 training images (the 55,000: 0.2862, 0.3531)
@@ -411,7 +411,7 @@ def get_datasets(
     """``(train, val, test, info)`` datasets for ``name`` in :data:`DATASETS`. ``train_size`` (default all)
     keeps that many training images, a fixed subset (seed 0) that cycles through the classes, so it is
     class-balanced and contained in every larger one; the validation and test splits stay whole."""
-    key = _canonical_name(name)
+    key = canonical_dataset_name(name)
     if key == "digits":
         return digits_datasets(image_size, train_size)
     if key == "fashion-mnist":

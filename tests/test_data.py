@@ -20,6 +20,7 @@ from nni_bsn.data import (
     FASHION_MNIST_FILES,
     DataError,
     DataInfo,
+    canonical_dataset_name,
     get_dataloaders,
     get_datasets,
 )
@@ -505,3 +506,13 @@ def test_fashion_mnist_default_folder_is_env_then_debian_then_data(fashion_folde
     assert get_datasets("fashion-mnist")[3].sizes["val"] == 2  # Debian's folder
     monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "not-installed")
     assert get_datasets("fashion-mnist")[3].sizes["val"] == 5  # ./data
+
+
+def test_canonical_dataset_name_accepts_every_spelling_and_rejects_others():
+    assert [canonical_dataset_name(n) for n in ("Fashion_MNIST", "CIFAR-10", "digits")] == [
+        "fashion-mnist",
+        "cifar10",
+        "digits",
+    ]
+    with pytest.raises(DataError, match="unknown dataset 'mnist'"):
+        canonical_dataset_name("mnist")
