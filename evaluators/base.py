@@ -157,8 +157,10 @@ class AdditiveCost(CostEvaluator):
         if values and set(values) == set(modules) and self._decompose(space, values, modules):
             self.mode = "additive"
         else:
-            _log.info("%s: space is not additive over LayerChoices; counting each architecture exactly "
-                      "(memoised)", type(self).__name__)
+            _log.info(
+                "%s: space is not additive over LayerChoices; counting each architecture exactly (memoised)",
+                type(self).__name__,
+            )
         self._gated = self.mode == "additive" and is_gate_space(space)
         if self._gated:
             graph = space.graph
@@ -194,14 +196,18 @@ class AdditiveCost(CostEvaluator):
         return True
 
     def _additive(self, arch: Arch) -> float:
-        return self.fixed + sum(self.table[label][value] for label, value in arch.items() if label in self.table)
+        return self.fixed + sum(
+            self.table[label][value] for label, value in arch.items() if label in self.table
+        )
 
     # queries -----------------------------------------------------------------------------------------------------
     def cost(self, arch: Arch) -> float:
         """Cost of ``arch`` counted on ``space.prune(arch)`` (see the class docstring for how)."""
         if len(arch) > len(self._labels):  # cheap on the hot path: only an oversized dict is checked
             unknown = sorted(map(str, set(arch) - self._labels))
-            raise KeyError(f"{type(self).__name__}: architecture has labels this space does not have: {unknown[:5]}")
+            raise KeyError(
+                f"{type(self).__name__}: architecture has labels this space does not have: {unknown[:5]}"
+            )
         if self._gated:
             mask = self._graph.alive_mask(arch)
             total = self.fixed + sum(c for c, alive in zip(self._on, mask) if alive)
@@ -243,8 +249,10 @@ class AdditiveCost(CostEvaluator):
             return super().full_cost()
         if self.mode == "additive":
             return float(self.fixed + sum(max(c.values()) for c in self.table.values()))
-        arch = {label: max(v) if all(isinstance(x, (int, float)) for x in v) else v[-1]
-                for label, v in choice_values(self.space).items()}
+        arch = {
+            label: max(v) if all(isinstance(x, (int, float)) for x in v) else v[-1]
+            for label, v in choice_values(self.space).items()
+        }
         return self.cost(arch)
 
     def min_cost(self) -> float | None:
@@ -361,8 +369,11 @@ class CompositeCost:
         return {k: e.min_cost() for k, e in self.evaluators.items()}
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "evaluator": "CompositeCost",
-                "costs": {k: e.describe() for k, e in self.evaluators.items()}}
+        return {
+            "name": self.name,
+            "evaluator": "CompositeCost",
+            "costs": {k: e.describe() for k, e in self.evaluators.items()},
+        }
 
     def __getitem__(self, key: str) -> CostEvaluator:
         return self.evaluators[key]

@@ -80,7 +80,9 @@ def random_arch(space: Any, rng: random.Random, p_on: float | None = None) -> di
 
 def arch_key(arch: Mapping[str, Any]) -> tuple:
     """A hashable key for an architecture dict."""
-    return tuple(sorted((k, v if isinstance(v, (str, int, float, bool)) else repr(v)) for k, v in arch.items()))
+    return tuple(
+        sorted((k, v if isinstance(v, (str, int, float, bool)) else repr(v)) for k, v in arch.items())
+    )
 
 
 def block_shapes(
@@ -93,7 +95,12 @@ def block_shapes(
         module = model.get_submodule(path)
 
         def hook(mod: nn.Module, args: tuple, out: Any, path: str = path) -> None:
-            if path not in shapes and args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
+            if (
+                path not in shapes
+                and args
+                and isinstance(args[0], torch.Tensor)
+                and isinstance(out, torch.Tensor)
+            ):
                 shapes[path] = (tuple(args[0].shape), tuple(out.shape))
 
         handles.append(module.register_forward_hook(hook))

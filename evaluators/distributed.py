@@ -90,7 +90,9 @@ class BlockDAG:
             for p in ps:
                 self.succs[p].append(v)
         # Per graph edge: (source node, target node, item index of the gate or -1).
-        self._edges = [(s, t, -1 if label is None else gate_item[label], label) for s, t, label in graph.edges]
+        self._edges = [
+            (s, t, -1 if label is None else gate_item[label], label) for s, t, label in graph.edges
+        ]
         self._n_nodes = n_nodes
         self.steps_order = self._generation_order()
 
@@ -150,13 +152,20 @@ class Plan:
     device: dict[str, int] = field(default_factory=dict)
     start: dict[str, float] = field(default_factory=dict)
     finish: dict[str, float] = field(default_factory=dict)
-    transfers: list[tuple[str, str, int, int, float]] = field(default_factory=list)  # (src, dst, from, to, ms)
+    transfers: list[tuple[str, str, int, int, float]] = field(
+        default_factory=list
+    )  # (src, dst, from, to, ms)
     order: list[str] = field(default_factory=list)  # items by start time
 
     def as_dict(self) -> dict[str, Any]:
-        return {"makespan": self.makespan, "items": {n: {"device": self.device[n], "start": self.start[n],
-                                                          "finish": self.finish[n]} for n in self.order},
-                "transfers": [list(t) for t in self.transfers]}
+        return {
+            "makespan": self.makespan,
+            "items": {
+                n: {"device": self.device[n], "start": self.start[n], "finish": self.finish[n]}
+                for n in self.order
+            },
+            "transfers": [list(t) for t in self.transfers],
+        }
 
 
 class DistributedCost(CostEvaluator):
@@ -245,7 +254,9 @@ class DistributedCost(CostEvaluator):
         w = self.weights
         if isinstance(w, str):
             if w != "macs":
-                raise ValueError(f"DistributedCost: weights must be 'macs', an evaluator or a mapping, got {w!r}")
+                raise ValueError(
+                    f"DistributedCost: weights must be 'macs', an evaluator or a mapping, got {w!r}"
+                )
             from .flops import MacsCost
 
             macs = MacsCost(input_shape=self.input_shape, verify=0).bind(space)
@@ -389,8 +400,10 @@ class DistributedCost(CostEvaluator):
         d = super().describe()
         d.update(devices=self.devices, mode=self.mode)
         if self.mode == "steps":
-            d["counted"] = ("greedy topological list-scheduling steps, unit work per computing item "
-                            "(original BSN parallel_K)")
+            d["counted"] = (
+                "greedy topological list-scheduling steps, unit work per computing item "
+                "(original BSN parallel_K)"
+            )
         else:
             d["counted"] = "makespan of a HEFT-like list schedule (upward rank, earliest finish time), ms"
             d["link"] = {"latency_ms": self.latency_ms, "bandwidth_bytes_per_ms": self.bandwidth}

@@ -62,8 +62,10 @@ def eager_block_ms(space: Any, input_shape: Sequence[int], runs: int = 20) -> tu
                     ts.append((time.perf_counter() - t0) * 1e3)
             return statistics.median(ts)
 
-        per_gate = {label: timed(model.get_submodule(paths[label]), torch.randn(*shapes[paths[label]][0]))
-                    for label in labels}
+        per_gate = {
+            label: timed(model.get_submodule(paths[label]), torch.randn(*shapes[paths[label]][0]))
+            for label in labels
+        }
         off = space.freeze({label: "off" for label in labels}).eval()
         return per_gate, timed(off, torch.randn(*input_shape))
     finally:
@@ -78,8 +80,9 @@ def _worker(rank: int, world: int, port: int, job: dict[str, Any], queue: Any) -
     shapes, inputs_of, kind = job["shapes"], job["inputs_of"], job["kind"]
     modules = job["modules"]
     live = set(device)
-    consumers = {v: sorted({device[s] for s in dag.succs[v] if s in live and device[s] != device[v]})
-                 for v in live}
+    consumers = {
+        v: sorted({device[s] for s in dag.succs[v] if s in live and device[s] != device[v]}) for v in live
+    }
     times, out = [], None
     for rep in range(job["repeats"] + 3):
         values: dict[int, torch.Tensor] = {}
@@ -122,8 +125,15 @@ def _worker(rank: int, world: int, port: int, job: dict[str, Any], queue: Any) -
     dist.destroy_process_group()
 
 
-def run_plan(space: Any, arch: Mapping[str, Any], cost: Any, input_shape: Sequence[int],
-             repeats: int = 5, seed: int = 0, pin: bool = False) -> dict[str, Any]:
+def run_plan(
+    space: Any,
+    arch: Mapping[str, Any],
+    cost: Any,
+    input_shape: Sequence[int],
+    repeats: int = 5,
+    seed: int = 0,
+    pin: bool = False,
+) -> dict[str, Any]:
     """Execute ``cost.plan(arch)`` with one process per device and compare with the single-process model.
 
     ``cost`` is a bound ``DistributedCost`` (time mode). Returns the max abs output difference, the measured
@@ -171,11 +181,26 @@ def run_plan(space: Any, arch: Mapping[str, Any], cost: Any, input_shape: Sequen
     for v in device:
         if kind[v] in ("node", "source"):
             succ = [s for s in dag.succs[v] if s in device]
-            shapes[v] = (gate_shapes[paths[dag.names[succ[0]]]][0] if succ and kind[succ[0]] == "gate"
-                         else tuple(model.stem(x).shape) if kind[v] == "source"
-                         else shapes[inputs_of[v][0]])
-    job = {"model": model, "x": x, "dag": dag, "items": items, "device": device, "shapes": shapes,
-           "inputs_of": inputs_of, "kind": kind, "modules": modules, "repeats": repeats, "pin": pin}
+            shapes[v] = (
+                gate_shapes[paths[dag.names[succ[0]]]][0]
+                if succ and kind[succ[0]] == "gate"
+                else tuple(model.stem(x).shape)
+                if kind[v] == "source"
+                else shapes[inputs_of[v][0]]
+            )
+    job = {
+        "model": model,
+        "x": x,
+        "dag": dag,
+        "items": items,
+        "device": device,
+        "shapes": shapes,
+        "inputs_of": inputs_of,
+        "kind": kind,
+        "modules": modules,
+        "repeats": repeats,
+        "pin": pin,
+    }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with torch.no_grad():
@@ -249,5 +274,8 @@ def calibrate_link(sizes: Sequence[int] = (4096, 65536, 524288, 4194304), reps: 
     xs, ys = list(one_way), [one_way[n] for n in one_way]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     slope = sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
-    return {"latency_ms": max(0.0, my - slope * mx), "bandwidth_bytes_per_ms": 1.0 / slope if slope > 0 else 1e12,
-            "one_way_ms": one_way}
+    return {
+        "latency_ms": max(0.0, my - slope * mx),
+        "bandwidth_bytes_per_ms": 1.0 / slope if slope > 0 else 1e12,
+        "one_way_ms": one_way,
+    }

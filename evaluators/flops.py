@@ -104,6 +104,8 @@ class ParamsCost(AdditiveCost):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(counted="numel of the parameters of the frozen pruned model (buffers excluded)",
-                 backend=f"torch {torch.__version__}")
+        d.update(
+            counted="numel of the parameters of the frozen pruned model (buffers excluded)",
+            backend=f"torch {torch.__version__}",
+        )
         return d

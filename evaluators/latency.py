@@ -36,7 +36,16 @@ from torch import nn
 from .base import AdditiveCost, Arch
 from .blocks import GATE_OFF, GATE_ON, block_shapes, choice_modules, is_gate_space
 
-__all__ = ["LatencyCost", "measure_onnx", "ort_cpu_session", "time_session", "export_onnx", "node_signature", "cpu_model", "default_cache_dir"]
+__all__ = [
+    "LatencyCost",
+    "measure_onnx",
+    "ort_cpu_session",
+    "time_session",
+    "export_onnx",
+    "node_signature",
+    "cpu_model",
+    "default_cache_dir",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -81,7 +90,9 @@ def export_onnx(
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
-            torch.onnx.export(module.eval(), xs, str(path), input_names=names, output_names=["y"], dynamo=dynamo)
+            torch.onnx.export(
+                module.eval(), xs, str(path), input_names=names, output_names=["y"], dynamo=dynamo
+            )
 
 
 def _spread(values: Sequence[float]) -> float:
@@ -157,8 +168,12 @@ def measure_onnx(
         spread = _spread(round_medians)
         if spread <= tolerance or rounds > retries:
             break
-        _log.info("measure_onnx: session medians disagree by %.1f %% (> %.0f %%): re-measuring (round %d)",
-                  100 * spread, 100 * tolerance, rounds + 1)
+        _log.info(
+            "measure_onnx: session medians disagree by %.1f %% (> %.0f %%): re-measuring (round %d)",
+            100 * spread,
+            100 * tolerance,
+            rounds + 1,
+        )
     mean = statistics.fmean(all_times)
     return {
         "median_ms": statistics.median(medians),
@@ -305,9 +320,13 @@ class LatencyCost(AdditiveCost):
         super().__init__(verify=0)
         n_cpu = os.cpu_count() or 1
         if not isinstance(threads, int) or not 1 <= threads <= n_cpu:
-            raise ValueError(f"LatencyCost: threads must be an integer in [1, {n_cpu}] (os.cpu_count()), got {threads!r}")
+            raise ValueError(
+                f"LatencyCost: threads must be an integer in [1, {n_cpu}] (os.cpu_count()), got {threads!r}"
+            )
         if warmup < 0 or runs < 1 or sessions < 1 or retries < 0 or tolerance < 0:
-            raise ValueError("LatencyCost: warmup, retries and tolerance must be >= 0, runs and sessions >= 1")
+            raise ValueError(
+                "LatencyCost: warmup, retries and tolerance must be >= 0, runs and sessions >= 1"
+            )
         self.input_shape = tuple(int(d) for d in input_shape)
         self.threads, self.warmup, self.runs, self.sessions = threads, warmup, runs, sessions
         self.retries, self.tolerance = retries, tolerance
@@ -359,12 +378,22 @@ class LatencyCost(AdditiveCost):
             json.dump({"format": "nni-bsn latency table v1", "entries": entries}, f, indent=1, sort_keys=True)
         os.replace(tmp, self.table_path)
 
-    def _time(self, module: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]]) -> dict[str, Any]:
+    def _time(
+        self, module: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]]
+    ) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "block.onnx")
             export_onnx(module, input_shape, path, self.dynamo)
-            return measure_onnx(path, input_shape, self.threads, self.warmup, self.runs, self.sessions,
-                                self.retries, self.tolerance)
+            return measure_onnx(
+                path,
+                input_shape,
+                self.threads,
+                self.warmup,
+                self.runs,
+                self.sessions,
+                self.retries,
+                self.tolerance,
+            )
 
     def _measure_jobs(self, jobs: Mapping[str, tuple[dict[str, Any], nn.Module, Any]]) -> dict[str, Any]:
         """Measure the jobs not in the table yet, save them; return the whole table."""
@@ -374,9 +403,14 @@ class LatencyCost(AdditiveCost):
             if key in stored or key in new:
                 continue
             _log.info("LatencyCost: measuring %s at %s", fields["block"][:60], shape_in)
-            new[key] = {"key": fields, **self._time(module, shape_in),
-                        "measured_at": _dt.datetime.now().isoformat(timespec="seconds"),
-                        "warmup": self.warmup, "runs": self.runs, "sessions": self.sessions}
+            new[key] = {
+                "key": fields,
+                **self._time(module, shape_in),
+                "measured_at": _dt.datetime.now().isoformat(timespec="seconds"),
+                "warmup": self.warmup,
+                "runs": self.runs,
+                "sessions": self.sessions,
+            }
         if new:
             self._save(new)
             stored.update(new)
@@ -388,7 +422,9 @@ class LatencyCost(AdditiveCost):
         self._prune = getattr(space, "prune", None)
         self._memo = {}
         self.table, self.fixed, self.measured = {}, 0.0, 0
-        self.entries: dict[str, str] = {}  # gate label, '<node>...', '<overhead>...' or '<reference>' -> table key
+        self.entries: dict[
+            str, str
+        ] = {}  # gate label, '<node>...', '<overhead>...' or '<reference>' -> table key
         self.node_entries: dict[Any, dict[int, float]] = {}  # node -> {pattern: ms}
         self._gated = False
         if not is_gate_space(space):
@@ -422,7 +458,9 @@ class LatencyCost(AdditiveCost):
             node_inputs.setdefault(t, []).append(i)
             if label is not None:
                 node_shape.setdefault(t, tuple(shapes[paths[label]][1]))
-        self._node_plan: list[tuple[int, list[int], list[str | None]]] = []  # (node, input edges, pattern keys)
+        self._node_plan: list[
+            tuple[int, list[int], list[str | None]]
+        ] = []  # (node, input edges, pattern keys)
         if self.nodes != "none":
             for t, inputs in node_inputs.items():
                 if t not in node_shape:  # only ungated inputs: the same in every architecture (in `fixed`)
@@ -438,7 +476,9 @@ class LatencyCost(AdditiveCost):
                     if (live, zeros) == (1, 0):  # relu(x): the overhead graph itself
                         key = overhead_key(shape)
                     else:
-                        key, fields = self._key(f"node: sum of {live} inputs + {zeros} zero constants, ReLU", shape)
+                        key, fields = self._key(
+                            f"node: sum of {live} inputs + {zeros} zero constants, ReLU", shape
+                        )
                         jobs.setdefault(key, (fields, _NodeSum(live, zeros, shape), [shape] * live))
                     self.entries[f"<node>{names[t]}:{live},{zeros}"] = key
                     self.entries[f"<overhead><node>{names[t]}"] = overhead_key(shape)
@@ -453,14 +493,18 @@ class LatencyCost(AdditiveCost):
                 t = max(0.0, t - stored[overhead]["median_ms"])
             return t
 
-        self.table = {label: {GATE_ON: entry(self.entries[label], self.entries[f"<overhead>{label}"]), GATE_OFF: 0.0}
-                      for label in labels}
+        self.table = {
+            label: {GATE_ON: entry(self.entries[label], self.entries[f"<overhead>{label}"]), GATE_OFF: 0.0}
+            for label in labels
+        }
         self._graph = graph
         self._edges_st = [(s, t) for s, t, _ in graph.edges]
         self._edge_labels = [label for _, _, label in graph.edges]
         self._n_nodes = len(graph.nodes)
         on = [self.table[label][GATE_ON] for label in labels]
-        self._gate_costs = [(i, on[j]) for j, i in enumerate(i for i, lb in enumerate(self._edge_labels) if lb)]
+        self._gate_costs = [
+            (i, on[j]) for j, i in enumerate(i for i, lb in enumerate(self._edge_labels) if lb)
+        ]
         self._nodes_compiled: list[tuple[list[int], list[float]]] = []
         for t, inputs, pattern_keys in self._node_plan:
             oh = self.entries[f"<overhead><node>{names[t]}"]
@@ -478,15 +522,18 @@ class LatencyCost(AdditiveCost):
         self.reference = self._reference_arch()
         model_ref = space.freeze(self.reference)
         digest = hashlib.sha256(repr(model_ref).encode()).hexdigest()[:16]
-        key, fields = self._key(f"whole model, reference architecture: {type(space).__name__} {digest}",
-                                self.input_shape)
+        key, fields = self._key(
+            f"whole model, reference architecture: {type(space).__name__} {digest}", self.input_shape
+        )
         self.entries["<reference>"] = key
         stored = self._measure_jobs({key: (fields, model_ref, self.input_shape)})
         self.reference_ms = stored[key]["median_ms"]
         self.fixed = self.reference_ms - self.cost(self.reference)
         if self.fixed < 0:
-            _log.warning("LatencyCost: the table overestimates the reference architecture (fixed part %.4f ms < 0)",
-                         self.fixed)
+            _log.warning(
+                "LatencyCost: the table overestimates the reference architecture (fixed part %.4f ms < 0)",
+                self.fixed,
+            )
 
     def _reference_arch(self) -> dict[str, str]:
         """The cheapest input -> output path by block entries (ungated edges are free), pruned."""
@@ -591,7 +638,9 @@ class LatencyCost(AdditiveCost):
                 nodes[names[t]] = costs[p]
         return {"fixed": self.fixed, "blocks": blocks, "nodes": nodes}
 
-    def attribute_arch(self, arch: Arch, warmup: int | None = None, runs: int | None = None) -> dict[str, Any]:
+    def attribute_arch(
+        self, arch: Arch, warmup: int | None = None, runs: int | None = None
+    ) -> dict[str, Any]:
         """Where the whole-model time of ``arch`` goes, from ORT's per-node profiler, next to the table's terms.
 
         The pruned model is exported and run with ``enable_profiling``; every ``<node>_kernel_time`` event of the
@@ -635,7 +684,9 @@ class LatencyCost(AdditiveCost):
                 events = json.load(f)
         by_name = {n.name: n for n in graph.node}
         by_value = {v: n for n in graph.node for v in n.output}
-        model_runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[-runs:]
+        model_runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[
+            -runs:
+        ]
         t0 = model_runs[0]["ts"] if model_runs else 0
         kernels = []
         for e in events:
@@ -686,17 +737,24 @@ class LatencyCost(AdditiveCost):
             else:
                 kind_ms["other"] += ms
         terms = self.terms(arch)
-        per_gate = sorted(({"gate": g, "profiled_ms": gate_ms.get(g, 0.0), "table_ms": c}
-                           for g, c in terms["blocks"].items()),
-                          key=lambda r: -abs(r["profiled_ms"] - r["table_ms"]))
+        per_gate = sorted(
+            (
+                {"gate": g, "profiled_ms": gate_ms.get(g, 0.0), "table_ms": c}
+                for g, c in terms["blocks"].items()
+            ),
+            key=lambda r: -abs(r["profiled_ms"] - r["table_ms"]),
+        )
         return {
             "profiled_run_ms": {  # kernel times are per-run means: compare them with the mean
                 "median": statistics.median(e["dur"] for e in model_runs) / 1e3 if model_runs else None,
                 "mean": statistics.fmean(e["dur"] for e in model_runs) / 1e3 if model_runs else None,
             },
             "profiled_kernels_ms": kind_ms,
-            "table_ms": {"fixed": terms["fixed"], "blocks": sum(terms["blocks"].values()),
-                         "nodes": sum(terms["nodes"].values())},
+            "table_ms": {
+                "fixed": terms["fixed"],
+                "blocks": sum(terms["blocks"].values()),
+                "nodes": sum(terms["nodes"].values()),
+            },
             "predicted_ms": self.cost(arch),
             "gates": per_gate,
         }
@@ -712,8 +770,9 @@ class LatencyCost(AdditiveCost):
         return self._time(model, self.input_shape)["median_ms"]
 
     # -- validation ---------------------------------------------------------------------------------------------------
-    def validate(self, n: int = 20, seed: int = 0, p_on: float = 0.7, min_ms: float = 0.0,
-                 attribute: bool = False) -> dict[str, Any]:
+    def validate(
+        self, n: int = 20, seed: int = 0, p_on: float = 0.7, min_ms: float = 0.0, attribute: bool = False
+    ) -> dict[str, Any]:
         """Compare ``cost(arch)`` with whole-model measurements on ``n`` random connected architectures.
 
         Gates are on with probability ``p_on``; each architecture is pruned, frozen, exported whole and measured
@@ -725,7 +784,9 @@ class LatencyCost(AdditiveCost):
         """
         self._require_bound()
         if not self._gated:
-            raise NotImplementedError("LatencyCost.validate needs a gate space (predictions come from the table)")
+            raise NotImplementedError(
+                "LatencyCost.validate needs a gate space (predictions come from the table)"
+            )
         from scipy.stats import spearmanr
 
         rng = random.Random(seed)
@@ -745,9 +806,15 @@ class LatencyCost(AdditiveCost):
             if measured < min_ms:
                 skipped += 1
                 continue
-            pairs.append({"predicted_ms": predicted, "measured_ms": measured,
-                          "live_gates": sum(v == GATE_ON for v in arch.values()),
-                          "rounds": timing["rounds"], "session_spread": timing["session_spread"]})
+            pairs.append(
+                {
+                    "predicted_ms": predicted,
+                    "measured_ms": measured,
+                    "live_gates": sum(v == GATE_ON for v in arch.values()),
+                    "rounds": timing["rounds"],
+                    "session_spread": timing["session_spread"],
+                }
+            )
             archs.append(arch)
         errors = [abs(p["predicted_ms"] - p["measured_ms"]) / p["measured_ms"] for p in pairs]
         signed = [(p["predicted_ms"] - p["measured_ms"]) / p["measured_ms"] for p in pairs]
@@ -774,15 +841,24 @@ class LatencyCost(AdditiveCost):
             counted="ONNX Runtime CPU latency (median ms): fixed part (calibrated on a measured reference "
             "architecture) + per-block table entries of the live gates + per-node entries of the live "
             "aggregation nodes (live inputs, constant zero additions, shape)",
-            backend=f"onnxruntime on {cpu_model()}", subtract_overhead=self.subtract_overhead, nodes=self.nodes,
+            backend=f"onnxruntime on {cpu_model()}",
+            subtract_overhead=self.subtract_overhead,
+            nodes=self.nodes,
             input_shape=list(self.input_shape),
-            threads=self.threads, warmup=self.warmup, runs=self.runs, sessions=self.sessions,
-            retries=self.retries, tolerance=self.tolerance,
-            table=str(self.table_path), measured_at_bind=self.measured,
+            threads=self.threads,
+            warmup=self.warmup,
+            runs=self.runs,
+            sessions=self.sessions,
+            retries=self.retries,
+            tolerance=self.tolerance,
+            table=str(self.table_path),
+            measured_at_bind=self.measured,
         )
         if self.is_bound and self._gated:
-            d.update(reference_ms=self.reference_ms, node_entries=len(set(
-                v for k, v in self.entries.items() if k.startswith("<node>"))))
+            d.update(
+                reference_ms=self.reference_ms,
+                node_entries=len(set(v for k, v in self.entries.items() if k.startswith("<node>"))),
+            )
         with contextlib.suppress(Exception):
             d.update(self._context())
         return d

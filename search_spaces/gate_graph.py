@@ -29,7 +29,9 @@ class GateGraph:
         The input node and the output node.
     """
 
-    def __init__(self, edges: Iterable[tuple[Hashable, Hashable, str | None]], source: Hashable, sink: Hashable):
+    def __init__(
+        self, edges: Iterable[tuple[Hashable, Hashable, str | None]], source: Hashable, sink: Hashable
+    ):
         edges = list(edges)
         nodes: dict[Hashable, int] = {source: 0}
         for s, t, _ in edges:

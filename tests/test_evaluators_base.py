@@ -24,7 +24,9 @@ def test_user_callable_wrapped_by_as_evaluator_works_like_a_builtin():
     assert bound.describe()["evaluator"] == "user callable"
     with pytest.raises(NotImplementedError, match="not additive"):
         bound.expected_cost({})
-    composite = CompositeCost({"gates": live_gates, "macs": MacsCost(input_shape=(1, 1, 4, 4), verify=0)}).bind(space)
+    composite = CompositeCost(
+        {"gates": live_gates, "macs": MacsCost(input_shape=(1, 1, 4, 4), verify=0)}
+    ).bind(space)
     assert composite(arch)["gates"] == len(space.gate_labels)
 
 

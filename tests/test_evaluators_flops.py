@@ -15,7 +15,10 @@ from evaluators.flops import fvcore_macs
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
 SPACES = {
-    "cnf": (lambda: ConvolutionalNeuralFabric(layers=4, channels=8, image_size=8, in_channels=1), (1, 1, 8, 8)),
+    "cnf": (
+        lambda: ConvolutionalNeuralFabric(layers=4, channels=8, image_size=8, in_channels=1),
+        (1, 1, 8, 8),
+    ),
     "resnet_fabric": (lambda: ResNetFabric(units=2, maps=(8, 16), shortcuts="slr"), (1, 3, 8, 8)),
 }
 
@@ -54,7 +57,9 @@ def test_full_and_min_cost_bracket_every_connected_arch(bound):
 def test_expected_cost_is_additive_and_differentiable(bound):
     space, _, macs, _ = bound
     labels = space.graph.labels
-    assert macs.expected_cost({lb: {"on": 1.0, "off": 0.0} for lb in labels}) == pytest.approx(macs.full_cost())
+    assert macs.expected_cost({lb: {"on": 1.0, "off": 0.0} for lb in labels}) == pytest.approx(
+        macs.full_cost()
+    )
     p = torch.full((len(labels),), 0.5, requires_grad=True)
     e = macs.expected_cost({lb: {"on": p[i], "off": 1 - p[i]} for i, lb in enumerate(labels)})
     e.backward()

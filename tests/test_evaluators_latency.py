@@ -11,8 +11,15 @@ from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
 
 def small(tmp_path, **kw):
-    kw = {"input_shape": (1, 1, 4, 4), "warmup": 2, "runs": 5, "sessions": 1, "cache_dir": tmp_path,
-          "dynamo": False, **kw}
+    kw = {
+        "input_shape": (1, 1, 4, 4),
+        "warmup": 2,
+        "runs": 5,
+        "sessions": 1,
+        "cache_dir": tmp_path,
+        "dynamo": False,
+        **kw,
+    }
     return LatencyCost(**kw)
 
 

@@ -9,9 +9,14 @@ import pytest
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
 
-@pytest.mark.parametrize("space", [ConvolutionalNeuralFabric(layers=4, channels=2, image_size=8, in_channels=1),
-                                   ResNetFabric(units=2, maps=(2, 4), shortcuts="slr", in_channels=1)],
-                         ids=["cnf", "resnet-fabric"])
+@pytest.mark.parametrize(
+    "space",
+    [
+        ConvolutionalNeuralFabric(layers=4, channels=2, image_size=8, in_channels=1),
+        ResNetFabric(units=2, maps=(2, 4), shortcuts="slr", in_channels=1),
+    ],
+    ids=["cnf", "resnet-fabric"],
+)
 def test_sensitive_gates_are_exactly_those_whose_flip_changes_the_pruned_architecture(space):
     rng = random.Random(0)
     graph = space.graph
