@@ -73,3 +73,17 @@ def test_plan_runs_for_real_on_two_gloo_processes_with_the_single_process_output
     assert report["devices_used"] == [0, 1] and report["transfers"] > 0
     assert report["max_abs_diff"] < 1e-6
     assert report["measured_ms"] > 0 and report["modelled_ms"] > 0
+
+
+def test_min_cost_is_the_cheapest_connected_architecture_by_enumeration():
+    import itertools
+
+    space = ConvolutionalNeuralFabric(layers=2, channels=2, image_size=4, in_channels=1)  # 11 gates
+    labels = space.graph.labels
+    archs = [dict(zip(labels, bits)) for bits in itertools.product(("off", "on"), repeat=len(labels))]
+    connected = [a for a in archs if space.is_connected(a)]
+    for ev in (
+        DistributedCost(devices=2, mode="steps").bind(space),
+        DistributedCost(devices=2, input_shape=(1, 1, 4, 4)).bind(space),
+    ):
+        assert ev.min_cost() == pytest.approx(min(ev(a) for a in connected))
