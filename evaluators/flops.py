@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import AdditiveCost
+from .table import AdditiveCost
 
 __all__ = ["MacsCost", "ParamsCost", "fvcore_macs"]
 

@@ -111,3 +111,14 @@ def test_nni_hub_space_without_prune_is_decomposed_per_choice():
         frozen = space.freeze(arch)
         assert macs(arch) == fvcore_macs(frozen, shape)
         assert params(arch) == sum(p.numel() for p in frozen.parameters())
+
+
+def test_min_cost_is_the_cheapest_connected_architecture_by_enumeration():
+    import itertools
+
+    space = ConvolutionalNeuralFabric(layers=2, channels=2, image_size=4, in_channels=1)  # 11 gates
+    labels = space.graph.labels
+    archs = [dict(zip(labels, bits)) for bits in itertools.product(("off", "on"), repeat=len(labels))]
+    connected = [a for a in archs if space.is_connected(a)]
+    for ev in (MacsCost(input_shape=(1, 1, 4, 4), verify=0).bind(space), ParamsCost(verify=0).bind(space)):
+        assert ev.min_cost() == min(ev(a) for a in connected)
