@@ -55,7 +55,6 @@ class BlockDAG:
         self.steps_work: list[int] = []
         node_item: dict[int, int] = {}
         gate_item: dict[str, int] = {}
-        self.gate_src: list[int] = []  # graph node index feeding each gate item (by gate order)
 
         def add(name: str, kind: str, preds: list[int], work: int) -> int:
             self.names.append(name)

@@ -29,7 +29,7 @@ from .latency_nodes import NodeSum, aggregation_nodes, pattern_signatures
 from .ort import TimingProtocol, cpu_model, measure_module, ort_cpu_session, time_session
 from .table import TableCost
 
-# ort_cpu_session and time_session are re-exported: nni_bsn imports them (and cpu_model) from here.
+# cpu_model, ort_cpu_session and time_session live in ort.py; re-exported because nni_bsn imports them from here.
 __all__ = ["LatencyCost", "cpu_model", "ort_cpu_session", "time_session"]
 
 _log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ class LatencyCost(TableCost):
     def _exact(self, model: Any) -> float:
         return self.measure_model(model)
 
-    def _measure(self, cache: LatencyCache) -> dict[str, Any]:
+    def _measure_requested(self, cache: LatencyCache) -> dict[str, Any]:
         stored, new = cache.measure(self.time_module)
         self.measured += new
         return stored
@@ -185,21 +185,20 @@ class LatencyCost(TableCost):
     def _bind(self, space: Any) -> None:
         self._reset(space)
         self.measured = 0
-        self.entries: dict[
-            str, str
-        ] = {}  # gate label, '<node>...', '<overhead>...' or '<reference>' -> table key
+        # Table key of every entry: a gate label, '<node>...', '<overhead>...' or '<reference>' -> key.
+        self.entries: dict[str, str] = {}
         self.node_entries: dict[Any, dict[int, float]] = {}  # node -> {pattern: ms}
         if not is_gate_space(space):
             return
         graph = space.graph
-        protocol = {"warmup": self.warmup, "runs": self.runs, "sessions": self.sessions}
-        cache = LatencyCache(self.cache_dir, self._context(), protocol)
+        recorded = {"warmup": self.warmup, "runs": self.runs, "sessions": self.sessions}
+        cache = LatencyCache(self.cache_dir, self._context(), recorded)
         model_on = space.freeze(all_gates(space))
         paths = {label: mods[0][0] for label, mods in choice_modules(space).items()}
         shapes = block_shapes(model_on, list(paths.values()), torch.zeros(*self.input_shape))
         self._request_blocks(cache, graph, model_on, paths, shapes)
         self._request_nodes(cache, graph, {label: shapes[paths[label]][1] for label in graph.labels})
-        self._compile(graph, self._measure(cache))
+        self._compile(graph, self._measure_requested(cache))
         self._use_gates(graph)
         self._calibrate(space, cache)
 
@@ -216,9 +215,8 @@ class LatencyCost(TableCost):
     def _request_nodes(self, cache: LatencyCache, graph: Any, gate_out_shape: dict) -> None:
         """Ask for the entry of every input pattern of every aggregation node (``nodes`` decides which graph)."""
         names = {index: node for node, index in graph.nodes.items()}
-        self._node_plan: list[
-            tuple[int, list[int], list[str | None]]
-        ] = []  # (node, input edges, pattern keys)
+        # (node, its input edges in summation order, the table key of each input pattern; None for no input)
+        self._node_plan: list[tuple[int, list[int], list[str | None]]] = []
         if self.nodes == "none":
             return
         for t, inputs, shape in aggregation_nodes(graph, gate_out_shape):
@@ -271,7 +269,7 @@ class LatencyCost(TableCost):
         digest = hashlib.sha256(repr(model_ref).encode()).hexdigest()[:16]
         signature = f"whole model, reference architecture: {type(space).__name__} {digest}"
         key = self.entries["<reference>"] = cache.request(signature, model_ref, self.input_shape)
-        self.reference_ms = self._measure(cache)[key]["median_ms"]
+        self.reference_ms = self._measure_requested(cache)[key]["median_ms"]
         self.fixed = self.reference_ms - self.cost(self.reference)
         if self.fixed < 0:
             _log.warning(
