@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 import nni_bsn.compat  # noqa: E402,F401
 from evaluators import DistributedCost, LatencyCost, MacsCost, ParamsCost  # noqa: E402
-from evaluators.latency import cpu_model  # noqa: E402
+from evaluators.ort import cpu_model  # noqa: E402
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric  # noqa: E402
 
 
@@ -68,7 +68,9 @@ def wait_for_quiet(max_load: float, max_wait: float) -> tuple[float, float]:
     """Sleep 60 s at a time while the 1-minute load average is above ``max_load`` (at most ``max_wait`` s)."""
     waited = 0.0
     while os.getloadavg()[0] > max_load and waited < max_wait:
-        print(f"load average {os.getloadavg()[0]:.2f} > {max_load}: waiting 60 s", file=sys.stderr, flush=True)
+        print(
+            f"load average {os.getloadavg()[0]:.2f} > {max_load}: waiting 60 s", file=sys.stderr, flush=True
+        )
         time.sleep(60)
         waited += 60
     return os.getloadavg()[0], waited
@@ -79,9 +81,13 @@ def score(pairs, predicted) -> dict:
 
     measured = [p["measured_ms"] for p in pairs]
     err = [(q - m) / m for q, m in zip(predicted, measured)]
-    return {"mape_pct": 100 * statistics.fmean(abs(e) for e in err), "mean_signed_error_pct": 100 * statistics.fmean(err),
-            "max_error_pct": 100 * max(abs(e) for e in err), "within_10pct": sum(abs(e) <= 0.1 for e in err) / len(err),
-            "spearman": float(spearmanr(predicted, measured).statistic)}
+    return {
+        "mape_pct": 100 * statistics.fmean(abs(e) for e in err),
+        "mean_signed_error_pct": 100 * statistics.fmean(err),
+        "max_error_pct": 100 * max(abs(e) for e in err),
+        "within_10pct": sum(abs(e) <= 0.1 for e in err) / len(err),
+        "spearman": float(spearmanr(predicted, measured).statistic),
+    }
 
 
 def main() -> None:
@@ -97,7 +103,9 @@ def main() -> None:
     ap.add_argument("--exporter", choices=["dynamo", "torchscript"], default="torchscript")
     ap.add_argument("--cache-dir", default=None, help="latency table folder (default: a fresh temporary one)")
     ap.add_argument("--append", action="store_true", help="append the results to benchmarks/RESULTS.md")
-    ap.add_argument("--max-load", type=float, default=1.5, help="wait while the 1-minute load average is above this")
+    ap.add_argument(
+        "--max-load", type=float, default=1.5, help="wait while the 1-minute load average is above this"
+    )
     ap.add_argument("--max-wait", type=float, default=900, help="longest wait for a quiet machine (s)")
     args = ap.parse_args()
 
@@ -111,12 +119,19 @@ def main() -> None:
     shape = (1, 3, args.image, args.image)
     cache = args.cache_dir or tempfile.mkdtemp(prefix="nni-bsn-latency-")
     t0 = time.time()
-    make = lambda **kw: LatencyCost(input_shape=shape, threads=1, cache_dir=cache,  # noqa: E731
-                                    dynamo=args.exporter == "dynamo", **kw).bind(space)
+
+    def make(**kw):
+        return LatencyCost(
+            input_shape=shape, threads=1, cache_dir=cache, dynamo=args.exporter == "dynamo", **kw
+        ).bind(space)
+
     lat = make()
     t_table = time.time() - t0
-    variants = {"nodes='all'": make(nodes="all"), "nodes='none' (blocks only)": make(nodes="none"),
-                "no overhead subtraction": make(subtract_overhead=False)}
+    variants = {
+        "nodes='all'": make(nodes="all"),
+        "nodes='none' (blocks only)": make(nodes="none"),
+        "no overhead subtraction": make(subtract_overhead=False),
+    }
     blocks_only = variants["nodes='none' (blocks only)"]
     all_off = lat.measure_model(space.freeze({lb: "off" for lb in space.graph.labels}))
     load_table = os.getloadavg()
@@ -124,12 +139,16 @@ def main() -> None:
     report = lat.validate(n=args.archs, seed=0, p_on=args.p_on, min_ms=0.5, attribute=True)
     t_validate = time.time() - t0
     load_validate = os.getloadavg()
-    scores = {"default: nodes='constants', overhead subtracted, fixed from reference": score(report["pairs"], [
-        p["predicted_ms"] for p in report["pairs"]])}
+    scores = {
+        "default: nodes='constants', overhead subtracted, fixed from reference": score(
+            report["pairs"], [p["predicted_ms"] for p in report["pairs"]]
+        )
+    }
     for name, ev in variants.items():
         scores[name] = score(report["pairs"], [ev.cost(a) for a in report["archs"]])
-    scores["previous table (blocks only, fixed = every gate off)"] = score(report["pairs"], [
-        blocks_only.cost(a) - blocks_only.fixed + all_off for a in report["archs"]])
+    scores["previous table (blocks only, fixed = every gate off)"] = score(
+        report["pairs"], [blocks_only.cost(a) - blocks_only.fixed + all_off for a in report["archs"]]
+    )
 
     evaluators = {
         "MacsCost": MacsCost(input_shape=shape, verify=0).bind(space),
@@ -146,7 +165,9 @@ def main() -> None:
     step_ms = train_step_ms(space, connected, args.image)
     load_after = os.getloadavg()
 
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    git = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
     cmd = "python benchmarks/bench_evaluators.py " + " ".join(sys.argv[1:])
     att = report["attribution"]
     worst = report["pairs"][att["index"]]
@@ -175,8 +196,10 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for name, r in scores.items():
-        lines.append(f"| {name} | {r['mape_pct']:.2f} % | {r['mean_signed_error_pct']:+.2f} % | "
-                     f"{r['max_error_pct']:.2f} % | {100 * r['within_10pct']:.0f} % | {r['spearman']:.3f} |")
+        lines.append(
+            f"| {name} | {r['mape_pct']:.2f} % | {r['mean_signed_error_pct']:+.2f} % | "
+            f"{r['max_error_pct']:.2f} % | {100 * r['within_10pct']:.0f} % | {r['spearman']:.3f} |"
+        )
     k = att["profiled_kernels_ms"]
     lines += [
         "",
@@ -186,8 +209,9 @@ def main() -> None:
         f"blocks {k['blocks']:.3f}, node additions/ReLUs {k['nodes']:.3f}, layout reorders {k['layout']:.3f}, "
         f"other {k['other']:.3f} ms; table: blocks {att['table_ms']['blocks']:.3f}, nodes "
         f"{att['table_ms']['nodes']:.3f}, fixed {att['table_ms']['fixed']:.3f} ms. Largest per-gate differences "
-        "(gate: profiled / table ms): " + ", ".join(
-            f"{g['gate']}: {g['profiled_ms']:.3f} / {g['table_ms']:.3f}" for g in att["gates"][:4]) + ".",
+        "(gate: profiled / table ms): "
+        + ", ".join(f"{g['gate']}: {g['profiled_ms']:.3f} / {g['table_ms']:.3f}" for g in att["gates"][:4])
+        + ".",
         "",
         f"One training step (fwd+bwd+Adam, batch 64, {torch.get_num_threads()} torch threads) of a sampled "
         f"sub-network: {step_ms:.1f} ms.",
@@ -198,9 +222,13 @@ def main() -> None:
     for name, ms in call_ms.items():
         lines.append(f"| {name} | {ms:.4f} | {100 * ms / step_ms:.3f} % | < 3 % |")
     lines.append("")
-    lines.append("Pairs (predicted ms, measured ms, live gates, measurement rounds): " + ", ".join(
-        f"({p['predicted_ms']:.3f}, {p['measured_ms']:.3f}, {p['live_gates']}, {p['rounds']})"
-        for p in report["pairs"]))
+    lines.append(
+        "Pairs (predicted ms, measured ms, live gates, measurement rounds): "
+        + ", ".join(
+            f"({p['predicted_ms']:.3f}, {p['measured_ms']:.3f}, {p['live_gates']}, {p['rounds']})"
+            for p in report["pairs"]
+        )
+    )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.append:

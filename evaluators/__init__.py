@@ -6,13 +6,15 @@ Bind an evaluator once to a raw model space, then ask ``cost(arch)`` every train
     macs(arch)            # MACs of space.freeze(space.prune(arch)), exactly as fvcore counts them
 """
 
-from .base import AdditiveCost, CallableCost, CompositeCost, CostEvaluator, as_evaluator
+from .base import CallableCost, CompositeCost, CostEvaluator, as_evaluator
 from .distributed import DistributedCost
 from .flops import MacsCost, ParamsCost
 from .latency import LatencyCost
+from .table import AdditiveCost, TableCost
 
 __all__ = [
     "CostEvaluator",
+    "TableCost",
     "AdditiveCost",
     "CallableCost",
     "CompositeCost",

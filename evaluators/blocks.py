@@ -1,7 +1,8 @@
 """The blocks of a model space that a cost is made of: its choices, their module paths and their tensor shapes.
 
-Everything here works on any NNI ``ModelSpace``; a *gate space* (one that offers ``prune`` and a ``graph``
-with ``alive_mask``, like the fabrics of ``search_spaces``) is recognised by duck typing, never by import.
+Everything here works on any NNI ``ModelSpace``; a *gate space* (one that offers ``prune`` and a ``graph`` that
+answers ``live_edges`` and ``cheapest_path``, like the fabrics of ``search_spaces`` and their ``GateGraph``) is
+recognised by duck typing, never by import: every evaluator reads pruning and cheapest paths from ``space.graph``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "GATE_OFF",
     "choice_modules",
     "choice_values",
+    "is_gate_values",
     "is_gate_space",
     "random_arch",
     "all_gates",
@@ -25,6 +27,8 @@ __all__ = [
     "arch_key",
 ]
 
+# NNI's binary-gate convention, LayerChoice({'off': ..., 'on': ...}); search_spaces/ops.py spells it again to build
+# gates, because the two floors never import each other.
 GATE_ON = "on"
 GATE_OFF = "off"
 
@@ -53,16 +57,25 @@ def choice_values(space: nn.Module) -> dict[str, list[Any]]:
     return {label: list(mutable.values) for label, mutable in space.simplify().items()}
 
 
+# What the evaluators ask of ``space.graph`` (search_spaces.GateGraph answers them all).
+_GRAPH_METHODS = ("labels", "edges", "nodes", "live_edges", "alive_mask", "cheapest_path")
+
+
+def is_gate_values(values: Sequence[Any]) -> bool:
+    """Whether the candidate values of a choice are those of a binary gate: ``'off'`` and ``'on'``, in any order."""
+    return len(values) == 2 and GATE_OFF in values and GATE_ON in values
+
+
 def is_gate_space(space: Any) -> bool:
     """Whether ``space`` is a gated fabric: it has ``prune`` and a ``graph`` whose labels are binary gates."""
     graph = getattr(space, "graph", None)
-    if not (callable(getattr(space, "prune", None)) and graph is not None and hasattr(graph, "alive_mask")):
+    if not (callable(getattr(space, "prune", None)) and all(hasattr(graph, m) for m in _GRAPH_METHODS)):
         return False
     try:
         values = choice_values(space)
     except Exception:  # a duck that is not an NNI space
         return False
-    return set(values) == set(graph.labels) and all(set(v) == {GATE_ON, GATE_OFF} for v in values.values())
+    return set(values) == set(graph.labels) and all(map(is_gate_values, values.values()))
 
 
 def all_gates(space: Any, value: str = GATE_ON) -> dict[str, str]:
@@ -80,7 +93,9 @@ def random_arch(space: Any, rng: random.Random, p_on: float | None = None) -> di
 
 def arch_key(arch: Mapping[str, Any]) -> tuple:
     """A hashable key for an architecture dict."""
-    return tuple(sorted((k, v if isinstance(v, (str, int, float, bool)) else repr(v)) for k, v in arch.items()))
+    return tuple(
+        sorted((k, v if isinstance(v, (str, int, float, bool)) else repr(v)) for k, v in arch.items())
+    )
 
 
 def block_shapes(
@@ -93,7 +108,12 @@ def block_shapes(
         module = model.get_submodule(path)
 
         def hook(mod: nn.Module, args: tuple, out: Any, path: str = path) -> None:
-            if path not in shapes and args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
+            if (
+                path not in shapes
+                and args
+                and isinstance(args[0], torch.Tensor)
+                and isinstance(out, torch.Tensor)
+            ):
                 shapes[path] = (tuple(args[0].shape), tuple(out.shape))
 
         handles.append(module.register_forward_hook(hook))

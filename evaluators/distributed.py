@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from .base import AdditiveCost, CostEvaluator
-from .blocks import GATE_OFF, GATE_ON, block_shapes, choice_modules, is_gate_space
+from .base import CostEvaluator
+from .blocks import all_gates, block_shapes, choice_modules, is_gate_space
 
 __all__ = ["DistributedCost", "BlockDAG", "Plan"]
 
@@ -55,7 +55,6 @@ class BlockDAG:
         self.steps_work: list[int] = []
         node_item: dict[int, int] = {}
         gate_item: dict[str, int] = {}
-        self.gate_src: list[int] = []  # graph node index feeding each gate item (by gate order)
 
         def add(name: str, kind: str, preds: list[int], work: int) -> int:
             self.names.append(name)
@@ -89,9 +88,10 @@ class BlockDAG:
         for v, ps in enumerate(self.preds):
             for p in ps:
                 self.succs[p].append(v)
-        # Per graph edge: (source node, target node, item index of the gate or -1).
-        self._edges = [(s, t, -1 if label is None else gate_item[label], label) for s, t, label in graph.edges]
-        self._n_nodes = n_nodes
+        # Per graph edge: the items a live edge makes run (its gate, or -1 when ungated; its target node).
+        self._edge_items = [
+            (-1 if label is None else gate_item[label], node_item[t]) for _, t, label in graph.edges
+        ]
         self.steps_order = self._generation_order()
 
     def _generation_order(self) -> list[int]:
@@ -117,28 +117,21 @@ class BlockDAG:
         return rank
 
     def live(self, arch: Mapping[str, Any]) -> list[int]:
-        """Items that run in ``arch`` (pruned), in topological order; empty if the output is unreachable."""
-        g = self.graph
-        present = [label is None or arch[label] == GATE_ON for _, _, _, label in self._edges]
-        fwd = [False] * self._n_nodes
-        fwd[g.source] = True
-        for (s, t, _, _), p in zip(self._edges, present):
-            if p and fwd[s]:
-                fwd[t] = True
-        if not fwd[g.sink]:
+        """Items that run in ``arch`` (pruned), in topological order; empty if the output is unreachable.
+
+        These are the gates of the live edges of ``graph`` and the nodes those edges feed, the input node and the
+        output item (a node is on an input -> output path exactly when it is the input or a live edge feeds it).
+        """
+        live = self.graph.live_edges(arch)
+        if not any(live):
             return []
-        bwd = [False] * self._n_nodes
-        bwd[g.sink] = True
-        for (s, t, _, _), p in zip(reversed(self._edges), reversed(present)):
-            if p and bwd[t]:
-                bwd[s] = True
         alive = [False] * len(self.names)
-        for i, item in self.node_item.items():
-            alive[item] = fwd[i] and bwd[i]
-        for (s, t, item, _), p in zip(self._edges, present):
-            if item >= 0:
-                alive[item] = p and fwd[s] and bwd[t]
-        alive[self.output] = True
+        alive[self.node_item[self.graph.source]] = alive[self.output] = True
+        for (gate, target), is_live in zip(self._edge_items, live):
+            if is_live:
+                alive[target] = True
+                if gate >= 0:
+                    alive[gate] = True
         return [v for v, a in enumerate(alive) if a]
 
 
@@ -150,13 +143,20 @@ class Plan:
     device: dict[str, int] = field(default_factory=dict)
     start: dict[str, float] = field(default_factory=dict)
     finish: dict[str, float] = field(default_factory=dict)
-    transfers: list[tuple[str, str, int, int, float]] = field(default_factory=list)  # (src, dst, from, to, ms)
+    transfers: list[tuple[str, str, int, int, float]] = field(
+        default_factory=list
+    )  # (src, dst, from, to, ms)
     order: list[str] = field(default_factory=list)  # items by start time
 
     def as_dict(self) -> dict[str, Any]:
-        return {"makespan": self.makespan, "items": {n: {"device": self.device[n], "start": self.start[n],
-                                                          "finish": self.finish[n]} for n in self.order},
-                "transfers": [list(t) for t in self.transfers]}
+        return {
+            "makespan": self.makespan,
+            "items": {
+                n: {"device": self.device[n], "start": self.start[n], "finish": self.finish[n]}
+                for n in self.order
+            },
+            "transfers": [list(t) for t in self.transfers],
+        }
 
 
 class DistributedCost(CostEvaluator):
@@ -228,7 +228,7 @@ class DistributedCost(CostEvaluator):
             self.work[item] = per_gate[label]
         self.work[self.dag.output] = fixed
         # Bytes each item sends to a consumer: its output activation.
-        model = space.freeze({label: GATE_ON for label in space.graph.labels})
+        model = space.freeze(all_gates(space))
         paths = {label: mods[0][0] for label, mods in choice_modules(space).items()}
         shapes = block_shapes(model, list(paths.values()), torch.zeros(*self.input_shape))
         elems = [0.0] * n
@@ -245,7 +245,9 @@ class DistributedCost(CostEvaluator):
         w = self.weights
         if isinstance(w, str):
             if w != "macs":
-                raise ValueError(f"DistributedCost: weights must be 'macs', an evaluator or a mapping, got {w!r}")
+                raise ValueError(
+                    f"DistributedCost: weights must be 'macs', an evaluator or a mapping, got {w!r}"
+                )
             from .flops import MacsCost
 
             macs = MacsCost(input_shape=self.input_shape, verify=0).bind(space)
@@ -253,7 +255,7 @@ class DistributedCost(CostEvaluator):
             return {k: v * scale for k, v in macs.per_gate().items()}, macs.fixed * scale
         if isinstance(w, Mapping):
             return {k: float(v) for k, v in w.items()}, self.fixed_ms
-        if isinstance(w, AdditiveCost) or hasattr(w, "per_gate"):
+        if hasattr(w, "per_gate"):  # a table cost (MacsCost, LatencyCost, ...), bound or not
             ev = w if w.is_bound else w.bind(space)
             per = ev.per_gate()
             if not per:
@@ -359,38 +361,24 @@ class DistributedCost(CostEvaluator):
         return plan
 
     # -- bounds and description ------------------------------------------------------------------------------------
-    def full_cost(self) -> float:
-        self._require_bound()
-        return self.cost({label: GATE_ON for label in self.space.graph.labels})
-
     def min_cost(self) -> float | None:
-        """Cost of the cheapest single input -> output path (no architecture can do better)."""
+        """Cost of the cheapest single input -> output path (no architecture can do better), weighing each item's
+        work (``full_cost``, the cost with every gate on, comes from ``CostEvaluator``)."""
         self._require_bound()
-        g, dag = self.space.graph, self.dag
-        weight = self.work
-        inf = float("inf")
-        dist = [inf] * len(g.nodes)
-        via: list[tuple[int, str | None] | None] = [None] * len(g.nodes)
-        dist[g.source] = weight[dag.node_item[g.source]]
-        for s, t, label in g.edges:
-            d = dist[s] + (0.0 if label is None else weight[dag.gate_item[label]]) + weight[dag.node_item[t]]
-            if d < dist[t]:
-                dist[t], via[t] = d, (s, label)
-        arch = {label: GATE_OFF for label in g.labels}
-        node = g.sink
-        while via[node] is not None:
-            s, label = via[node]
-            if label is not None:
-                arch[label] = GATE_ON
-            node = s
+        graph, dag = self.space.graph, self.dag
+        gate_work = {label: self.work[item] for label, item in dag.gate_item.items()}
+        node_work = [self.work[dag.node_item[i]] for i in range(len(graph.nodes))]
+        _, arch = graph.cheapest_path(gate_work, node_work)
         return self.cost(arch)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update(devices=self.devices, mode=self.mode)
         if self.mode == "steps":
-            d["counted"] = ("greedy topological list-scheduling steps, unit work per computing item "
-                            "(original BSN parallel_K)")
+            d["counted"] = (
+                "greedy topological list-scheduling steps, unit work per computing item "
+                "(original BSN parallel_K)"
+            )
         else:
             d["counted"] = "makespan of a HEFT-like list schedule (upward rank, earliest finish time), ms"
             d["link"] = {"latency_ms": self.latency_ms, "bandwidth_bytes_per_ms": self.bandwidth}

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import AdditiveCost
+from .table import AdditiveCost
 
 __all__ = ["MacsCost", "ParamsCost", "fvcore_macs"]
 
@@ -104,6 +104,8 @@ class ParamsCost(AdditiveCost):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(counted="numel of the parameters of the frozen pruned model (buffers excluded)",
-                 backend=f"torch {torch.__version__}")
+        d.update(
+            counted="numel of the parameters of the frozen pruned model (buffers excluded)",
+            backend=f"torch {torch.__version__}",
+        )
         return d

@@ -1,173 +1,38 @@
-"""Latency measured with ONNX Runtime on the CPU: a lookup table kept on disk, its validation and attribution.
+"""Latency measured with ONNX Runtime on the CPU, as a lookup table kept on disk.
 
-Protocol (reference/costs_and_peers.md section 7.3): every gated block is exported alone to ONNX at the input
-shape it sees in the super network, and every aggregation node's unfused additions as a tiny graph at its shape;
-each is run in ORT sessions (``CPUExecutionProvider``, ``ORT_ENABLE_ALL`` -- the deployed graph --, sequential
-executor, ``inter_op_num_threads=1``, ``intra_op_num_threads`` set explicitly), warmed up, then timed with
-``perf_counter_ns`` around ``session.run``; the entry is the median over runs, and the median over fresh sessions,
-re-measured when the sessions disagree by more than 5 %. A whole reference architecture is measured to calibrate
-the fixed part. Entries are keyed by signature, input shape, batch, threads, exporter, onnxruntime and torch
-versions and CPU model, and saved as JSON, so a later bind on the same machine measures nothing.
+Every gated block is exported alone to ONNX at the input shape it sees in the super network, and every
+aggregation node's unfused additions as a tiny graph at its shape (``latency_nodes.py``); each is measured with the
+protocol of ``ort.py`` and kept in the on-disk cache of ``latency_cache.py``. A whole reference architecture is
+measured to calibrate the fixed part. How well the table predicts whole models, and where the time of one model
+goes: ``latency_diagnostics.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
-import io
-import json
 import logging
 import os
-import platform
-import random
-import statistics
-import tempfile
-import time
-import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from .base import AdditiveCost, Arch
-from .blocks import GATE_OFF, GATE_ON, block_shapes, choice_modules, is_gate_space
+from . import latency_diagnostics
+from .base import Arch
+from .blocks import GATE_OFF, GATE_ON, all_gates, block_shapes, choice_modules, is_gate_space
+from .latency_cache import LatencyCache, default_cache_dir, measurement_context
+from .latency_nodes import NodeSum, aggregation_nodes, pattern_signatures
+from .ort import TimingProtocol, cpu_model, measure_module, ort_cpu_session, time_session
+from .table import TableCost
 
-__all__ = ["LatencyCost", "measure_onnx", "ort_cpu_session", "time_session", "export_onnx", "node_signature", "cpu_model", "default_cache_dir"]
+# cpu_model, ort_cpu_session and time_session live in ort.py; re-exported because nni_bsn imports them from here.
+__all__ = ["LatencyCost", "cpu_model", "ort_cpu_session", "time_session"]
 
 _log = logging.getLogger(__name__)
-
-
-def cpu_model() -> str:
-    """The CPU model string (``model name`` of /proc/cpuinfo, else ``platform.processor()``)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/nni-bsn/latency`` (``~/.cache/nni-bsn/latency`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "nni-bsn" / "latency"
-
-
-def _as_shapes(input_shape: Sequence[int] | Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-    """One shape (``(1, 3, 32, 32)``) or several (``[(1, 8, 4, 4), (1, 8, 4, 4)]``) as a list of tuples."""
-    if len(input_shape) and isinstance(input_shape[0], (list, tuple)):
-        return [tuple(int(d) for d in s) for s in input_shape]  # type: ignore[union-attr]
-    return [tuple(int(d) for d in input_shape)]  # type: ignore[arg-type]
-
-
-def export_onnx(
-    module: nn.Module,
-    input_shape: Sequence[int] | Sequence[Sequence[int]],
-    path: str | os.PathLike,
-    dynamo: bool = True,
-) -> None:
-    """Export ``module`` (eval mode) at fixed input shape(s), quietly (the dynamo exporter prints progress).
-
-    One input is named ``x``; several (a list of shapes) ``x0, x1, ...``."""
-    shapes = _as_shapes(input_shape)
-    xs = tuple(torch.zeros(*s) for s in shapes)
-    names = ["x"] if len(shapes) == 1 else [f"x{i}" for i in range(len(shapes))]
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with torch.no_grad():
-            torch.onnx.export(module.eval(), xs, str(path), input_names=names, output_names=["y"], dynamo=dynamo)
-
-
-def _spread(values: Sequence[float]) -> float:
-    """(max - min) / median: how much the session medians disagree."""
-    mid = statistics.median(values)
-    return (max(values) - min(values)) / mid if mid > 0 else 0.0
-
-
-def ort_cpu_session(path: str | os.PathLike, threads: int = 1) -> Any:
-    """A fresh ONNX Runtime CPU session as deployed: all graph optimisations, sequential, explicit threads."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def time_session(session: Any, feed: Mapping[str, np.ndarray], warmup: int, runs: int) -> list[float]:
-    """Milliseconds of each of ``runs`` timed ``session.run`` calls (``perf_counter_ns``), after ``warmup`` untimed."""
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter_ns()
-        session.run(None, feed)
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-    return times
-
-
-def measure_onnx(
-    path: str | os.PathLike,
-    input_shape: Sequence[int] | Sequence[Sequence[int]],
-    threads: int = 1,
-    warmup: int = 10,
-    runs: int = 50,
-    sessions: int = 3,
-    retries: int = 3,
-    tolerance: float = 0.05,
-) -> dict[str, Any]:
-    """Median latency (ms) of an ONNX file in ONNX Runtime on the CPU, robust to a shared machine.
-
-    A *round* is ``sessions`` fresh sessions, each with ``warmup`` untimed and ``runs`` timed runs of
-    ``session.run`` (``perf_counter_ns``); its session medians are compared, and when they disagree by more than
-    ``tolerance`` (``(max - min) / median``) another round is run, up to ``retries`` extra rounds. The result is
-    the median of every session median of every round (a load spike in one session moves it little), plus p90,
-    CV over all timed runs, the spread of the last round, and the session medians.
-    """
-    shapes = _as_shapes(input_shape)
-    rng = np.random.default_rng(0)
-    medians: list[float] = []
-    all_times: list[float] = []
-    rounds = 0
-    spread = 0.0
-    while True:
-        round_medians = []
-        for _ in range(sessions):
-            sess = ort_cpu_session(path, threads)
-            feed = {}
-            for i, inp in enumerate(sess.get_inputs()):  # an input the graph ignores may be dropped
-                static = all(isinstance(d, int) for d in inp.shape)
-                shape = tuple(inp.shape) if static else shapes[min(i, len(shapes) - 1)]
-                feed[inp.name] = rng.standard_normal(shape).astype(np.float32)
-            times = time_session(sess, feed, warmup, runs)
-            round_medians.append(statistics.median(times))
-            all_times += times
-            del sess
-        medians += round_medians
-        rounds += 1
-        spread = _spread(round_medians)
-        if spread <= tolerance or rounds > retries:
-            break
-        _log.info("measure_onnx: session medians disagree by %.1f %% (> %.0f %%): re-measuring (round %d)",
-                  100 * spread, 100 * tolerance, rounds + 1)
-    mean = statistics.fmean(all_times)
-    return {
-        "median_ms": statistics.median(medians),
-        "p90_ms": float(np.percentile(all_times, 90)),
-        "cv": statistics.pstdev(all_times) / mean if mean > 0 else 0.0,
-        "session_spread": spread,
-        "rounds": rounds,
-        "session_medians_ms": medians,
-    }
 
 
 class _Echo(nn.Module):
@@ -178,42 +43,7 @@ class _Echo(nn.Module):
         return torch.relu(x)
 
 
-class _NodeSum(nn.Module):
-    """An aggregation node as the pruned model runs it: ``live`` inputs summed, then ``zeros`` constant zero maps
-    added (what an 'off' or dead gate leaves in the sum: ORT keeps those additions), then ReLU."""
-
-    def __init__(self, live: int, zeros: int, shape: Sequence[int]):
-        super().__init__()
-        self.live, self.zeros, self.shape = live, zeros, tuple(shape)
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        out = xs[0]
-        for x in xs[1:]:
-            out = out + x
-        for _ in range(self.zeros):
-            out = out + torch.zeros(self.shape)
-        return torch.relu(out)
-
-    def extra_repr(self) -> str:
-        return f"live={self.live}, zeros={self.zeros}, shape={self.shape}"
-
-
-def node_signature(pattern: Sequence[bool]) -> tuple[int, int]:
-    """``(live inputs, constant additions)`` of a node whose inputs, in summation order, are live or zero.
-
-    Zero maps that come first are constants added together, which ORT folds into one; every later zero is one
-    addition that runs. ``(False, False, True)`` -> ``(1, 1)``; ``(True, False, False)`` -> ``(1, 2)``.
-    """
-    live = sum(bool(p) for p in pattern)
-    lead = 0
-    for p in pattern:
-        if p:
-            break
-        lead += 1
-    return live, (len(pattern) - live) - max(0, lead - 1)
-
-
-class LatencyCost(AdditiveCost):
+class LatencyCost(TableCost):
     """Latency (ms) of the pruned architecture in ONNX Runtime on this CPU, from a lookup table.
 
     On a gate space (both fabrics of ``search_spaces``)::
@@ -225,20 +55,16 @@ class LatencyCost(AdditiveCost):
     - **Block entries**: each gated block exported and timed alone at its real input shape, minus
       (``subtract_overhead=True``) the time of a one-ReLU graph at that shape -- the per-run overhead (input
       binding, output allocation, executor) that a block inside the whole model does not pay again.
-    - **Node entries**: every node of ``space.graph`` that has at least one gated input aggregates its inputs
-      (sum, then ReLU: ``AddReLU`` of the CNF, the residual sums of the ResNet fabric), and what runs there depends
-      on the architecture. Its *live* inputs are the gated or ungated edges on an input -> output path; every other
-      input is a zero map left by an 'off' or dead gate, a constant that ORT still *adds* (it does not simplify
-      ``x + 0``; leading zeros fold into one constant). With ``nodes="constants"`` (default) a node with ``c``
-      constant additions has the entry of a tiny graph ``relu(x + 0 + ... + 0)`` (``c`` zero constants) at the
-      node's shape, minus the one-ReLU overhead: the additions ORT runs as separate kernels. The sum of the live
-      inputs and the ReLU are not counted: ORT fuses them into the convolutions that produce the inputs (NCHWc
-      Conv with a fused sum input and activation, as its optimized graph shows). With ``nodes="all"`` the tiny
-      graph also sums the ``k`` live inputs as graph inputs (``k - 1`` unfused additions, ``k`` input bindings);
-      validation found it overestimates (see benchmarks/RESULTS.md). ``nodes="none"``: blocks only. A node with
-      no live input is a constant and costs 0. Per-node input lists, in summation order (the order of
-      ``space.graph.edges``, which is the order both fabrics sum in), are precomputed at bind, so ``cost(arch)``
-      is one reachability sweep plus table look-ups (tens of microseconds).
+    - **Node entries** (``latency_nodes.py``: which inputs of a node are live, and the zero constants ORT still
+      adds): with ``nodes="constants"`` (default) a node with ``c`` constant additions has the entry of a tiny
+      graph ``relu(x + 0 + ... + 0)`` (``c`` zero constants) at the node's shape, minus the one-ReLU overhead: the
+      additions ORT runs as separate kernels. The sum of the live inputs and the ReLU are not counted: ORT fuses
+      them into the convolutions that produce the inputs (NCHWc Conv with a fused sum input and activation, as its
+      optimized graph shows). With ``nodes="all"`` the tiny graph also sums the ``k`` live inputs as graph inputs
+      (``k - 1`` unfused additions, ``k`` input bindings); validation found it overestimates (see
+      benchmarks/RESULTS.md). ``nodes="none"``: blocks only. A node with no live input is a constant and costs 0.
+      Per-node input lists are precomputed at bind, so ``cost(arch)`` is one ``space.graph.live_edges`` sweep plus
+      table look-ups (tens of microseconds).
     - **fixed**: calibrated on one measured *reference* architecture, the cheapest input -> output path of the
       gate graph by block entries (for the ResNet fabric, every gate off): its whole-model latency minus its block
       and node entries. It holds what runs in every architecture -- the stem, ungated skips and projections, the
@@ -252,14 +78,10 @@ class LatencyCost(AdditiveCost):
     attribute=True)`` profiles the worst architecture with ORT's per-node profiler (``attribute_arch``) and says
     where its time goes against the table.
 
-    Every entry follows the protocol of reference/costs_and_peers.md section 7.3 (``measure_onnx``):
-    ``CPUExecutionProvider``, ``ORT_ENABLE_ALL`` (the deployed graph), sequential executor,
-    ``inter_op_num_threads=1``, ``intra_op_num_threads`` set explicitly, ``warmup`` untimed and ``runs`` timed runs
-    per session, ``sessions`` fresh sessions, re-measured (up to ``retries`` more rounds) when the session medians
-    disagree by more than ``tolerance``, and the median of the session medians. Entries are keyed by signature
-    (module repr or node signature, input shape), batch, threads, exporter, onnxruntime and torch versions and CPU
-    model, and saved as JSON, so a later bind on the same machine measures nothing. Identical blocks and nodes are
-    measured once.
+    Every entry follows the protocol of reference/costs_and_peers.md section 7.3 (``ort.measure_onnx``), and is
+    keyed by signature (module repr or node signature, input shape), batch, threads, exporter, onnxruntime and
+    torch versions and CPU model in a JSON file (``latency_cache.LatencyCache``), so a later bind on the same
+    machine measures nothing. Identical blocks and nodes are measured once.
 
     Spaces that are not gate spaces are measured per architecture (whole model exported and timed, memoised).
 
@@ -302,12 +124,16 @@ class LatencyCost(AdditiveCost):
         retries: int = 3,
         tolerance: float = 0.05,
     ) -> None:
-        super().__init__(verify=0)
+        super().__init__()
         n_cpu = os.cpu_count() or 1
         if not isinstance(threads, int) or not 1 <= threads <= n_cpu:
-            raise ValueError(f"LatencyCost: threads must be an integer in [1, {n_cpu}] (os.cpu_count()), got {threads!r}")
+            raise ValueError(
+                f"LatencyCost: threads must be an integer in [1, {n_cpu}] (os.cpu_count()), got {threads!r}"
+            )
         if warmup < 0 or runs < 1 or sessions < 1 or retries < 0 or tolerance < 0:
-            raise ValueError("LatencyCost: warmup, retries and tolerance must be >= 0, runs and sessions >= 1")
+            raise ValueError(
+                "LatencyCost: warmup, retries and tolerance must be >= 0, runs and sessions >= 1"
+            )
         self.input_shape = tuple(int(d) for d in input_shape)
         self.threads, self.warmup, self.runs, self.sessions = threads, warmup, runs, sessions
         self.retries, self.tolerance = retries, tolerance
@@ -320,132 +146,97 @@ class LatencyCost(AdditiveCost):
         self.nodes = nodes
         self.measured = 0
 
-    # -- table -------------------------------------------------------------------------------------------------
+    # -- measuring ---------------------------------------------------------------------------------------------
     @property
     def table_path(self) -> Path:
         """The JSON lookup table file."""
-        return self.cache_dir / "latency_table.json"
+        return LatencyCache.path_in(self.cache_dir)
 
     def _context(self) -> dict[str, Any]:
-        import onnxruntime as ort
+        return measurement_context(self.input_shape[0], self.threads, self.dynamo)
 
-        return {
-            "batch": self.input_shape[0],
-            "threads": self.threads,
-            "onnxruntime": ort.__version__,
-            "torch": torch.__version__,
-            "exporter": "dynamo" if self.dynamo else "torchscript",
-            "cpu": cpu_model(),
-        }
+    @property
+    def protocol(self) -> TimingProtocol:
+        """How every entry and whole model is timed."""
+        return TimingProtocol(
+            self.threads, self.warmup, self.runs, self.sessions, self.retries, self.tolerance
+        )
 
-    def _key(self, signature: str, input_shape: Sequence[int]) -> tuple[str, dict[str, Any]]:
-        fields = {"block": signature, "input_shape": list(input_shape), **self._context()}
-        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
-        return digest, fields
+    def time_module(self, module: nn.Module, input_shape: Any = None) -> dict[str, Any]:
+        """``measure_onnx`` result of ``module`` at ``input_shape`` (default: the cost's), with this cost's
+        protocol and exporter; not cached."""
+        return measure_module(
+            module, self.input_shape if input_shape is None else input_shape, self.dynamo, self.protocol
+        )
 
-    def _load(self) -> dict[str, Any]:
-        try:
-            with open(self.table_path) as f:
-                return json.load(f).get("entries", {})
-        except (OSError, ValueError):
-            return {}
+    def measure_model(self, model: nn.Module) -> float:
+        """Measured latency (ms) of a whole frozen model, same protocol as the table entries (not cached)."""
+        return self.time_module(model)["median_ms"]
 
-    def _save(self, new: Mapping[str, Any]) -> None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        entries = self._load()
-        entries.update(new)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".json.tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"format": "nni-bsn latency table v1", "entries": entries}, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.table_path)
+    def _exact(self, model: Any) -> float:
+        return self.measure_model(model)
 
-    def _time(self, module: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]]) -> dict[str, Any]:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "block.onnx")
-            export_onnx(module, input_shape, path, self.dynamo)
-            return measure_onnx(path, input_shape, self.threads, self.warmup, self.runs, self.sessions,
-                                self.retries, self.tolerance)
-
-    def _measure_jobs(self, jobs: Mapping[str, tuple[dict[str, Any], nn.Module, Any]]) -> dict[str, Any]:
-        """Measure the jobs not in the table yet, save them; return the whole table."""
-        stored = self._load()
-        new: dict[str, Any] = {}
-        for key, (fields, module, shape_in) in jobs.items():
-            if key in stored or key in new:
-                continue
-            _log.info("LatencyCost: measuring %s at %s", fields["block"][:60], shape_in)
-            new[key] = {"key": fields, **self._time(module, shape_in),
-                        "measured_at": _dt.datetime.now().isoformat(timespec="seconds"),
-                        "warmup": self.warmup, "runs": self.runs, "sessions": self.sessions}
-        if new:
-            self._save(new)
-            stored.update(new)
-        self.measured += len(new)
+    def _measure_requested(self, cache: LatencyCache) -> dict[str, Any]:
+        stored, new = cache.measure(self.time_module)
+        self.measured += new
         return stored
 
     # -- binding ---------------------------------------------------------------------------------------------------
     def _bind(self, space: Any) -> None:
-        self._prune = getattr(space, "prune", None)
-        self._memo = {}
-        self.table, self.fixed, self.measured = {}, 0.0, 0
-        self.entries: dict[str, str] = {}  # gate label, '<node>...', '<overhead>...' or '<reference>' -> table key
+        self._reset(space)
+        self.measured = 0
+        # Table key of every entry: a gate label, '<node>...', '<overhead>...' or '<reference>' -> key.
+        self.entries: dict[str, str] = {}
         self.node_entries: dict[Any, dict[int, float]] = {}  # node -> {pattern: ms}
-        self._gated = False
         if not is_gate_space(space):
-            self.mode = "exact"
             return
         graph = space.graph
-        labels = graph.labels
-        model_on = space.freeze({label: GATE_ON for label in labels})
+        recorded = {"warmup": self.warmup, "runs": self.runs, "sessions": self.sessions}
+        cache = LatencyCache(self.cache_dir, self._context(), recorded)
+        model_on = space.freeze(all_gates(space))
         paths = {label: mods[0][0] for label, mods in choice_modules(space).items()}
         shapes = block_shapes(model_on, list(paths.values()), torch.zeros(*self.input_shape))
-        jobs: dict[str, tuple[dict[str, Any], nn.Module, Any]] = {}
+        self._request_blocks(cache, graph, model_on, paths, shapes)
+        self._request_nodes(cache, graph, {label: shapes[paths[label]][1] for label in graph.labels})
+        self._compile(graph, self._measure_requested(cache))
+        self._use_gates(graph)
+        self._calibrate(space, cache)
 
-        def overhead_key(shape: tuple[int, ...]) -> str:
-            key, fields = self._key("overhead: one ReLU", shape)
-            jobs.setdefault(key, (fields, _Echo(), shape))
-            return key
-
-        for label in labels:
-            module = model_on.get_submodule(paths[label])
+    def _request_blocks(
+        self, cache: LatencyCache, graph: Any, model: nn.Module, paths: dict, shapes: dict
+    ) -> None:
+        """Ask for each gated block's entry at its input shape, and for the overhead graph at that shape."""
+        for label in graph.labels:
+            module = model.get_submodule(paths[label])
             shape_in = shapes[paths[label]][0]
-            key, fields = self._key(f"{type(module).__name__}:{module!r}", shape_in)
-            self.entries[label] = key
-            jobs.setdefault(key, (fields, module, shape_in))
-            self.entries[f"<overhead>{label}"] = overhead_key(shape_in)
+            self.entries[label] = cache.request(f"{type(module).__name__}:{module!r}", module, shape_in)
+            self.entries[f"<overhead>{label}"] = cache.request("overhead: one ReLU", _Echo(), shape_in)
 
-        # Nodes: inputs in summation order (graph.edges order), shape from a gated input's block output.
+    def _request_nodes(self, cache: LatencyCache, graph: Any, gate_out_shape: dict) -> None:
+        """Ask for the entry of every input pattern of every aggregation node (``nodes`` decides which graph)."""
         names = {index: node for node, index in graph.nodes.items()}
-        node_inputs: dict[int, list[int]] = {}
-        node_shape: dict[int, tuple[int, ...]] = {}
-        for i, (_, t, label) in enumerate(graph.edges):
-            node_inputs.setdefault(t, []).append(i)
-            if label is not None:
-                node_shape.setdefault(t, tuple(shapes[paths[label]][1]))
-        self._node_plan: list[tuple[int, list[int], list[str | None]]] = []  # (node, input edges, pattern keys)
-        if self.nodes != "none":
-            for t, inputs in node_inputs.items():
-                if t not in node_shape:  # only ungated inputs: the same in every architecture (in `fixed`)
-                    continue
-                if len(inputs) > 12:
-                    raise ValueError(f"LatencyCost: node {names[t]!r} has {len(inputs)} inputs (at most 12)")
-                shape = node_shape[t]
-                pattern_keys: list[str | None] = [None]
-                for p in range(1, 2 ** len(inputs)):
-                    live, zeros = node_signature([bool(p >> b & 1) for b in range(len(inputs))])
-                    if self.nodes == "constants":  # the sum of live inputs is fused into their convolutions
-                        live = 1
-                    if (live, zeros) == (1, 0):  # relu(x): the overhead graph itself
-                        key = overhead_key(shape)
-                    else:
-                        key, fields = self._key(f"node: sum of {live} inputs + {zeros} zero constants, ReLU", shape)
-                        jobs.setdefault(key, (fields, _NodeSum(live, zeros, shape), [shape] * live))
-                    self.entries[f"<node>{names[t]}:{live},{zeros}"] = key
-                    self.entries[f"<overhead><node>{names[t]}"] = overhead_key(shape)
-                    pattern_keys.append(key)
-                self._node_plan.append((t, inputs, pattern_keys))
+        # (node, its input edges in summation order, the table key of each input pattern; None for no input)
+        self._node_plan: list[tuple[int, list[int], list[str | None]]] = []
+        if self.nodes == "none":
+            return
+        for t, inputs, shape in aggregation_nodes(graph, gate_out_shape):
+            if len(inputs) > 12:
+                raise ValueError(f"LatencyCost: node {names[t]!r} has {len(inputs)} inputs (at most 12)")
+            overhead = cache.request("overhead: one ReLU", _Echo(), shape)
+            pattern_keys: list[str | None] = [None]
+            for live, zeros in pattern_signatures(len(inputs), fuse_live=self.nodes == "constants"):
+                if (live, zeros) == (1, 0):  # relu(x): the overhead graph itself
+                    key = overhead
+                else:
+                    signature = f"node: sum of {live} inputs + {zeros} zero constants, ReLU"
+                    key = cache.request(signature, NodeSum(live, zeros, shape), shape, inputs=live)
+                self.entries[f"<node>{names[t]}:{live},{zeros}"] = key
+                self.entries[f"<overhead><node>{names[t]}"] = overhead
+                pattern_keys.append(key)
+            self._node_plan.append((t, inputs, pattern_keys))
 
-        stored = self._measure_jobs(jobs)
+    def _compile(self, graph: Any, stored: Mapping[str, Any]) -> None:
+        """The measured entries as the table ``cost`` reads: per-gate costs by edge, per-pattern node costs."""
 
         def entry(key: str, overhead: str) -> float:
             t = stored[key]["median_ms"]
@@ -453,83 +244,45 @@ class LatencyCost(AdditiveCost):
                 t = max(0.0, t - stored[overhead]["median_ms"])
             return t
 
-        self.table = {label: {GATE_ON: entry(self.entries[label], self.entries[f"<overhead>{label}"]), GATE_OFF: 0.0}
-                      for label in labels}
-        self._graph = graph
-        self._edges_st = [(s, t) for s, t, _ in graph.edges]
+        labels = graph.labels
+        self.table = {
+            label: {GATE_ON: entry(self.entries[label], self.entries[f"<overhead>{label}"]), GATE_OFF: 0.0}
+            for label in labels
+        }
         self._edge_labels = [label for _, _, label in graph.edges]
-        self._n_nodes = len(graph.nodes)
-        on = [self.table[label][GATE_ON] for label in labels]
-        self._gate_costs = [(i, on[j]) for j, i in enumerate(i for i, lb in enumerate(self._edge_labels) if lb)]
+        gate_edges = [i for i, label in enumerate(self._edge_labels) if label is not None]
+        self._gate_costs = [(i, self.table[label][GATE_ON]) for i, label in zip(gate_edges, labels)]
+        names = {index: node for node, index in graph.nodes.items()}
         self._nodes_compiled: list[tuple[list[int], list[float]]] = []
         for t, inputs, pattern_keys in self._node_plan:
-            oh = self.entries[f"<overhead><node>{names[t]}"]
-            costs = [0.0] + [entry(key, oh) for key in pattern_keys[1:]]  # type: ignore[arg-type]
+            overhead = self.entries[f"<overhead><node>{names[t]}"]
+            costs = [0.0] + [entry(key, overhead) for key in pattern_keys[1:]]  # type: ignore[arg-type]
             self.node_entries[names[t]] = {p: c for p, c in enumerate(costs) if p}
             self._nodes_compiled.append((inputs, costs))
 
-        # fixed: calibrated on the cheapest path architecture, measured whole.
+    def _calibrate(self, space: Any, cache: LatencyCache) -> None:
+        """``fixed``: the measured latency of the reference architecture (the cheapest path by block entries,
+        measured whole) minus what the table says of it."""
         self.fixed = 0.0
-        self._on = on
-        self._off = [0.0] * len(labels)
-        self._off_zero = True
-        self.mode = "additive"
-        self._gated = True
-        self.reference = self._reference_arch()
+        _, self.reference = space.graph.cheapest_path({label: c[GATE_ON] for label, c in self.table.items()})
         model_ref = space.freeze(self.reference)
         digest = hashlib.sha256(repr(model_ref).encode()).hexdigest()[:16]
-        key, fields = self._key(f"whole model, reference architecture: {type(space).__name__} {digest}",
-                                self.input_shape)
-        self.entries["<reference>"] = key
-        stored = self._measure_jobs({key: (fields, model_ref, self.input_shape)})
-        self.reference_ms = stored[key]["median_ms"]
+        signature = f"whole model, reference architecture: {type(space).__name__} {digest}"
+        key = self.entries["<reference>"] = cache.request(signature, model_ref, self.input_shape)
+        self.reference_ms = self._measure_requested(cache)[key]["median_ms"]
         self.fixed = self.reference_ms - self.cost(self.reference)
         if self.fixed < 0:
-            _log.warning("LatencyCost: the table overestimates the reference architecture (fixed part %.4f ms < 0)",
-                         self.fixed)
+            _log.warning(
+                "LatencyCost: the table overestimates the reference architecture (fixed part %.4f ms < 0)",
+                self.fixed,
+            )
 
-    def _reference_arch(self) -> dict[str, str]:
-        """The cheapest input -> output path by block entries (ungated edges are free), pruned."""
-        graph = self._graph
-        dist = [float("inf")] * self._n_nodes
-        via: list[int | None] = [None] * self._n_nodes
-        dist[graph.source] = 0.0
-        for i, ((s, t), label) in enumerate(zip(self._edges_st, self._edge_labels)):
-            w = 0.0 if label is None else self.table[label][GATE_ON]
-            if dist[s] + w < dist[t]:
-                dist[t], via[t] = dist[s] + w, i
-        arch = {label: GATE_OFF for label in graph.labels}
-        t = graph.sink
-        while t != graph.source and via[t] is not None:
-            i = via[t]
-            if self._edge_labels[i] is not None:
-                arch[self._edge_labels[i]] = GATE_ON  # type: ignore[index]
-            t = self._edges_st[i][0]
-        return graph.prune(arch)
-
-    def _live_edges(self, arch: Arch) -> list[bool]:
-        """Whether each edge of the gate graph (gated or not) is present and on an input -> output path."""
-        try:
-            present = [label is None or arch[label] == GATE_ON for label in self._edge_labels]
-        except KeyError as e:
-            raise KeyError(f"architecture has no value for gate {e.args[0]!r}") from None
-        fwd = [False] * self._n_nodes
-        fwd[self._graph.source] = True
-        for (s, t), p in zip(self._edges_st, present):
-            if p and fwd[s]:
-                fwd[t] = True
-        bwd = [False] * self._n_nodes
-        bwd[self._graph.sink] = True
-        for (s, t), p in zip(reversed(self._edges_st), reversed(present)):
-            if p and bwd[t]:
-                bwd[s] = True
-        return [p and fwd[s] and bwd[t] for (s, t), p in zip(self._edges_st, present)]
-
+    # -- queries ---------------------------------------------------------------------------------------------------
     def cost(self, arch: Arch) -> float:
         """Latency (ms) of ``arch`` counted on its pruned form: fixed + live blocks + live nodes."""
         if not self._gated:
-            return super().cost(arch)
-        live = self._live_edges(arch)
+            return self._exact_cost(arch)
+        live = self._graph.live_edges(arch)
         total = self.fixed
         for i, c in self._gate_costs:
             if live[i]:
@@ -581,7 +334,7 @@ class LatencyCost(AdditiveCost):
         self._require_bound()
         if not self._gated:
             raise NotImplementedError("LatencyCost.terms needs a gate space")
-        live = self._live_edges(arch)
+        live = self._graph.live_edges(arch)
         blocks = {self._edge_labels[i]: c for i, c in self._gate_costs if live[i]}
         names = {index: node for node, index in self._graph.nodes.items()}
         nodes = {}
@@ -591,182 +344,20 @@ class LatencyCost(AdditiveCost):
                 nodes[names[t]] = costs[p]
         return {"fixed": self.fixed, "blocks": blocks, "nodes": nodes}
 
-    def attribute_arch(self, arch: Arch, warmup: int | None = None, runs: int | None = None) -> dict[str, Any]:
-        """Where the whole-model time of ``arch`` goes, from ORT's per-node profiler, next to the table's terms.
+    # -- diagnostics (latency_diagnostics.py) -------------------------------------------------------------------------
+    def attribute_arch(
+        self, arch: Arch, warmup: int | None = None, runs: int | None = None
+    ) -> dict[str, Any]:
+        """Where the whole-model time of ``arch`` goes, from ORT's per-node profiler, next to the table's terms
+        (``latency_diagnostics.attribute_arch``)."""
+        return latency_diagnostics.attribute_arch(self, arch, warmup, runs)
 
-        The pruned model is exported and run with ``enable_profiling``; every ``<node>_kernel_time`` event of the
-        timed runs is mapped back to the exported graph (strip ``_kernel_time`` and ``_nchwc``, look the name up
-        as a node, else as the value a node produces) and attributed to the gate whose label is a component of
-        that node's name or ``pkg.torch.onnx.name_scopes``; other kernels are ``nodes`` (Add, Sum, Relu: the
-        aggregations), ``layout`` (ORT's NCHW <-> NCHWc reorders) or ``other`` (stem, classifier, resize...).
-        Per-run means in ms. Profiling inflates batch-1 latency (~30 %, reference section 3) and kernels cover
-        85-88 % of a run there: compare shares and per-gate ratios, not absolute numbers.
-        """
-        import re
-
-        import onnx
-        import onnxruntime as ort
-
-        self._require_bound()
-        arch = self.space.prune(arch)
-        warmup = self.warmup if warmup is None else warmup
-        runs = self.runs if runs is None else runs
-        labels = set(self._graph.labels)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model.onnx")
-            export_onnx(self.space.freeze(arch), self.input_shape, path, self.dynamo)
-            graph = onnx.load(path).graph
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = self.threads
-            so.inter_op_num_threads = 1
-            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            so.log_severity_level = 3
-            so.enable_profiling = True
-            so.profile_file_prefix = os.path.join(tmp, "profile")
-            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-            x = np.random.default_rng(0).standard_normal(self.input_shape).astype(np.float32)
-            feed = {i.name: x for i in sess.get_inputs()}
-            for _ in range(warmup):
-                sess.run(None, feed)
-            for _ in range(runs):
-                sess.run(None, feed)
-            with open(sess.end_profiling()) as f:
-                events = json.load(f)
-        by_name = {n.name: n for n in graph.node}
-        by_value = {v: n for n in graph.node for v in n.output}
-        model_runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[-runs:]
-        t0 = model_runs[0]["ts"] if model_runs else 0
-        kernels = []
-        for e in events:
-            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= t0:
-                name = e["name"][: -len("_kernel_time")]
-                kernels.append((name[: -len("_nchwc")] if name.endswith("_nchwc") else name, e))
-        executed = {name for name, _ in kernels}
-
-        def gate_of(node: Any) -> str | None:
-            scope = node.name + " " + " ".join(p.value for p in node.metadata_props if "name_scopes" in p.key)
-            return next((t for t in re.split(r"[/.\[\]'\", ]+", scope) if t in labels), None)
-
-        def fused_conv_gate(node: Any) -> str | None:
-            # A Conv kernel named after the Add/Relu fused into it: the nearest Conv upstream that did not run
-            # as a kernel of its own.
-            todo, seen = [node], set()
-            while todo:
-                n = todo.pop(0)
-                for v in n.input:
-                    src = by_value.get(v)
-                    if src is None or src.name in seen:
-                        continue
-                    seen.add(src.name)
-                    if src.op_type == "Conv" and src.name not in executed and not set(src.output) & executed:
-                        return gate_of(src)
-                    if src.op_type in ("Add", "Relu", "Sum", "BatchNormalization"):
-                        todo.append(src)
-            return None
-
-        gate_ms: dict[str, float] = {}
-        kind_ms = {"blocks": 0.0, "nodes": 0.0, "layout": 0.0, "other": 0.0}
-        for name, e in kernels:
-            node = by_name.get(name) or by_value.get(name)
-            op = e.get("args", {}).get("op_name", "")
-            gate = None
-            if node is not None:
-                gate = gate_of(node)
-                if gate is None and op == "Conv" and node.op_type != "Conv":
-                    gate = fused_conv_gate(node)
-            ms = e["dur"] / 1e3 / max(1, runs)
-            if gate is not None:
-                gate_ms[gate] = gate_ms.get(gate, 0.0) + ms
-                kind_ms["blocks"] += ms
-            elif op in ("Add", "Sum", "Relu"):
-                kind_ms["nodes"] += ms
-            elif op.startswith("Reorder"):
-                kind_ms["layout"] += ms
-            else:
-                kind_ms["other"] += ms
-        terms = self.terms(arch)
-        per_gate = sorted(({"gate": g, "profiled_ms": gate_ms.get(g, 0.0), "table_ms": c}
-                           for g, c in terms["blocks"].items()),
-                          key=lambda r: -abs(r["profiled_ms"] - r["table_ms"]))
-        return {
-            "profiled_run_ms": {  # kernel times are per-run means: compare them with the mean
-                "median": statistics.median(e["dur"] for e in model_runs) / 1e3 if model_runs else None,
-                "mean": statistics.fmean(e["dur"] for e in model_runs) / 1e3 if model_runs else None,
-            },
-            "profiled_kernels_ms": kind_ms,
-            "table_ms": {"fixed": terms["fixed"], "blocks": sum(terms["blocks"].values()),
-                         "nodes": sum(terms["nodes"].values())},
-            "predicted_ms": self.cost(arch),
-            "gates": per_gate,
-        }
-
-    def _measure(self, model: Any) -> tuple[float, dict[str, float]]:
-        raise NotImplementedError("LatencyCost measures blocks by export, not by module path")
-
-    def _exact(self, model: Any) -> float:
-        return self.measure_model(model)
-
-    def measure_model(self, model: nn.Module) -> float:
-        """Measured latency (ms) of a whole frozen model, same protocol as the table entries (not cached)."""
-        return self._time(model, self.input_shape)["median_ms"]
-
-    # -- validation ---------------------------------------------------------------------------------------------------
-    def validate(self, n: int = 20, seed: int = 0, p_on: float = 0.7, min_ms: float = 0.0,
-                 attribute: bool = False) -> dict[str, Any]:
-        """Compare ``cost(arch)`` with whole-model measurements on ``n`` random connected architectures.
-
-        Gates are on with probability ``p_on``; each architecture is pruned, frozen, exported whole and measured
-        with the same protocol as the table; architectures measured below ``min_ms`` are skipped (counted in
-        ``skipped``). Returns MAPE (%), the share within +-10 %, Spearman's rank correlation and the
-        ``(predicted, measured)`` pairs with their (pruned) ``archs``, so other tables can be scored on the same
-        measurements. With ``attribute=True``, the architecture with the largest error is profiled
-        (``attribute_arch``) and the result has its ``attribution``.
-        """
-        self._require_bound()
-        if not self._gated:
-            raise NotImplementedError("LatencyCost.validate needs a gate space (predictions come from the table)")
-        from scipy.stats import spearmanr
-
-        rng = random.Random(seed)
-        labels = self.space.graph.labels
-        pairs: list[dict[str, Any]] = []
-        archs: list[dict[str, str]] = []
-        tries = skipped = 0
-        while len(pairs) < n and tries < 100 * n:
-            tries += 1
-            arch = {label: GATE_ON if rng.random() < p_on else GATE_OFF for label in labels}
-            if not self.space.is_connected(arch):
-                continue
-            arch = self.space.prune(arch)
-            predicted = self.cost(arch)
-            timing = self._time(self.space.freeze(arch), self.input_shape)
-            measured = timing["median_ms"]
-            if measured < min_ms:
-                skipped += 1
-                continue
-            pairs.append({"predicted_ms": predicted, "measured_ms": measured,
-                          "live_gates": sum(v == GATE_ON for v in arch.values()),
-                          "rounds": timing["rounds"], "session_spread": timing["session_spread"]})
-            archs.append(arch)
-        errors = [abs(p["predicted_ms"] - p["measured_ms"]) / p["measured_ms"] for p in pairs]
-        signed = [(p["predicted_ms"] - p["measured_ms"]) / p["measured_ms"] for p in pairs]
-        rho = spearmanr([p["predicted_ms"] for p in pairs], [p["measured_ms"] for p in pairs]).statistic
-        report = {
-            "n": len(pairs),
-            "skipped": skipped,
-            "mape_pct": 100 * statistics.fmean(errors),
-            "mean_signed_error_pct": 100 * statistics.fmean(signed),
-            "max_error_pct": 100 * max(errors),
-            "within_10pct": sum(e <= 0.10 for e in errors) / len(errors),
-            "spearman": float(rho),
-            "pairs": pairs,
-            "archs": archs,
-        }
-        if attribute and archs:
-            worst = max(range(len(errors)), key=errors.__getitem__)
-            report["attribution"] = {"index": worst, **self.attribute_arch(archs[worst])}
-        return report
+    def validate(
+        self, n: int = 20, seed: int = 0, p_on: float = 0.7, min_ms: float = 0.0, attribute: bool = False
+    ) -> dict[str, Any]:
+        """``cost(arch)`` against whole-model measurements on ``n`` random connected architectures
+        (``latency_diagnostics.validate``)."""
+        return latency_diagnostics.validate(self, n, seed, p_on, min_ms, attribute)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -774,15 +365,19 @@ class LatencyCost(AdditiveCost):
             counted="ONNX Runtime CPU latency (median ms): fixed part (calibrated on a measured reference "
             "architecture) + per-block table entries of the live gates + per-node entries of the live "
             "aggregation nodes (live inputs, constant zero additions, shape)",
-            backend=f"onnxruntime on {cpu_model()}", subtract_overhead=self.subtract_overhead, nodes=self.nodes,
+            backend=f"onnxruntime on {cpu_model()}",
+            subtract_overhead=self.subtract_overhead,
+            nodes=self.nodes,
             input_shape=list(self.input_shape),
-            threads=self.threads, warmup=self.warmup, runs=self.runs, sessions=self.sessions,
-            retries=self.retries, tolerance=self.tolerance,
-            table=str(self.table_path), measured_at_bind=self.measured,
+            **asdict(self.protocol),
+            table=str(self.table_path),
+            measured_at_bind=self.measured,
         )
         if self.is_bound and self._gated:
-            d.update(reference_ms=self.reference_ms, node_entries=len(set(
-                v for k, v in self.entries.items() if k.startswith("<node>"))))
+            d.update(
+                reference_ms=self.reference_ms,
+                node_entries=len(set(v for k, v in self.entries.items() if k.startswith("<node>"))),
+            )
         with contextlib.suppress(Exception):
             d.update(self._context())
         return d

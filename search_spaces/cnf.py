@@ -63,12 +63,21 @@ class ConvolutionalNeuralFabric(ModelSpace):
         num_classes: int = 10,
     ):
         super().__init__()
-        for name, value, low in (("layers", layers, 2), ("channels", channels, 1), ("in_channels", in_channels, 1),
-                                 ("num_classes", num_classes, 1), ("image_size", image_size, 2)):
+        for name, value, low in (
+            ("layers", layers, 2),
+            ("channels", channels, 1),
+            ("in_channels", in_channels, 1),
+            ("num_classes", num_classes, 1),
+            ("image_size", image_size, 2),
+        ):
             if not isinstance(value, int) or value < low:
-                raise ValueError(f"ConvolutionalNeuralFabric: {name} must be an integer >= {low}, got {value!r}")
+                raise ValueError(
+                    f"ConvolutionalNeuralFabric: {name} must be an integer >= {low}, got {value!r}"
+                )
         if image_size & (image_size - 1):
-            raise ValueError(f"ConvolutionalNeuralFabric: image_size must be a power of two, got {image_size}")
+            raise ValueError(
+                f"ConvolutionalNeuralFabric: image_size must be a power of two, got {image_size}"
+            )
         self.layers, self.channels, self.image_size = layers, channels, image_size
         self.in_channels, self.num_classes = in_channels, num_classes
         self.scales = int(math.log2(image_size)) + 1
@@ -84,24 +93,24 @@ class ConvolutionalNeuralFabric(ModelSpace):
         def add_edge(src: tuple[int, int], dst: tuple[int, int]) -> None:
             (l1, s1), (l2, s2) = src, dst
             label = cnf_edge_label(l1, s1, l2, s2)
-            if s1 < s2:    # down: stride-2 conv at the coarser output scale
+            if s1 < s2:  # down: stride-2 conv at the coarser output scale
                 op, off = ConvBN(C, C, 3, 2), Zero(C, stride=2)
             elif s1 == s2:  # same
                 op, off = ConvBN(C, C, 3, 1), Zero(C)
-            else:           # up: nearest x2, then conv at the finer output scale
+            else:  # up: nearest x2, then conv at the finer output scale
                 op, off = UpConvBN(C, C), Zero(C, upsample=2)
             self.edges[label] = gate(op, off, label)
             self.incoming.setdefault(dst, []).append((src, label))
             graph_edges.append((src, dst, label))
 
-        for s in range(S - 1):                      # first layer: zip down the scales
+        for s in range(S - 1):  # first layer: zip down the scales
             add_edge((0, s), (0, s + 1))
         for layer in range(1, L):
             for s in range(S):
                 for k in (s - 1, s, s + 1):
                     if 0 <= k < S:
                         add_edge((layer - 1, k), (layer, s))
-                if layer == L - 1 and s > 0:        # last layer: zip down to the 1x1 map
+                if layer == L - 1 and s > 0:  # last layer: zip down to the 1x1 map
                     add_edge((layer, s - 1), (layer, s))
         self.classifier = nn.Conv2d(C, num_classes, 1)
         # Node (l, s) is computed after every node of layer l-1 and after (l, s-1): the order of `incoming`.

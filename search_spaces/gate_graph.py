@@ -1,14 +1,16 @@
-"""Which gates of an architecture lie on an input -> output path (pruning).
+"""Which gates of an architecture lie on an input -> output path (pruning), and the cheapest such path.
 
 A gated space describes itself as a DAG of nodes and edges; an edge is either always present
-(``label=None``: a stem, an identity skip) or present when its gate is ``'on'``. A gate is *alive*
-when it is on, its source is reachable from the input and its target reaches the output through
-present edges. Everything else computes nothing that reaches the prediction.
+(``label=None``: a stem, an identity skip) or present when its gate is ``'on'``. An edge is *live*
+when it is present, its source is reachable from the input and its target reaches the output through
+present edges; a gate is *alive* when its edge is live. Everything else computes nothing that reaches
+the prediction. This is the paper's accounting rule: every cost evaluator reads it from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from itertools import compress
 from typing import Any
 
 from .ops import GATE_OFF, GATE_ON
@@ -17,19 +19,23 @@ __all__ = ["GateGraph"]
 
 
 class GateGraph:
-    """A DAG of nodes with gated edges; answers ``alive``, ``prune`` and ``is_connected`` in O(edges).
+    """A DAG of nodes with gated edges; answers ``live_edges``, ``prune`` and ``is_connected`` in O(edges).
 
     Parameters
     ----------
     edges
-        ``(source, target, label)`` triples, in an order where every edge's source is produced
-        before the edge is used (a topological order of sources). ``label=None`` marks an edge that is
-        always present.
+        ``(source, target, label)`` triples, in a topological order of their sources: every edge into a node
+        comes before the edges out of it. ``label=None`` marks an edge that is always present.
     source, sink
         The input node and the output node.
+
+    Nodes are numbered in ``nodes`` (``{node: index}``, the input node 0); ``edges`` holds ``(source index,
+    target index, label)`` triples and ``labels`` the gate labels, both in the order given.
     """
 
-    def __init__(self, edges: Iterable[tuple[Hashable, Hashable, str | None]], source: Hashable, sink: Hashable):
+    def __init__(
+        self, edges: Iterable[tuple[Hashable, Hashable, str | None]], source: Hashable, sink: Hashable
+    ):
         edges = list(edges)
         nodes: dict[Hashable, int] = {source: 0}
         for s, t, _ in edges:
@@ -44,7 +50,9 @@ class GateGraph:
         self.labels = [label for _, _, label in self.edges if label is not None]
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("each gate label must appear on exactly one edge")
+        self._is_gated = [label is not None for _, _, label in self.edges]
 
+    # -- the one reachability sweep ------------------------------------------------------------------------------
     def _present(self, arch: Mapping[str, Any]) -> list[bool]:
         try:
             return [label is None or arch[label] == GATE_ON for _, _, label in self.edges]
@@ -52,6 +60,7 @@ class GateGraph:
             raise KeyError(f"architecture has no value for gate {e.args[0]!r}") from None
 
     def _reach(self, present: list[bool]) -> tuple[list[bool], list[bool]]:
+        """Nodes reachable from the input, and nodes that reach the output, through present edges."""
         n = len(self.nodes)
         fwd = [False] * n
         fwd[self.source] = True
@@ -65,21 +74,23 @@ class GateGraph:
                 bwd[s] = True
         return fwd, bwd
 
-    def alive(self, arch: Mapping[str, Any]) -> set[str]:
-        """Labels of the gates that are on and on some input -> output path."""
+    def live_edges(self, arch: Mapping[str, Any]) -> list[bool]:
+        """Live flag of every edge (gated or not), in ``self.edges`` order: present and on an input -> output path.
+
+        The input reaches the output exactly when some edge is live.
+        """
         present = self._present(arch)
         fwd, bwd = self._reach(present)
-        return {
-            label
-            for (s, t, label), p in zip(self.edges, present)
-            if label is not None and p and fwd[s] and bwd[t]
-        }
+        return [p and fwd[s] and bwd[t] for (s, t, _), p in zip(self.edges, present)]
 
+    # -- what follows from it ---------------------------------------------------------------------------------------
     def alive_mask(self, arch: Mapping[str, Any]) -> list[bool]:
         """Alive flag of every gate, in ``self.labels`` order."""
-        present = self._present(arch)
-        fwd, bwd = self._reach(present)
-        return [p and fwd[s] and bwd[t] for (s, t, label), p in zip(self.edges, present) if label is not None]
+        return list(compress(self.live_edges(arch), self._is_gated))
+
+    def alive(self, arch: Mapping[str, Any]) -> set[str]:
+        """Labels of the gates that are on and on some input -> output path."""
+        return set(compress(self.labels, self.alive_mask(arch)))
 
     def sensitive(self, arch: Mapping[str, Any]) -> set[str]:
         """Labels of the gates whose flip would change the pruned architecture.
@@ -88,19 +99,47 @@ class GateGraph:
         reaches the output. Flipping any other gate (a dead 'on' gate, or an 'off' gate that would be dead) leaves
         ``prune(arch)`` and ``is_connected(arch)`` unchanged.
         """
-        present = self._present(arch)
-        fwd, bwd = self._reach(present)
+        fwd, bwd = self._reach(self._present(arch))
         return {label for (s, t, label) in self.edges if label is not None and fwd[s] and bwd[t]}
 
     def prune(self, arch: Mapping[str, Any]) -> dict[str, Any]:
         """The architecture with every dead gate turned off (other labels are kept as they are)."""
-        alive = self.alive(arch)
         out = dict(arch)
-        for label in self.labels:
-            out[label] = GATE_ON if label in alive else GATE_OFF
+        for label, alive in zip(self.labels, self.alive_mask(arch)):
+            out[label] = GATE_ON if alive else GATE_OFF
         return out
 
     def is_connected(self, arch: Mapping[str, Any]) -> bool:
         """Whether the input reaches the output."""
         fwd, _ = self._reach(self._present(arch))
         return fwd[self.sink]
+
+    # -- the cheapest path --------------------------------------------------------------------------------------------
+    def cheapest_path(
+        self, gate_cost: Mapping[str, float], node_cost: Sequence[float] | None = None
+    ) -> tuple[float, dict[str, str]]:
+        """The cheapest input -> output path: its cost, and the architecture with only its gates on.
+
+        A gated edge costs ``gate_cost[label]``, an ungated edge nothing; with ``node_cost`` (by node index,
+        ``self.nodes``) every node on the path adds its cost too, the input node included. Of paths that cost
+        the same, the one found first in edge order wins. The architecture is connected and already pruned.
+        """
+        inf = float("inf")
+        dist = [inf] * len(self.nodes)
+        via: list[int | None] = [None] * len(self.nodes)
+        dist[self.source] = 0.0 if node_cost is None else node_cost[self.source]
+        # Edges come in a topological order of their sources: one relaxation sweep is a DAG shortest path.
+        for i, (s, t, label) in enumerate(self.edges):
+            d = dist[s] + (0.0 if label is None else gate_cost[label])
+            if node_cost is not None:
+                d += node_cost[t]
+            if d < dist[t]:
+                dist[t], via[t] = d, i
+        arch = dict.fromkeys(self.labels, GATE_OFF)
+        node = self.sink
+        while via[node] is not None:
+            s, _, label = self.edges[via[node]]  # type: ignore[index]
+            if label is not None:
+                arch[label] = GATE_ON
+            node = s
+        return dist[self.sink], arch

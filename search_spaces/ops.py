@@ -9,6 +9,8 @@ from torch import nn
 
 __all__ = ["ConvBN", "UpConvBN", "Zero", "AddReLU", "gate", "GATE_ON", "GATE_OFF"]
 
+# NNI's binary-gate convention, LayerChoice({'off': ..., 'on': ...}), used here to build gates; evaluators/blocks.py
+# spells it again to recognise gates in any NNI space, because the two floors never import each other.
 GATE_ON = "on"
 GATE_OFF = "off"
 

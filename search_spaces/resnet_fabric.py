@@ -91,17 +91,21 @@ class ResNetFabric(ModelSpace):
         if not maps or any(not isinstance(m, int) or m < 1 for m in maps):
             raise ValueError(f"ResNetFabric: maps must be positive integers, got {maps!r}")
         if any(b != 2 * a for a, b in zip(maps, maps[1:])):
-            raise ValueError(f"ResNetFabric: each stage must have twice the channels of the previous one, got {maps!r}")
+            raise ValueError(
+                f"ResNetFabric: each stage must have twice the channels of the previous one, got {maps!r}"
+            )
         if not isinstance(shortcuts, str) or set(shortcuts) - set("slr"):
-            raise ValueError(f"ResNetFabric: shortcuts must use only the letters 's', 'l', 'r', got {shortcuts!r}")
+            raise ValueError(
+                f"ResNetFabric: shortcuts must use only the letters 's', 'l', 'r', got {shortcuts!r}"
+            )
         self.units, self.maps, self.shortcuts = units, maps, shortcuts
         self.in_channels, self.num_classes = in_channels, num_classes
         W = units
 
         self.stem = ConvBN(in_channels, maps[0], 3, 1, relu=True, bias=False)
-        self.skips = nn.ModuleDict()     # projection skips of the main path (identity elsewhere)
+        self.skips = nn.ModuleDict()  # projection skips of the main path (identity elsewhere)
         self.branches = nn.ModuleDict()  # gated residual branches, one per unit
-        self.extra = nn.ModuleDict()     # gated shortcut blocks between stages
+        self.extra = nn.ModuleDict()  # gated shortcut blocks between stages
         # extra_in[(b, n)]: (source unit, label) of the shortcut blocks summed in unit (b, n);
         # a source unit (b', -1) is the input of stage b'.
         self.extra_in: dict[tuple[int, int], list[tuple[tuple[int, int], str]]] = {}
@@ -116,7 +120,9 @@ class ResNetFabric(ModelSpace):
                 stride = c_out // c_in
                 prev = (b, n - 1)  # the unit's input: the previous unit, or the stage input (b, -1)
                 label = f"res_{unit_name(b, n)}"
-                self.branches[label] = gate(BasicBlock(c_in, c_out, stride), Zero(c_out, stride=stride), label)
+                self.branches[label] = gate(
+                    BasicBlock(c_in, c_out, stride), Zero(c_out, stride=stride), label
+                )
                 if stride > 1:
                     self.skips[unit_name(b, n)] = ConvBN(c_in, c_out, 1, stride, relu=False, bias=False)
                 graph_edges += [(prev, (b, n), None), (prev, (b, n), label)]
@@ -136,8 +142,9 @@ class ResNetFabric(ModelSpace):
                     src_ch = maps[b - 1] if k >= 0 else (maps[b - 2] if b >= 2 else maps[0])
                     src_stride = c_out // src_ch
                     label = f"sc_{unit_name(*src)}_{unit_name(b, n)}"
-                    self.extra[label] = gate(ShortcutBlock(src_ch, c_out, src_stride),
-                                             Zero(c_out, stride=src_stride), label)
+                    self.extra[label] = gate(
+                        ShortcutBlock(src_ch, c_out, src_stride), Zero(c_out, stride=src_stride), label
+                    )
                     self.extra_in.setdefault((b, n), []).append((src, label))
                     graph_edges.append((src, (b, n), label))
             if b + 1 < len(maps):  # stage b's output is stage b+1's input

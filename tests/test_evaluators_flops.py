@@ -15,7 +15,10 @@ from evaluators.flops import fvcore_macs
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
 SPACES = {
-    "cnf": (lambda: ConvolutionalNeuralFabric(layers=4, channels=8, image_size=8, in_channels=1), (1, 1, 8, 8)),
+    "cnf": (
+        lambda: ConvolutionalNeuralFabric(layers=4, channels=8, image_size=8, in_channels=1),
+        (1, 1, 8, 8),
+    ),
     "resnet_fabric": (lambda: ResNetFabric(units=2, maps=(8, 16), shortcuts="slr"), (1, 3, 8, 8)),
 }
 
@@ -54,7 +57,9 @@ def test_full_and_min_cost_bracket_every_connected_arch(bound):
 def test_expected_cost_is_additive_and_differentiable(bound):
     space, _, macs, _ = bound
     labels = space.graph.labels
-    assert macs.expected_cost({lb: {"on": 1.0, "off": 0.0} for lb in labels}) == pytest.approx(macs.full_cost())
+    assert macs.expected_cost({lb: {"on": 1.0, "off": 0.0} for lb in labels}) == pytest.approx(
+        macs.full_cost()
+    )
     p = torch.full((len(labels),), 0.5, requires_grad=True)
     e = macs.expected_cost({lb: {"on": p[i], "off": 1 - p[i]} for i, lb in enumerate(labels)})
     e.backward()
@@ -106,3 +111,14 @@ def test_nni_hub_space_without_prune_is_decomposed_per_choice():
         frozen = space.freeze(arch)
         assert macs(arch) == fvcore_macs(frozen, shape)
         assert params(arch) == sum(p.numel() for p in frozen.parameters())
+
+
+def test_min_cost_is_the_cheapest_connected_architecture_by_enumeration():
+    import itertools
+
+    space = ConvolutionalNeuralFabric(layers=2, channels=2, image_size=4, in_channels=1)  # 11 gates
+    labels = space.graph.labels
+    archs = [dict(zip(labels, bits)) for bits in itertools.product(("off", "on"), repeat=len(labels))]
+    connected = [a for a in archs if space.is_connected(a)]
+    for ev in (MacsCost(input_shape=(1, 1, 4, 4), verify=0).bind(space), ParamsCost(verify=0).bind(space)):
+        assert ev.min_cost() == min(ev(a) for a in connected)

@@ -6,13 +6,21 @@ import pytest
 
 from evaluators import LatencyCost
 from evaluators.blocks import all_gates
-from evaluators.latency import export_onnx, measure_onnx, node_signature
+from evaluators.latency_nodes import node_signature
+from evaluators.ort import TimingProtocol, export_onnx, measure_onnx
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
 
 def small(tmp_path, **kw):
-    kw = {"input_shape": (1, 1, 4, 4), "warmup": 2, "runs": 5, "sessions": 1, "cache_dir": tmp_path,
-          "dynamo": False, **kw}
+    kw = {
+        "input_shape": (1, 1, 4, 4),
+        "warmup": 2,
+        "runs": 5,
+        "sessions": 1,
+        "cache_dir": tmp_path,
+        "dynamo": False,
+        **kw,
+    }
     return LatencyCost(**kw)
 
 
@@ -87,14 +95,37 @@ def test_measure_onnx_re_measures_when_sessions_disagree(tmp_path):
     path = tmp_path / "relu.onnx"
     export_onnx(_Echo(), (1, 2, 4, 4), path, dynamo=False)
     # tolerance 0: sessions practically always disagree, so every retry is used
-    r = measure_onnx(path, (1, 2, 4, 4), warmup=1, runs=3, sessions=2, retries=2, tolerance=0.0)
+    r = measure_onnx(
+        path, (1, 2, 4, 4), TimingProtocol(warmup=1, runs=3, sessions=2, retries=2, tolerance=0.0)
+    )
     assert len(r["session_medians_ms"]) == 2 * r["rounds"]
     assert r["rounds"] == 3 or r["session_spread"] == 0.0
     assert min(r["session_medians_ms"]) <= r["median_ms"] <= max(r["session_medians_ms"])
-    once = measure_onnx(path, (1, 2, 4, 4), warmup=1, runs=3, sessions=1, retries=2, tolerance=0.05)
+    once = measure_onnx(
+        path, (1, 2, 4, 4), TimingProtocol(warmup=1, runs=3, sessions=1, retries=2, tolerance=0.05)
+    )
     assert once["rounds"] == 1  # one session cannot disagree with itself
 
 
 def test_latency_refuses_more_threads_than_cores():
     with pytest.raises(ValueError, match="threads"):
         LatencyCost(threads=10_000)
+
+
+def test_latency_on_a_space_without_gates_measures_each_architecture_once(tmp_path):
+    from nni.nas.nn.pytorch import LayerChoice, ModelSpace
+    from torch import nn
+
+    class TwoConvs(ModelSpace):
+        def __init__(self):
+            super().__init__()
+            self.op = LayerChoice({"a": nn.Conv2d(1, 2, 3, padding=1), "b": nn.Conv2d(1, 2, 1)}, label="op")
+
+        def forward(self, x):
+            return self.op(x)
+
+    ev = small(tmp_path, runs=2).bind(TwoConvs())
+    assert ev.mode == "exact" and ev.min_cost() is None
+    first = ev({"op": "a"})
+    assert first > 0 and ev({"op": "a"}) == first  # memoised: the second call measures nothing
+    assert ev.full_cost() > 0

@@ -32,7 +32,9 @@ def cnf_gate_count(layers: int, image_size: int) -> int:
     "layers, image_size, expected",
     [(8, 32, 122), (4, 32, 58), (6, 32, 90), (3, 8, 26), (2, 4, 11), (8, 16, cnf_gate_count(8, 16))],
 )
-def test_cnf_gate_count_is_layers_minus_one_times_three_scales_minus_two_plus_zips(layers, image_size, expected):
+def test_cnf_gate_count_is_layers_minus_one_times_three_scales_minus_two_plus_zips(
+    layers, image_size, expected
+):
     space = ConvolutionalNeuralFabric(layers=layers, channels=2, image_size=image_size, in_channels=1)
     assert len(space.gate_labels) == expected == cnf_gate_count(layers, image_size)
     assert set(space.simplify()) == set(space.gate_labels)
@@ -41,8 +43,14 @@ def test_cnf_gate_count_is_layers_minus_one_times_three_scales_minus_two_plus_zi
 
 @pytest.mark.parametrize(
     "units, shortcuts, maps, expected",
-    [(3, "", (16, 32, 64), 9), (3, "slr", (16, 32, 64), 23), (5, "", (16, 32, 64), 15), (3, "s", (16, 32, 64), 15),
-     (1, "slr", (4, 8), 3), (2, "slr", (4, 8), 8)],
+    [
+        (3, "", (16, 32, 64), 9),
+        (3, "slr", (16, 32, 64), 23),
+        (5, "", (16, 32, 64), 15),
+        (3, "s", (16, 32, 64), 15),
+        (1, "slr", (4, 8), 3),
+        (2, "slr", (4, 8), 8),
+    ],
 )
 def test_resnet_fabric_gate_count(units, shortcuts, maps, expected):
     space = ResNetFabric(units=units, maps=maps, shortcuts=shortcuts)
@@ -75,7 +83,9 @@ RESNET_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("config", CNF_CONFIGS, ids=lambda c: f"L{c['layers']}C{c['channels']}x{c['image_size']}")
+@pytest.mark.parametrize(
+    "config", CNF_CONFIGS, ids=lambda c: f"L{c['layers']}C{c['channels']}x{c['image_size']}"
+)
 def test_frozen_random_cnf_architectures_output_batch_by_classes(config):
     rng = random.Random(0)
     space = ConvolutionalNeuralFabric(**config)
@@ -88,7 +98,9 @@ def test_frozen_random_cnf_architectures_output_batch_by_classes(config):
         assert out.shape == (3, config["num_classes"])
 
 
-@pytest.mark.parametrize("config", RESNET_CONFIGS, ids=lambda c: f"W{c['units']}{c['shortcuts'] or 'plain'}{len(c['maps'])}")
+@pytest.mark.parametrize(
+    "config", RESNET_CONFIGS, ids=lambda c: f"W{c['units']}{c['shortcuts'] or 'plain'}{len(c['maps'])}"
+)
 def test_frozen_random_resnet_fabric_architectures_output_batch_by_classes(config):
     rng = random.Random(0)
     space = ResNetFabric(**config)
@@ -113,6 +125,7 @@ def test_off_gate_computes_nothing_in_the_frozen_model(kind):
     def hook(label):
         def count(module, inputs, output):
             calls[label] += 1
+
         return count
 
     for container in containers:
@@ -125,8 +138,12 @@ def test_off_gate_computes_nothing_in_the_frozen_model(kind):
         model(torch.randn(2, 1, 8, 8))
     for label, value in arch.items():
         assert calls[label] == (1 if value == "on" else 0), label
-    frozen = {name: module for c in ("edges", "branches", "extra") if hasattr(model, c)
-              for name, module in getattr(model, c).items()}
+    frozen = {
+        name: module
+        for c in ("edges", "branches", "extra")
+        if hasattr(model, c)
+        for name, module in getattr(model, c).items()
+    }
     for label, value in arch.items():
         assert isinstance(frozen[label], Zero) == (value == "off")
         if value == "off":
@@ -145,8 +162,8 @@ def test_cnf_pruning_keeps_a_single_input_output_path_and_turns_dangling_gates_o
     space = _cnf_small()
     e = cnf_edge_label
     path = {e(0, 0, 1, 0), e(1, 0, 2, 1), e(2, 1, 2, 2)}  # same, down, then the last layer's zip to 1x1
-    target_dead = e(0, 0, 1, 1)        # (1, 1) has no 'on' way out: its target never reaches the output
-    source_dead = e(1, 2, 2, 2)        # nothing 'on' enters (1, 2): its source is never reached
+    target_dead = e(0, 0, 1, 1)  # (1, 1) has no 'on' way out: its target never reaches the output
+    source_dead = e(1, 2, 2, 2)  # nothing 'on' enters (1, 2): its source is never reached
     chain_dead = {e(0, 0, 0, 1), e(0, 1, 1, 1)}  # reachable, but (1, 1) leads nowhere
     arch = all_gates(space, "off")
     for label in path | {target_dead, source_dead} | chain_dead:
@@ -162,7 +179,7 @@ def test_cnf_is_connected_is_false_when_the_path_is_broken():
     space = _cnf_small()
     e = cnf_edge_label
     arch = all_gates(space, "off")
-    for label in (e(0, 0, 1, 0), e(2, 1, 2, 2), e(0, 0, 1, 1)):   # e(1, 0, 2, 1) missing
+    for label in (e(0, 0, 1, 0), e(2, 1, 2, 2), e(0, 0, 1, 1)):  # e(1, 0, 2, 1) missing
         arch[label] = "on"
     assert not space.is_connected(arch)
     assert set(space.prune(arch).values()) == {"off"}
@@ -228,12 +245,16 @@ def _hand_conv_macs(space: ConvolutionalNeuralFabric, arch: dict[str, str]) -> i
     return macs
 
 
-@pytest.mark.parametrize("config", [dict(layers=4, channels=16, image_size=16), dict(layers=3, channels=8, image_size=8)])
+@pytest.mark.parametrize(
+    "config", [dict(layers=4, channels=16, image_size=16), dict(layers=3, channels=8, image_size=8)]
+)
 def test_cnf_conv_macs_equal_the_hand_formula_counted_at_output_resolution(config):
     space = ConvolutionalNeuralFabric(in_channels=3, num_classes=10, **config)
     rng = random.Random(1)
     for arch in [all_gates(space), random_arch(space, rng)]:
-        assert _fvcore_macs(space.freeze(arch), config["image_size"], 3).get("conv", 0) == _hand_conv_macs(space, arch)
+        assert _fvcore_macs(space.freeze(arch), config["image_size"], 3).get("conv", 0) == _hand_conv_macs(
+            space, arch
+        )
 
 
 def test_full_cnf_8x128_on_32x32_costs_3_275e9_macs():
