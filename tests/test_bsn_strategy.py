@@ -294,6 +294,19 @@ def test_repr_shows_the_arguments():
     assert text.startswith("BSN(") and "budget='25%'" in text and "lam=2.0" in text
 
 
+def test_option_defaults_are_the_signatures_and_match_the_measured_values():
+    defaults = BSN.option_defaults()
+    assert defaults["lam"] == 2.0 and defaults["arc_learning_rate"] == 0.1  # what the README results used
+    assert not {"cost", "budget", "mutation_hooks", "self"} & set(defaults)
+    strategy = BSN(cost=MacsCost(), budget="25%")
+    assert {**strategy.kwargs, "init_keep_prob": strategy.init_keep_prob} == defaults
+    assert list(strategy.kwargs) == [k for k in defaults if k != "init_keep_prob"]  # what the module receives
+    text = repr(strategy)
+    assert all(f"{k}={v!r}" in text for k, v in defaults.items())
+    numbers = BSN(cost=MacsCost(), budget=1, lam=3, arc_learning_rate=1, init_keep_prob=0.5)
+    assert type(numbers.kwargs["lam"]) is float and type(numbers.kwargs["arc_learning_rate"]) is float
+
+
 def test_bsn_works_with_nni_regression_evaluator():
     from nni.nas.evaluator.pytorch import Regression
 
