@@ -74,8 +74,16 @@ def test_encode_rejects_unknown_values_and_missing_labels():
         dist.log_prob([{**arch, "op": "conv7"}])
 
 
-@pytest.mark.parametrize("value,expected", [(5e6, (5e6, False)), ("25%", (25.0, True)), (" 7.5 % ", (7.5, True)),
-                                            ("1e3", (1000.0, False)), (3, (3.0, False))])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (5e6, (5e6, False)),
+        ("25%", (25.0, True)),
+        (" 7.5 % ", (7.5, True)),
+        ("1e3", (1000.0, False)),
+        (3, (3.0, False)),
+    ],
+)
 def test_parse_budget_accepts_numbers_and_percentages(value, expected):
     assert parse_budget(value) == expected
 
@@ -115,15 +123,25 @@ def test_reinforce_gradient_equals_the_analytic_gradient_of_the_budgeted_objecti
     def objective(arch):  # what the reward is the negative of: loss + lam * penalty
         return loss(arch) + lam * penalty(arch)
 
-    every = [dict(zip(["g0", "g1", "g2", "op"], v)) for v in itertools.product(["off", "on"], ["off", "on"], ["off", "on"], "abc")]
+    every = [
+        dict(zip(["g0", "g1", "g2", "op"], v))
+        for v in itertools.product(["off", "on"], ["off", "on"], ["off", "on"], "abc")
+    ]
     expected = sum(dist.log_prob([a]).exp()[0] * objective(a) for a in every)
     analytic = torch.autograd.grad(expected, list(dist.parameters()))
 
     k = 40000
     archs, gate_logp, choice_logp = dist.sample_parts(k)
     losses, penalties = torch.tensor([loss(a) for a in archs]), torch.tensor([penalty(a) for a in archs])
-    surrogate = architecture_surrogate(gate_logp, choice_logp, losses, penalties, lam=lam,
-                                       reward_baseline=Baseline("auto"), loss_baseline=Baseline("auto"))
+    surrogate = architecture_surrogate(
+        gate_logp,
+        choice_logp,
+        losses,
+        penalties,
+        lam=lam,
+        reward_baseline=Baseline("auto"),
+        loss_baseline=Baseline("auto"),
+    )
     estimate = torch.autograd.grad(surrogate, list(dist.parameters()))
     for a, e in zip(analytic, estimate):
         assert torch.allclose(a, e, atol=0.03), (a, e)
@@ -163,7 +181,9 @@ def test_selection_refuses_an_over_budget_export_unless_allowed(caplog):
 
     with pytest.raises(NoFeasibleArchitecture, match="allow_over_budget"):
         select_architecture(dist, [_count_budget(1)], is_connected=connected, n_samples=50)
-    sel = select_architecture(dist, [_count_budget(1)], is_connected=connected, n_samples=50, allow_over_budget=True)
+    sel = select_architecture(
+        dist, [_count_budget(1)], is_connected=connected, n_samples=50, allow_over_budget=True
+    )
     assert not sel.within_budget and sel.connected
     assert "over budget" in sel.method
 
@@ -176,8 +196,9 @@ def test_local_penalty_gradient_plus_reinforce_on_the_loss_equals_the_analytic_g
     with torch.no_grad():
         dist.gate_logits.copy_(torch.tensor([0.5, 1.5, -0.3, 2.0]))
     cost = {"g0": 1.0, "g1": 3.0, "g2": 2.0, "g3": 4.0}
-    budget = Budget(evaluator=lambda a: sum(c for g, c in cost.items() if a[g] == "on"), limit=4.0, name="c",
-                    full=10.0)
+    budget = Budget(
+        evaluator=lambda a: sum(c for g, c in cost.items() if a[g] == "on"), limit=4.0, name="c", full=10.0
+    )
     lam = 1.5
 
     def connected(a):  # g0 is the only way in
@@ -200,9 +221,15 @@ def test_local_penalty_gradient_plus_reinforce_on_the_loss_equals_the_analytic_g
     penalties = [penalty(a) for a in archs]
     diff = module.penalty_differences(archs, penalties)
     surrogate = architecture_surrogate(
-        gate_logp, choice_logp, torch.tensor([loss(a) for a in archs]), torch.tensor(penalties), lam=lam,
-        reward_baseline=Baseline("auto"), loss_baseline=Baseline("auto"),
-        local_penalty=local_penalty_surrogate(dist.gate_logits, diff, lam), with_choices=False,
+        gate_logp,
+        choice_logp,
+        torch.tensor([loss(a) for a in archs]),
+        torch.tensor(penalties),
+        lam=lam,
+        reward_baseline=Baseline("auto"),
+        loss_baseline=Baseline("auto"),
+        local_penalty=local_penalty_surrogate(dist.gate_logits, diff, lam),
+        with_choices=False,
     )
     estimate = torch.autograd.grad(surrogate, [dist.gate_logits])[0]
     assert torch.allclose(analytic, estimate, atol=0.02), (analytic, estimate)
@@ -267,7 +294,12 @@ def test_checkpoints_keep_both_baselines_by_name_and_old_ones_are_read():
     module.reward_baseline.update(torch.tensor([-1.5]))
     module.loss_baseline.update(torch.tensor([-0.5]))
     state = module.state_dict()
-    assert {"reward_baseline.value", "reward_baseline.ready", "loss_baseline.value", "loss_baseline.ready"} <= set(state)
+    assert {
+        "reward_baseline.value",
+        "reward_baseline.ready",
+        "loss_baseline.value",
+        "loss_baseline.ready",
+    } <= set(state)
     old = {k: v for k, v in state.items() if "_baseline." not in k}
     old["reward_baseline"], old["baseline_ready"] = torch.tensor([-1.5, -0.5]), torch.tensor([True, True])
     restored = _module(ArchitectureDistribution(_gate_space(2)), [_count_budget(1)])
@@ -285,8 +317,9 @@ def test_penalty_differences_flip_each_gate_and_skip_insensitive_ones():
     archs = [{"g0": "on", "g1": "off"}, {"g0": "off", "g1": "off"}]
     diff = penalty_differences(archs, [penalty_of(a) for a in archs], ["g0", "g1"], penalty_of)
     assert diff.tolist() == [1.0, 2.0]
-    only_g0 = penalty_differences(archs, [penalty_of(a) for a in archs], ["g0", "g1"], penalty_of,
-                                  sensitive=lambda a: {"g0"})
+    only_g0 = penalty_differences(
+        archs, [penalty_of(a) for a in archs], ["g0", "g1"], penalty_of, sensitive=lambda a: {"g0"}
+    )
     assert only_g0.tolist() == [1.0, 0.0]
 
 
@@ -295,5 +328,7 @@ def test_resolve_limit_turns_percentages_into_limits_and_rejects_budgets_below_t
     assert resolve_limit((30.0, False), 200.0, 10.0, name="macs") == 30.0
     with pytest.raises(ValueError) as err:
         resolve_limit((5.0, True), 200.0, 20.0, name="macs", unit="MACs")
-    assert str(err.value) == ("budget 10 MACs for macs is below the cheapest connected architecture of this space "
-                              "(20 MACs); raise the budget")
+    assert str(err.value) == (
+        "budget 10 MACs for macs is below the cheapest connected architecture of this space "
+        "(20 MACs); raise the budget"
+    )
