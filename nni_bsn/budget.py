@@ -10,8 +10,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["Budget", "parse_budget", "budget_penalty", "reinforce_loss", "calibrate_keep_prob", "charged_costs",
-           "CostEvaluationError", "PENALTIES"]
+from evaluators.blocks import GATE_OFF, GATE_ON
+
+__all__ = [
+    "Budget",
+    "parse_budget",
+    "resolve_limit",
+    "budget_penalty",
+    "calibrate_keep_prob",
+    "charged_costs",
+    "CostEvaluationError",
+    "PENALTIES",
+]
 
 PENALTIES = ("hinge", "abs")
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*%\s*$")
@@ -39,6 +49,24 @@ def parse_budget(value: float | int | str) -> tuple[float, bool]:
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"budget must be positive and finite, got {value!r}")
     return number, pct
+
+
+def resolve_limit(
+    spec: tuple[float, bool], full: float, cheapest: float | None, *, name: str, unit: str = ""
+) -> float:
+    """The absolute limit of a parsed budget ``(number, is_percent)``: a percentage is of ``full``.
+
+    Raises ``ValueError`` when the limit is below ``cheapest``, the cost of the cheapest connected architecture
+    (``None``: not known, no check); callers add their own prefix to the message.
+    """
+    number, pct = spec
+    limit = number / 100.0 * full if pct else number
+    if cheapest is not None and limit < cheapest:
+        raise ValueError(
+            f"budget {limit:.6g} {unit} for {name} is below the cheapest connected architecture of this space "
+            f"({cheapest:.6g} {unit}); raise the budget"
+        )
+    return limit
 
 
 @dataclass
@@ -83,8 +111,10 @@ def charged_costs(
         try:
             costs.append(b(arch))
         except Exception as e:
-            raise CostEvaluationError(f"cost evaluator {b.name!r} failed on a sampled architecture{context}: "
-                                      f"{type(e).__name__}: {e}") from e
+            raise CostEvaluationError(
+                f"cost evaluator {b.name!r} failed on a sampled architecture{context}: "
+                f"{type(e).__name__}: {e}"
+            ) from e
     return costs
 
 
@@ -98,16 +128,6 @@ def budget_penalty(costs: Sequence[float], limits: Sequence[float], kind: str = 
         r = c / b - 1.0
         total += max(0.0, r) if kind == "hinge" else abs(r)
     return total
-
-
-def reinforce_loss(logp: torch.Tensor, rewards: torch.Tensor, baseline: torch.Tensor | float) -> torch.Tensor:
-    """Surrogate loss whose gradient is the REINFORCE estimate of the gradient of ``-E[reward]``.
-
-    ``logp``: ``[k]`` log-probabilities of the sampled architectures (differentiable);
-    ``rewards`` and ``baseline``: constants (no gradient flows through them).
-    """
-    advantage = (rewards - baseline).detach()
-    return -(advantage * logp).mean()
 
 
 def calibrate_keep_prob(
@@ -140,7 +160,9 @@ def calibrate_keep_prob(
     while p >= floor - 1e-9:
         totals, counts = [0.0] * len(limits), [0] * len(limits)
         for j in range(samples):
-            arch: dict[str, Any] = {label: ("on" if x < p else "off") for label, x in zip(gate_labels, u[j])}
+            arch: dict[str, Any] = {
+                label: (GATE_ON if x < p else GATE_OFF) for label, x in zip(gate_labels, u[j])
+            }
             for label, values, pick in zip(choice_labels, choice_values, picks):
                 arch[label] = values[pick[j]]
             for i, c in enumerate(cost_fn(arch)):

@@ -13,8 +13,15 @@ import torch.distributed as dist
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 
-from .budget import Budget, CostEvaluationError, budget_penalty, charged_costs, reinforce_loss
+from .budget import Budget, CostEvaluationError, budget_penalty, charged_costs
 from .policy import ArchitectureDistribution
+from .reward import (
+    Baseline,
+    architecture_surrogate,
+    budgeted_reward,
+    local_penalty_surrogate,
+    penalty_differences,
+)
 from .selection import Selection, select_architecture
 
 __all__ = ["BSNLightningModule", "split_batch", "CostEvaluationError"]
@@ -47,8 +54,22 @@ def _batch_size(batch: Any) -> int:
     return 1
 
 
+def _upgrade_baselines(state: dict[str, Any]) -> None:
+    """Rename, in place, the baselines of a checkpoint written before they were named.
+
+    Those kept both moving averages in one buffer, ``reward_baseline[0]`` (the whole reward) and ``[1]`` (``-loss``,
+    for the gates under ``penalty_gradient='local'``), with ``baseline_ready`` beside it.
+    """
+    old, ready = state.get("reward_baseline"), state.get("baseline_ready")
+    if isinstance(old, torch.Tensor) and old.shape == (2,) and isinstance(ready, torch.Tensor):
+        del state["reward_baseline"], state["baseline_ready"]
+        for i, name in enumerate(("reward_baseline", "loss_baseline")):
+            state[f"{name}.value"], state[f"{name}.ready"] = old[i].clone(), ready[i].clone()
+
+
 class BSNLightningModule(BaseOneShotLightningModule):
-    """Search logic of :class:`nni_bsn.BSN` (see its docstring for the arguments)."""
+    """Search logic of :class:`nni_bsn.BSN` (see its docstring for the arguments, and ``BSN.option_defaults()``
+    for their defaults: they have no other home)."""
 
     def __init__(
         self,
@@ -56,38 +77,37 @@ class BSNLightningModule(BaseOneShotLightningModule):
         distribution: ArchitectureDistribution,
         budgets: Sequence[Budget],
         *,
-        num_samples: int = 1,
-        lam: float = 1.0,
-        penalty: str = "hinge",
-        penalty_gradient: str = "local",
-        baseline: str = "auto",
-        baseline_decay: float = 0.9,
-        entropy_coef: float = 0.0,
-        warmup_epochs: int = 0,
-        arc_optimizer: str = "adam",
-        arc_learning_rate: float = 0.05,
-        gradient_clip_val: float | None = None,
+        num_samples: int,
+        lam: float,
+        penalty: str,
+        penalty_gradient: str,
+        baseline: str,
+        baseline_decay: float,
+        entropy_coef: float,
+        warmup_epochs: int,
+        arc_optimizer: str,
+        arc_learning_rate: float,
+        gradient_clip_val: float | None,
+        export_samples: int,
+        allow_over_budget: bool,
         prune: Callable[[Arch], Arch] | None = None,
         is_connected: Callable[[Arch], bool] | None = None,
         sensitive: Callable[[Arch], set[str]] | None = None,
-        export_samples: int = 1000,
-        allow_over_budget: bool = False,
     ):
         super().__init__(training_module)
         self.distribution = distribution
         self.budgets = list(budgets)
         self.num_samples = num_samples
         self.lam, self.penalty, self.penalty_gradient = lam, penalty, penalty_gradient
-        self.baseline_mode, self.baseline_decay = baseline, baseline_decay
         self.entropy_coef, self.warmup_epochs = entropy_coef, warmup_epochs
         self.arc_optimizer, self.arc_learning_rate = arc_optimizer, arc_learning_rate
         self.gradient_clip_val = gradient_clip_val
         self.prune_fn, self.connected_fn, self.sensitive_fn = prune, is_connected, sensitive
         self.export_samples, self.allow_over_budget = export_samples, allow_over_budget
-        # Moving-average baselines: [0] of the whole reward, [1] of -loss alone (for the gates when their penalty
-        # gradient is computed locally); `baseline_ready` says whether each has been initialised.
-        self.register_buffer("reward_baseline", torch.zeros(2))
-        self.register_buffer("baseline_ready", torch.zeros(2, dtype=torch.bool))
+        # Baselines of the whole reward and of -loss alone (the gates' REINFORCE term when their penalty gradient
+        # is computed locally); submodules, so that their moving averages are saved in checkpoints.
+        self.reward_baseline = Baseline(baseline, baseline_decay)
+        self.loss_baseline = Baseline(baseline, baseline_decay)
         self.keep_prob_history: list[list[float]] = []
         self.skipped_samples = 0
         self._epoch_sums: dict[str, list[float]] = {}
@@ -127,8 +147,12 @@ class BSNLightningModule(BaseOneShotLightningModule):
 
     def export(self) -> Arch:
         self.last_selection = select_architecture(
-            self.distribution, self.budgets, prune=self.prune_fn, is_connected=self.connected_fn,
-            n_samples=self.export_samples, allow_over_budget=self.allow_over_budget,
+            self.distribution,
+            self.budgets,
+            prune=self.prune_fn,
+            is_connected=self.connected_fn,
+            n_samples=self.export_samples,
+            allow_over_budget=self.allow_over_budget,
         )
         return self.last_selection.arch
 
@@ -143,60 +167,58 @@ class BSNLightningModule(BaseOneShotLightningModule):
             return torch.optim.Adam(params, lr=self.arc_learning_rate)
         return torch.optim.SGD(params, lr=self.arc_learning_rate)
 
-    def _baseline(self, rewards: torch.Tensor, slot: int) -> torch.Tensor:
-        k = rewards.numel()
-        if self.baseline_mode in ("auto", "mean") and k > 1:
-            return (rewards.sum() - rewards) / (k - 1)  # leave-one-out mean: unbiased
-        if not bool(self.baseline_ready[slot]):
-            return rewards.mean().expand_as(rewards)
-        return self.reward_baseline[slot].expand_as(rewards)
-
-    def _update_ema(self, rewards: torch.Tensor, slot: int) -> None:
-        mean = rewards.mean()
-        if not bool(self.baseline_ready[slot]):
-            self.reward_baseline[slot] = mean
-            self.baseline_ready[slot] = True
-        else:
-            self.reward_baseline[slot] = self.baseline_decay * self.reward_baseline[slot] + (1 - self.baseline_decay) * mean
-
     def penalty_differences(self, archs: list[Arch], penalties: list[float]) -> torch.Tensor:
-        """Per gate, the mean over ``archs`` of penalty(gate on) - penalty(gate off), the rest as sampled.
+        """Per gate, the mean over ``archs`` of penalty(gate on) - penalty(gate off) (:func:`penalty_differences`).
 
-        The gradient of ``E[penalty]`` for the gate's logit is ``p (1 - p)`` times this (an unbiased, local
-        estimate: costs are cheap to evaluate, so each sample is re-costed with every gate flipped). Turning off a
-        gate that disconnects the network charges the whole super network, so cutting the network is never cheap.
+        Costs are counted on the pruned architecture: a flip that leaves it unchanged changes nothing, so only the
+        gates that ``sensitive`` names are re-costed.
         """
         limits = [b.limit for b in self.budgets]
-        labels = self.distribution.gate_labels
-        diff = torch.zeros(len(labels))
-        for arch, pen in zip(archs, penalties):
-            # Costs are counted on the pruned architecture: a flip that leaves it unchanged changes nothing.
-            relevant = self.sensitive_fn(arch) if self.sensitive_fn is not None else None
-            for g, label in enumerate(labels):
-                if relevant is not None and label not in relevant:
-                    continue
-                flipped = dict(arch)
-                flipped[label] = "off" if arch[label] == "on" else "on"
-                other = budget_penalty(self.costs(flipped), limits, self.penalty)
-                diff[g] += (pen - other) if arch[label] == "on" else (other - pen)
-        return diff / max(len(archs), 1)
 
-    def _arch_step(self, gate_logp: torch.Tensor, choice_logp: torch.Tensor, losses: torch.Tensor,
-                   penalties: torch.Tensor, archs: list[Arch]) -> float:
-        full_rewards = -(losses + self.lam * penalties)
-        if self.penalty_gradient == "local" and self.distribution.gate_labels:
-            # Gates: REINFORCE on the loss alone, plus the exact local gradient of lam * E[penalty].
-            loss_rewards = -losses
-            arch_loss = reinforce_loss(gate_logp, loss_rewards, self._baseline(loss_rewards, 1))
+        def penalty_of(arch: Arch) -> float:
+            return budget_penalty(self.costs(arch), limits, self.penalty)
+
+        return penalty_differences(
+            archs, penalties, self.distribution.gate_labels, penalty_of, self.sensitive_fn
+        )
+
+    def _arch_step(
+        self,
+        gate_logp: torch.Tensor,
+        choice_logp: torch.Tensor,
+        losses: torch.Tensor,
+        penalties: torch.Tensor,
+        archs: list[Arch],
+    ) -> tuple[float, torch.Tensor]:
+        """One update of the distribution on the step's kept samples; returns the surrogate loss and the rewards."""
+        distribution = self.distribution
+        local = self.penalty_gradient == "local" and bool(distribution.gate_labels)
+        local_penalty = None
+        if local:  # the exact local gradient of lam * E[penalty] for the gates
             diff = self.penalty_differences(archs, penalties.tolist())
-            arch_loss = arch_loss + self.lam * (torch.sigmoid(self.distribution.gate_logits) * diff).sum()
-            if self.distribution.choice_labels:
-                arch_loss = arch_loss + reinforce_loss(choice_logp, full_rewards, self._baseline(full_rewards, 0))
-            self._update_ema(loss_rewards, 1)
-        else:  # the paper's estimator: REINFORCE on the whole budgeted reward
-            arch_loss = reinforce_loss(gate_logp + choice_logp, full_rewards, self._baseline(full_rewards, 0))
+            local_penalty = local_penalty_surrogate(distribution.gate_logits, diff, self.lam)
+        arch_loss = architecture_surrogate(
+            gate_logp,
+            choice_logp,
+            losses,
+            penalties,
+            lam=self.lam,
+            reward_baseline=self.reward_baseline,
+            loss_baseline=self.loss_baseline,
+            local_penalty=local_penalty,
+            with_choices=bool(distribution.choice_labels),
+        )
         if self.entropy_coef:
-            arch_loss = arch_loss - self.entropy_coef * self.distribution.entropy()
+            arch_loss = arch_loss - self.entropy_coef * distribution.entropy()
+        self._step_distribution(arch_loss)
+        rewards = budgeted_reward(losses, penalties, self.lam)
+        if local:
+            self.loss_baseline.update(budgeted_reward(losses))
+        self.reward_baseline.update(rewards)
+        return float(arch_loss.detach()), rewards
+
+    def _step_distribution(self, arch_loss: torch.Tensor) -> None:
+        """Gradient of ``arch_loss`` for the logits, averaged over the ranks, then one step of their optimizer."""
         params = list(self.distribution.parameters())
         # autograd.grad, not manual_backward: the logits' gradient is averaged across ranks here, so that
         # every rank keeps identical logits (DDP's reducer only sees the weights' backward).
@@ -211,8 +233,6 @@ class BSNLightningModule(BaseOneShotLightningModule):
         opt = self.architecture_optimizers()
         opt.step()
         opt.zero_grad()
-        self._update_ema(full_rewards, 0)
-        return float(arch_loss.detach())
 
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         k = max(1, min(self.num_samples, _batch_size(batch)))
@@ -230,8 +250,12 @@ class BSNLightningModule(BaseOneShotLightningModule):
         finite = torch.isfinite(loss_values)
         if not bool(finite.all()):
             self.skipped_samples += int((~finite).sum())
-            warnings.warn(f"BSN: skipped {int((~finite).sum())} sampled architecture(s) with a non-finite loss "
-                          f"at step {self.global_step}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"BSN: skipped {int((~finite).sum())} sampled architecture(s) with a non-finite loss "
+                f"at step {self.global_step}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if bool(finite.any()):
             n = sum(s for s, f in zip(sizes, finite.tolist()) if f)
             loss = sum(x * (s / n) for x, s, f in zip(losses, sizes, finite.tolist()) if f)
@@ -243,15 +267,17 @@ class BSNLightningModule(BaseOneShotLightningModule):
             keep = [bool(f) and all(math.isfinite(x) for x in c) for f, c in zip(finite.tolist(), costs)]
             if not all(keep) and all(finite.tolist()):
                 self.skipped_samples += keep.count(False)
-                warnings.warn("BSN: skipped a sampled architecture with a non-finite cost", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    "BSN: skipped a sampled architecture with a non-finite cost", RuntimeWarning, stacklevel=2
+                )
             if any(keep):
                 kept = [i for i, f in enumerate(keep) if f]
                 idx = torch.tensor(kept)
                 pens = torch.tensor([penalties[i] for i in kept])
-                arch_loss = self._arch_step(gate_logp[idx], choice_logp[idx], loss_values[idx], pens,
-                                            [archs[i] for i in kept])
-                reward = -(loss_values[idx] + self.lam * pens).mean()
-                self._accumulate("bsn/reward", float(reward))
+                arch_loss, rewards = self._arch_step(
+                    gate_logp[idx], choice_logp[idx], loss_values[idx], pens, [archs[i] for i in kept]
+                )
+                self._accumulate("bsn/reward", float(rewards.mean()))
                 self._accumulate("bsn/arch_loss", arch_loss)
             for j, b in enumerate(self.budgets):
                 self._accumulate(f"bsn/cost_{b.name}", sum(c[j] for c in costs) / len(costs))
@@ -297,8 +323,11 @@ class BSNLightningModule(BaseOneShotLightningModule):
         self.log_dict(metrics, prog_bar=False)
         self.log_dict(shown, prog_bar=True)
         if self.trainer.is_global_zero:
-            _logger.info("epoch %d: %s", self.current_epoch,
-                         ", ".join(f"{k}={v:.4g}" for k, v in {**shown, **metrics}.items()))
+            _logger.info(
+                "epoch %d: %s",
+                self.current_epoch,
+                ", ".join(f"{k}={v:.4g}" for k, v in {**shown, **metrics}.items()),
+            )
         self.training_module.on_train_epoch_end()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -306,5 +335,6 @@ class BSNLightningModule(BaseOneShotLightningModule):
         checkpoint["bsn_skipped_samples"] = self.skipped_samples
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        _upgrade_baselines(checkpoint.get("state_dict", {}))
         self.keep_prob_history = list(checkpoint.get("bsn_keep_prob_history", []))
         self.skipped_samples = int(checkpoint.get("bsn_skipped_samples", 0))

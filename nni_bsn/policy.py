@@ -10,14 +10,15 @@ import torch
 from nni.mutable import Categorical, CategoricalMultiple, Mutable
 from torch import nn
 
-__all__ = ["ArchitectureDistribution", "is_gate"]
+from evaluators.blocks import GATE_OFF, GATE_ON
 
-_GATE_VALUES = ("off", "on")
+__all__ = ["ArchitectureDistribution", "is_gate"]
 
 
 def is_gate(mutable: Mutable) -> bool:
-    """A binary gate is a categorical choice between exactly ``'off'`` and ``'on'``."""
-    return isinstance(mutable, Categorical) and sorted(map(str, mutable.values)) == list(_GATE_VALUES)
+    """A binary gate is a categorical choice between exactly ``GATE_OFF`` and ``GATE_ON`` (``'off'``, ``'on'``)."""
+    values = list(map(str, mutable.values)) if isinstance(mutable, Categorical) else []
+    return len(values) == 2 and set(values) == {GATE_OFF, GATE_ON}
 
 
 class ArchitectureDistribution(nn.Module):
@@ -65,7 +66,7 @@ class ArchitectureDistribution(nn.Module):
         idx_rows = [ix.tolist() for ix in indices]
         archs = []
         for k, row in enumerate(rows):
-            arch = {label: ("on" if b else "off") for label, b in zip(self.gate_labels, row)}
+            arch = {label: (GATE_ON if b else GATE_OFF) for label, b in zip(self.gate_labels, row)}
             for i, label in enumerate(self.choice_labels):
                 arch[label] = self._choice_value(i, idx_rows[i][k])
             archs.append(arch)
@@ -94,7 +95,7 @@ class ArchitectureDistribution(nn.Module):
         """Gate bits ``[n, G]`` and choice indices of architectures (the inverse of sampling)."""
         try:
             bits = torch.tensor(
-                [[a[label] == "on" for label in self.gate_labels] for a in archs], dtype=torch.float
+                [[a[label] == GATE_ON for label in self.gate_labels] for a in archs], dtype=torch.float
             ).reshape(len(archs), len(self.gate_labels))
             indices = []
             for i, label in enumerate(self.choice_labels):
@@ -137,7 +138,10 @@ class ArchitectureDistribution(nn.Module):
 
     def mode(self) -> dict[str, Any]:
         """The most probable architecture: gates with keep-probability > 0.5, argmax elsewhere."""
-        arch = {label: ("on" if t > 0 else "off") for label, t in zip(self.gate_labels, self.gate_logits.tolist())}
+        arch = {
+            label: (GATE_ON if t > 0 else GATE_OFF)
+            for label, t in zip(self.gate_labels, self.gate_logits.tolist())
+        }
         for i, (label, logits) in enumerate(zip(self.choice_labels, self.choice_logits)):
             arch[label] = self._choice_value(i, int(torch.argmax(logits.detach())))
         return arch
@@ -146,7 +150,7 @@ class ArchitectureDistribution(nn.Module):
         """``{label: {value: probability}}`` (NNI's ``export_probs`` format)."""
         out: dict[str, dict[Any, float]] = {}
         for label, p in zip(self.gate_labels, self.keep_probs().tolist()):
-            out[label] = {"off": 1.0 - p, "on": p}
+            out[label] = {GATE_OFF: 1.0 - p, GATE_ON: p}
         for i, (label, logits) in enumerate(zip(self.choice_labels, self.choice_logits)):
             out[label] = dict(zip(self._choice_values[i], torch.softmax(logits.detach(), -1).tolist()))
         return out

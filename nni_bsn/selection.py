@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from evaluators.blocks import GATE_OFF, GATE_ON, arch_key
+
 from .budget import Budget
 from .policy import ArchitectureDistribution
 
@@ -59,6 +61,116 @@ def _always(arch: Arch) -> bool:
     return True
 
 
+@dataclass
+class _Judge:
+    """What every step of the selection asks of a candidate: its costs, whether they fit, by how much they miss."""
+
+    dist: ArchitectureDistribution
+    budgets: Sequence[Budget]
+
+    def costs(self, arch: Arch) -> list[float]:
+        return [b(arch) for b in self.budgets]
+
+    def feasible(self, costs: list[float]) -> bool:
+        return all(c <= b.limit for c, b in zip(costs, self.budgets))
+
+    def excess(self, costs: list[float]) -> float:
+        return max((c / b.limit - 1.0 for c, b in zip(costs, self.budgets)), default=0.0)
+
+    def selection(
+        self, arch: Arch, method: str, costs: list[float], connected: bool, checked: int
+    ) -> Selection:
+        with torch.no_grad():
+            logp = float(self.dist.log_prob([arch])[0])
+        return Selection(
+            arch=arch,
+            method=method,
+            costs={b.name: c for b, c in zip(self.budgets, costs)},
+            budgets={b.name: b.limit for b in self.budgets},
+            within_budget=self.feasible(costs),
+            connected=connected,
+            log_prob=logp,
+            candidates_checked=checked,
+        )
+
+
+def _greedy_trim(
+    judge: _Judge, mode: Arch, prune: Callable[[Arch], Arch], is_connected: Callable[[Arch], bool]
+) -> Arch:
+    """Drop the least probable live gate that keeps the input connected, until every budget holds."""
+    arch = dict(mode)
+    order = sorted(zip(judge.dist.keep_probs().tolist(), judge.dist.gate_labels))
+    for _, label in order:
+        if judge.feasible(judge.costs(arch)):
+            break
+        if arch.get(label) != GATE_ON:
+            continue
+        trial = {**arch, label: GATE_OFF}
+        if is_connected(trial):
+            arch = prune(trial)
+    return arch
+
+
+def _sampled(
+    dist: ArchitectureDistribution, n_samples: int, prune: Callable[[Arch], Arch]
+) -> list[tuple[Arch, str]]:
+    """``n_samples`` architectures drawn from the distribution, pruned, each with how it was found."""
+    with torch.no_grad():
+        sampled, _ = dist.sample(n_samples)
+    return [(prune(a), f"most probable of {n_samples} samples within budget") for a in sampled]
+
+
+_Ranked = tuple[float, Arch, str, list[float]]  # (log-probability or excess, arch, method, costs)
+
+
+def _rank(
+    judge: _Judge, candidates: list[tuple[Arch, str]], is_connected: Callable[[Arch], bool]
+) -> tuple[_Ranked | None, _Ranked | None, int]:
+    """The most probable connected candidate within budget, the connected one closest to it, and how many were
+    checked (distinct candidates plus the deterministic architecture)."""
+    first: dict[tuple, tuple[Arch, str]] = {}
+    for arch, method in candidates:
+        first.setdefault(arch_key(arch), (arch, method))
+    unique = list(first.values())
+    with torch.no_grad():
+        logps = judge.dist.log_prob([a for a, _ in unique]).tolist() if unique else []
+    best: _Ranked | None = None
+    fallback: _Ranked | None = None
+    for (arch, method), lp in zip(unique, logps):
+        if not is_connected(arch):
+            continue
+        costs = judge.costs(arch)
+        if judge.feasible(costs):
+            if best is None or lp > best[0]:
+                best = (lp, arch, method, costs)
+        else:
+            ex = judge.excess(costs)
+            if fallback is None or ex < fallback[0]:
+                fallback = (ex, arch, method, costs)
+    return best, fallback, len(unique) + 1
+
+
+def _over_budget(judge: _Judge, fallback: _Ranked | None, checked: int) -> Selection:
+    """The connected candidate closest to the budget, with a warning (``allow_over_budget=True``)."""
+    if fallback is None:
+        raise NoFeasibleArchitecture(f"no connected architecture found among {checked} candidates")
+    _logger.warning(
+        "No connected architecture within %s among %d candidates: exporting the one closest to the budget "
+        "(%.1f%% over), because allow_over_budget=True.",
+        _limits(judge.budgets),
+        checked,
+        100 * fallback[0],
+    )
+    method = f"closest to the budget (over budget, allowed): {fallback[2]}"
+    sel = judge.selection(fallback[1], method, fallback[3], True, checked)
+    sel.notes.append(f"over budget by {100 * fallback[0]:.1f}%")
+    return sel
+
+
+def _limits(budgets: Sequence[Budget]) -> str:
+    return ", ".join(f"{b.name} <= {b.limit:.6g}" for b in budgets)
+
+
 def select_architecture(
     dist: ArchitectureDistribution,
     budgets: Sequence[Budget],
@@ -80,94 +192,29 @@ def select_architecture(
     """
     prune = prune or _identity
     is_connected = is_connected or _always
-
-    def costs_of(arch: Arch) -> list[float]:
-        return [b(arch) for b in budgets]
-
-    def feasible(costs: list[float]) -> bool:
-        return all(c <= b.limit for c, b in zip(costs, budgets))
-
-    def excess(costs: list[float]) -> float:
-        return max((c / b.limit - 1.0 for c, b in zip(costs, budgets)), default=0.0)
-
-    def make(arch: Arch, method: str, costs: list[float], connected: bool, checked: int) -> Selection:
-        with torch.no_grad():
-            logp = float(dist.log_prob([arch])[0])
-        return Selection(
-            arch=arch,
-            method=method,
-            costs={b.name: c for b, c in zip(budgets, costs)},
-            budgets={b.name: b.limit for b in budgets},
-            within_budget=feasible(costs),
-            connected=connected,
-            log_prob=logp,
-            candidates_checked=checked,
-        )
+    judge = _Judge(dist, budgets)
 
     mode = prune(dist.mode())
-    mode_costs = costs_of(mode)
+    mode_costs = judge.costs(mode)
     mode_connected = is_connected(mode)
-    if mode_connected and feasible(mode_costs):
-        return make(mode, "deterministic (keep-probability > 0.5, pruned)", mode_costs, True, 1)
+    if mode_connected and judge.feasible(mode_costs):
+        return judge.selection(mode, "deterministic (keep-probability > 0.5, pruned)", mode_costs, True, 1)
 
     candidates: list[tuple[Arch, str]] = []
-    # Greedy trim of the deterministic architecture.
     if mode_connected and dist.gate_labels:
-        arch = dict(mode)
-        order = sorted(zip(dist.keep_probs().tolist(), dist.gate_labels))
-        for _, label in order:
-            if feasible(costs_of(arch)):
-                break
-            if arch.get(label) != "on":
-                continue
-            trial = dict(arch)
-            trial[label] = "off"
-            if is_connected(trial):
-                arch = prune(trial)
-        candidates.append((arch, "deterministic architecture trimmed greedily to the budget"))
-    with torch.no_grad():
-        sampled, _ = dist.sample(n_samples)
-    candidates += [(prune(a), f"most probable of {n_samples} samples within budget") for a in sampled]
+        trimmed = _greedy_trim(judge, mode, prune, is_connected)
+        candidates.append((trimmed, "deterministic architecture trimmed greedily to the budget"))
+    candidates += _sampled(dist, n_samples, prune)
 
-    best: tuple[float, Arch, str, list[float]] | None = None
-    fallback: tuple[float, Arch, str, list[float]] | None = None
-    seen: set[tuple] = set()
-    unique: list[tuple[Arch, str]] = []
-    for arch, method in candidates:
-        key = tuple(sorted((k, str(v)) for k, v in arch.items()))
-        if key not in seen:
-            seen.add(key)
-            unique.append((arch, method))
-    with torch.no_grad():
-        logps = dist.log_prob([a for a, _ in unique]).tolist() if unique else []
-    for (arch, method), lp in zip(unique, logps):
-        if not is_connected(arch):
-            continue
-        costs = costs_of(arch)
-        if feasible(costs):
-            if best is None or lp > best[0]:
-                best = (lp, arch, method, costs)
-        else:
-            ex = excess(costs)
-            if fallback is None or ex < fallback[0]:
-                fallback = (ex, arch, method, costs)
-    checked = len(unique) + 1
+    best, fallback, checked = _rank(judge, candidates, is_connected)
     if best is not None:
         _logger.info("Exporting the %s (log-probability %.3f).", best[2], best[0])
-        return make(best[1], best[2], best[3], True, checked)
-    detail = ", ".join(f"{b.name} <= {b.limit:.6g}" for b in budgets)
+        return judge.selection(best[1], best[2], best[3], True, checked)
     if allow_over_budget:
         if fallback is None and mode_connected:
-            fallback = (excess(mode_costs), mode, "deterministic", mode_costs)
-        if fallback is None:
-            raise NoFeasibleArchitecture(f"no connected architecture found among {checked} candidates")
-        _logger.warning(
-            "No connected architecture within %s among %d candidates: exporting the one closest to the budget "
-            "(%.1f%% over), because allow_over_budget=True.", detail, checked, 100 * fallback[0])
-        sel = make(fallback[1], f"closest to the budget (over budget, allowed): {fallback[2]}", fallback[3], True, checked)
-        sel.notes.append(f"over budget by {100 * fallback[0]:.1f}%")
-        return sel
+            fallback = (judge.excess(mode_costs), mode, "deterministic", mode_costs)
+        return _over_budget(judge, fallback, checked)
     raise NoFeasibleArchitecture(
-        f"no connected architecture within {detail} among {checked} candidates drawn from the learned distribution; "
-        "train longer, raise the budget or lambda, or pass allow_over_budget=True"
+        f"no connected architecture within {_limits(budgets)} among {checked} candidates drawn from the learned "
+        "distribution; train longer, raise the budget or lambda, or pass allow_over_budget=True"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,9 +20,12 @@ from nni.nas.oneshot.pytorch.supermodule.sampling import (
     PathSamplingRepeat,
 )
 
-from .budget import PENALTIES, Budget, calibrate_keep_prob, charged_costs, parse_budget
+from evaluators.blocks import GATE_ON
+
+from .budget import PENALTIES, Budget, calibrate_keep_prob, charged_costs, parse_budget, resolve_limit
 from .lightning import BSNLightningModule
 from .policy import ArchitectureDistribution, is_gate
+from .reward import BASELINES
 
 __all__ = ["BSN"]
 
@@ -34,6 +38,50 @@ _AUTO_START = 0.95  # init_keep_prob='auto' never starts above the paper's keep-
 
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float))
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and value >= low
+
+
+def _is_keep_prob(value: Any) -> bool:
+    return value == "auto" or _is_number(value) and not isinstance(value, bool) and 0 < value < 1
+
+
+# The checked options, as (accepts, what it must be); the message reads "BSN: <option> must be <what>, got <value>".
+_OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "lam": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "penalty": (lambda v: v in PENALTIES, f"one of {PENALTIES}"),
+    "penalty_gradient": (lambda v: v in ("local", "reinforce"), "'local' or 'reinforce'"),
+    "num_samples": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "init_keep_prob": (_is_keep_prob, "'auto' or a number strictly between 0 and 1"),
+    "arc_optimizer": (lambda v: v in ("adam", "sgd"), "'adam' or 'sgd'"),
+    "arc_learning_rate": (lambda v: _is_number(v) and v > 0, "> 0"),
+    "baseline": (lambda v: v in BASELINES, "'auto', 'mean' or 'ema'"),
+    "baseline_decay": (lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)"),
+    "entropy_coef": (_is_number, "a number"),
+    "warmup_epochs": (lambda v: _is_int(v, 0), "an integer >= 0"),
+    "export_samples": (lambda v: _is_int(v, 1), "an integer >= 1"),
+}
+_FLOAT_OPTIONS = ("lam", "arc_learning_rate", "baseline_decay", "entropy_coef")
+_NOT_OPTIONS = ("cost", "budget", "mutation_hooks")
+
+
+def _check_costs_and_budgets(cost: Any, budget: Any) -> tuple[list[Any], list[tuple[float, bool]]]:
+    """The costs as a list and their budgets parsed (one per cost); raises on anything else."""
+    costs, budgets = _as_list(cost), _as_list(budget)
+    if not costs:
+        raise ValueError("BSN: give at least one cost")
+    if len(costs) != len(budgets):
+        raise ValueError(f"BSN: {len(costs)} cost(s) but {len(budgets)} budget(s); give one budget per cost")
+    for c in costs:
+        if not (callable(c) or hasattr(c, "bind")):
+            raise TypeError(f"BSN: cost must be a cost evaluator or a callable arch -> float, got {c!r}")
+    return costs, [parse_budget(b) for b in budgets]  # validates every budget
 
 
 def _describe(cost: Any) -> tuple[str, str]:
@@ -72,7 +120,7 @@ class BSN(OneShotStrategy):
         (``'25%'``); a list, one per cost.
     lam
         Weight of the budget penalty in the reward (costs are normalised by the budget, so ``lam=1`` charges a
-        10% excess like a 0.1 loss increase).
+        10% excess like a 0.1 loss increase). Default 2.
     penalty
         ``'hinge'`` (only excess is penalised, the paper's) or ``'abs'`` (pulled towards the budget).
     penalty_gradient
@@ -95,7 +143,7 @@ class BSN(OneShotStrategy):
         A number sets it directly; the paper starts every gate at 0.95 (logits at 3), which makes the first
         epochs train nearly the whole super network whatever the budget.
     arc_optimizer, arc_learning_rate
-        Optimizer (``'adam'`` or ``'sgd'``) and learning rate of the distribution's logits.
+        Optimizer (``'adam'`` or ``'sgd'``) and learning rate of the distribution's logits (default Adam, 0.1).
     baseline
         ``'auto'`` (leave-one-out mean of the step's samples when ``num_samples > 1``, else a moving average),
         ``'mean'`` or ``'ema'``.
@@ -131,13 +179,13 @@ class BSN(OneShotStrategy):
         cost: Any,
         budget: float | str | Sequence[float | str],
         *,
-        lam: float = 1.0,
+        lam: float = 2.0,
         penalty: str = "hinge",
         penalty_gradient: str = "local",
         num_samples: int = 1,
         init_keep_prob: float | str = "auto",
         arc_optimizer: str = "adam",
-        arc_learning_rate: float = 0.05,
+        arc_learning_rate: float = 0.1,
         baseline: str = "auto",
         baseline_decay: float = 0.9,
         entropy_coef: float = 0.0,
@@ -147,47 +195,19 @@ class BSN(OneShotStrategy):
         allow_over_budget: bool = False,
         mutation_hooks: list | None = None,
     ):
+        # The options are read from the signature (option_defaults), the one place that names them.
+        given = locals()
+        options = {name: given[name] for name in BSN.option_defaults()}
         super().__init__(mutation_hooks=mutation_hooks)
-        costs, budgets = _as_list(cost), _as_list(budget)
-        if not costs:
-            raise ValueError("BSN: give at least one cost")
-        if len(costs) != len(budgets):
-            raise ValueError(f"BSN: {len(costs)} cost(s) but {len(budgets)} budget(s); give one budget per cost")
-        for c in costs:
-            if not (callable(c) or hasattr(c, "bind")):
-                raise TypeError(f"BSN: cost must be a cost evaluator or a callable arch -> float, got {c!r}")
-        self._budget_specs = [parse_budget(b) for b in budgets]  # validates every budget
-        checks: list[tuple[bool, str]] = [
-            (isinstance(lam, (int, float)) and lam >= 0, f"lam must be a number >= 0, got {lam!r}"),
-            (penalty in PENALTIES, f"penalty must be one of {PENALTIES}, got {penalty!r}"),
-            (penalty_gradient in ("local", "reinforce"),
-             f"penalty_gradient must be 'local' or 'reinforce', got {penalty_gradient!r}"),
-            (isinstance(num_samples, int) and num_samples >= 1, f"num_samples must be an integer >= 1, got {num_samples!r}"),
-            (init_keep_prob == "auto" or isinstance(init_keep_prob, float | int) and not isinstance(init_keep_prob, bool)
-             and 0 < init_keep_prob < 1,
-             f"init_keep_prob must be 'auto' or a number strictly between 0 and 1, got {init_keep_prob!r}"),
-            (arc_optimizer in ("adam", "sgd"), f"arc_optimizer must be 'adam' or 'sgd', got {arc_optimizer!r}"),
-            (isinstance(arc_learning_rate, (int, float)) and arc_learning_rate > 0,
-             f"arc_learning_rate must be > 0, got {arc_learning_rate!r}"),
-            (baseline in ("auto", "mean", "ema"), f"baseline must be 'auto', 'mean' or 'ema', got {baseline!r}"),
-            (isinstance(baseline_decay, (int, float)) and 0 <= baseline_decay < 1,
-             f"baseline_decay must be in [0, 1), got {baseline_decay!r}"),
-            (isinstance(entropy_coef, (int, float)), f"entropy_coef must be a number, got {entropy_coef!r}"),
-            (isinstance(warmup_epochs, int) and warmup_epochs >= 0, f"warmup_epochs must be an integer >= 0, got {warmup_epochs!r}"),
-            (isinstance(export_samples, int) and export_samples >= 1, f"export_samples must be an integer >= 1, got {export_samples!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"BSN: {message}")
+        self._costs, self._budget_specs = _check_costs_and_budgets(cost, budget)
+        for name, (ok, requirement) in _OPTION_CHECKS.items():
+            if not ok(options[name]):
+                raise ValueError(f"BSN: {name} must be {requirement}, got {options[name]!r}")
+        options = {name: float(v) if name in _FLOAT_OPTIONS else v for name, v in options.items()}
         self.cost, self.budget = cost, budget
-        self._costs = costs
-        self.kwargs = dict(
-            lam=float(lam), penalty=penalty, penalty_gradient=penalty_gradient, num_samples=num_samples, baseline=baseline,
-            baseline_decay=float(baseline_decay), entropy_coef=float(entropy_coef), warmup_epochs=warmup_epochs,
-            arc_optimizer=arc_optimizer, arc_learning_rate=float(arc_learning_rate),
-            gradient_clip_val=gradient_clip_val, export_samples=export_samples, allow_over_budget=allow_over_budget,
-        )
-        self.init_keep_prob = init_keep_prob if init_keep_prob == "auto" else float(init_keep_prob)
+        keep = options.pop("init_keep_prob")  # the strategy's own; the other options go to the module
+        self.init_keep_prob = keep if keep == "auto" else float(keep)
+        self.kwargs = options
         self.start_keep_prob: float | None = None  # what 'auto' chose (or the number given)
         self.budgets: list[Budget] = []
         self.distribution: ArchitectureDistribution | None = None
@@ -195,10 +215,25 @@ class BSN(OneShotStrategy):
         self._is_connected: Callable[[Arch], bool] | None = None
         self._sensitive: Callable[[Arch], set[str]] | None = None
 
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """BSN's options with their defaults, in signature order (every keyword-only argument but the mutation
+        hooks): the one home of the defaults, which configurations and the command line read."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return {
+            p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in _NOT_OPTIONS
+        }
+
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in
-                         [("cost", self.cost), ("budget", self.budget), ("init_keep_prob", self.init_keep_prob),
-                          *self.kwargs.items()])
+        args = ", ".join(
+            f"{k}={v!r}"
+            for k, v in [
+                ("cost", self.cost),
+                ("budget", self.budget),
+                ("init_keep_prob", self.init_keep_prob),
+                *self.kwargs.items(),
+            ]
+        )
         return f"BSN({args})"
 
     # ----- mutation ---------------------------------------------------------------------------------------------
@@ -226,8 +261,10 @@ class BSN(OneShotStrategy):
             if isinstance(m, CategoricalMultiple) and m.n_chosen == 1 or isinstance(m, Categorical):
                 mutables[label] = m
             else:
-                raise TypeError(f"BSN: {m!r} is not supported; BSN handles categorical choices "
-                                "(LayerChoice, InputChoice with n_chosen=1, Repeat depth, nni.choice)")
+                raise TypeError(
+                    f"BSN: {m!r} is not supported; BSN handles categorical choices "
+                    "(LayerChoice, InputChoice with n_chosen=1, Repeat depth, nni.choice)"
+                )
         if not mutables:
             raise ValueError("BSN: the model space has no choice to search (model.simplify() is empty)")
         self._prune = getattr(model, "prune", None)
@@ -236,26 +273,44 @@ class BSN(OneShotStrategy):
         self._sensitive = getattr(graph, "sensitive", None) if self._prune is not None else None
         auto = self.init_keep_prob == "auto"
         self.distribution = ArchitectureDistribution(mutables, _AUTO_START if auto else self.init_keep_prob)
-        self.budgets = [self._make_budget(c, spec, model, mutables) for c, spec in zip(self._costs, self._budget_specs)]
+        self.budgets = [
+            self._make_budget(c, spec, model, mutables) for c, spec in zip(self._costs, self._budget_specs)
+        ]
         self.start_keep_prob = self._calibrate() if auto else self.init_keep_prob
         model.train()  # measuring costs may have switched modules to eval mode; the search trains them
-        _logger.info("BSN: %d gates, %d other choices; budgets: %s", len(self.distribution.gate_labels),
-                     len(self.distribution.choice_labels),
-                     ", ".join(f"{b.name} <= {b.limit:.6g} {b.unit}".strip() for b in self.budgets))
+        _logger.info(
+            "BSN: %d gates, %d other choices; budgets: %s",
+            len(self.distribution.gate_labels),
+            len(self.distribution.choice_labels),
+            ", ".join(f"{b.name} <= {b.limit:.6g} {b.unit}".strip() for b in self.budgets),
+        )
         return super().mutate_model(model)
 
     def _calibrate(self) -> float:
         dist = self.distribution
         if not dist.gate_labels:
             return _AUTO_START
-        def charged(arch: Arch) -> list[float]:
-            return charged_costs(arch, self.budgets, self._is_connected,
-                                 context=" while choosing the start (init_keep_prob='auto')")
 
-        p, ratio = calibrate_keep_prob(dist.gate_labels, dist.choice_options(), dist.choice_labels, charged,
-                                       [b.limit for b in self.budgets], start=_AUTO_START)
+        def charged(arch: Arch) -> list[float]:
+            return charged_costs(
+                arch,
+                self.budgets,
+                self._is_connected,
+                context=" while choosing the start (init_keep_prob='auto')",
+            )
+
+        p, ratio = calibrate_keep_prob(
+            dist.gate_labels,
+            dist.choice_options(),
+            dist.choice_labels,
+            charged,
+            [b.limit for b in self.budgets],
+            start=_AUTO_START,
+        )
         dist.set_keep_prob(p)
-        _logger.info("BSN: gates start at keep-probability %.3f (expected cost %.2fx the tightest budget)", p, ratio)
+        _logger.info(
+            "BSN: gates start at keep-probability %.3f (expected cost %.2fx the tightest budget)", p, ratio
+        )
         return p
 
     def _make_budget(self, cost: Any, spec: tuple[float, bool], model: ModelSpace, mutables: dict) -> Budget:
@@ -271,28 +326,40 @@ class BSN(OneShotStrategy):
         if callable(full_fn):
             full = float(full_fn())
         else:  # every gate on, and for other choices the value that costs most (one coordinate pass)
-            arch = {label: ("on" if is_gate(m) else m.default()) for label, m in mutables.items()}
+            arch = {label: (GATE_ON if is_gate(m) else m.default()) for label, m in mutables.items()}
             for label, m in mutables.items():
                 if not is_gate(m):
                     arch[label] = max(m.grid(), key=lambda v: evaluate({**arch, label: v}))
             full = evaluate(arch)
-        number, pct = spec
-        limit = number / 100.0 * full if pct else number
         min_fn = getattr(bound, "min_cost", None)
-        if callable(min_fn):
-            cheapest = float(min_fn())
-            if limit < cheapest:
-                raise ValueError(f"BSN: budget {limit:.6g} {unit} for {name} is below the cheapest connected "
-                                 f"architecture of this space ({cheapest:.6g} {unit}); raise the budget")
-        return Budget(evaluator=evaluate, limit=limit, spec=f"{number:g}%" if pct else number,
-                      name=name, unit=unit, full=full)
+        cheapest = min_fn() if callable(min_fn) else None  # None: the evaluator cannot tell cheaply
+        try:
+            limit = resolve_limit(
+                spec, full, None if cheapest is None else float(cheapest), name=name, unit=unit
+            )
+        except ValueError as e:
+            raise ValueError(f"BSN: {e}") from None
+        number, pct = spec
+        return Budget(
+            evaluator=evaluate,
+            limit=limit,
+            spec=f"{number:g}%" if pct else number,
+            name=name,
+            unit=unit,
+            full=full,
+        )
 
     def configure_oneshot_module(self, training_module: LightningModule) -> BSNLightningModule:
         if self.distribution is None:
             raise RuntimeError("BSN: mutate_model must run before the one-shot module is built")
         return BSNLightningModule(
-            training_module, self.distribution, self.budgets,
-            prune=self._prune, is_connected=self._is_connected, sensitive=self._sensitive, **self.kwargs,
+            training_module,
+            self.distribution,
+            self.budgets,
+            prune=self._prune,
+            is_connected=self._is_connected,
+            sensitive=self._sensitive,
+            **self.kwargs,
         )
 
     # ----- results ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The architecture distribution, the budgeted reward and the REINFORCE estimator."""
+"""The architecture distribution, the budgeted reward, its estimators and baselines, and the export selection."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ import pytest
 import torch
 from nni.mutable import Categorical, CategoricalMultiple
 
-from nni_bsn.budget import Budget, budget_penalty, parse_budget, reinforce_loss
+from nni_bsn import BSN
+from nni_bsn.budget import Budget, budget_penalty, parse_budget, resolve_limit
 from nni_bsn.policy import ArchitectureDistribution, is_gate
+from nni_bsn.reward import (
+    Baseline,
+    architecture_surrogate,
+    budgeted_reward,
+    local_penalty_surrogate,
+    penalty_differences,
+)
 from nni_bsn.selection import NoFeasibleArchitecture, select_architecture
 
 
@@ -66,8 +74,16 @@ def test_encode_rejects_unknown_values_and_missing_labels():
         dist.log_prob([{**arch, "op": "conv7"}])
 
 
-@pytest.mark.parametrize("value,expected", [(5e6, (5e6, False)), ("25%", (25.0, True)), (" 7.5 % ", (7.5, True)),
-                                            ("1e3", (1000.0, False)), (3, (3.0, False))])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (5e6, (5e6, False)),
+        ("25%", (25.0, True)),
+        (" 7.5 % ", (7.5, True)),
+        ("1e3", (1000.0, False)),
+        (3, (3.0, False)),
+    ],
+)
 def test_parse_budget_accepts_numbers_and_percentages(value, expected):
     assert parse_budget(value) == expected
 
@@ -98,20 +114,35 @@ def test_reinforce_gradient_equals_the_analytic_gradient_of_the_budgeted_objecti
     op_loss = {"a": 0.3, "b": 0.9, "c": 0.5}
     lam, limit = 2.0, 3.5
 
-    def objective(arch):  # loss + lam * hinge penalty on a normalised additive cost
-        cost = sum(c for g, c in gate_cost.items() if arch[g] == "on")
-        loss = op_loss[arch["op"]] + 0.2 * (arch["g1"] == "off")
-        return loss + lam * budget_penalty([cost], [limit])
+    def loss(arch):
+        return op_loss[arch["op"]] + 0.2 * (arch["g1"] == "off")
 
-    every = [dict(zip(["g0", "g1", "g2", "op"], v)) for v in itertools.product(["off", "on"], ["off", "on"], ["off", "on"], "abc")]
+    def penalty(arch):  # hinge penalty on a normalised additive cost
+        return budget_penalty([sum(c for g, c in gate_cost.items() if arch[g] == "on")], [limit])
+
+    def objective(arch):  # what the reward is the negative of: loss + lam * penalty
+        return loss(arch) + lam * penalty(arch)
+
+    every = [
+        dict(zip(["g0", "g1", "g2", "op"], v))
+        for v in itertools.product(["off", "on"], ["off", "on"], ["off", "on"], "abc")
+    ]
     expected = sum(dist.log_prob([a]).exp()[0] * objective(a) for a in every)
     analytic = torch.autograd.grad(expected, list(dist.parameters()))
 
     k = 40000
-    archs, logp = dist.sample(k)
-    rewards = -torch.tensor([objective(a) for a in archs])
-    loo = (rewards.sum() - rewards) / (k - 1)
-    estimate = torch.autograd.grad(reinforce_loss(logp, rewards, loo), list(dist.parameters()))
+    archs, gate_logp, choice_logp = dist.sample_parts(k)
+    losses, penalties = torch.tensor([loss(a) for a in archs]), torch.tensor([penalty(a) for a in archs])
+    surrogate = architecture_surrogate(
+        gate_logp,
+        choice_logp,
+        losses,
+        penalties,
+        lam=lam,
+        reward_baseline=Baseline("auto"),
+        loss_baseline=Baseline("auto"),
+    )
+    estimate = torch.autograd.grad(surrogate, list(dist.parameters()))
     for a, e in zip(analytic, estimate):
         assert torch.allclose(a, e, atol=0.03), (a, e)
 
@@ -150,25 +181,24 @@ def test_selection_refuses_an_over_budget_export_unless_allowed(caplog):
 
     with pytest.raises(NoFeasibleArchitecture, match="allow_over_budget"):
         select_architecture(dist, [_count_budget(1)], is_connected=connected, n_samples=50)
-    sel = select_architecture(dist, [_count_budget(1)], is_connected=connected, n_samples=50, allow_over_budget=True)
+    sel = select_architecture(
+        dist, [_count_budget(1)], is_connected=connected, n_samples=50, allow_over_budget=True
+    )
     assert not sel.within_budget and sel.connected
     assert "over budget" in sel.method
 
 
 def test_local_penalty_gradient_plus_reinforce_on_the_loss_equals_the_analytic_gradient():
     """penalty_gradient='local': REINFORCE for the loss + exact per-gate penalty differences is unbiased."""
-    from nni.nas.evaluator.pytorch.lightning import ClassificationModule
-
-    from nni_bsn.lightning import BSNLightningModule
-
     torch.manual_seed(1)
     labels = ["g0", "g1", "g2", "g3"]
     dist = ArchitectureDistribution({g: Categorical(["off", "on"], label=g) for g in labels})
     with torch.no_grad():
         dist.gate_logits.copy_(torch.tensor([0.5, 1.5, -0.3, 2.0]))
     cost = {"g0": 1.0, "g1": 3.0, "g2": 2.0, "g3": 4.0}
-    budget = Budget(evaluator=lambda a: sum(c for g, c in cost.items() if a[g] == "on"), limit=4.0, name="c",
-                    full=10.0)
+    budget = Budget(
+        evaluator=lambda a: sum(c for g, c in cost.items() if a[g] == "on"), limit=4.0, name="c", full=10.0
+    )
     lam = 1.5
 
     def connected(a):  # g0 is the only way in
@@ -177,7 +207,7 @@ def test_local_penalty_gradient_plus_reinforce_on_the_loss_equals_the_analytic_g
     def loss(a):
         return 1.0 - 0.3 * (a["g1"] == "on") - 0.2 * (a["g3"] == "on") + 0.1 * (a["g2"] == "on")
 
-    module = BSNLightningModule(ClassificationModule(num_classes=2), dist, [budget], lam=lam, is_connected=connected)
+    module = _module(dist, [budget], lam=lam, is_connected=connected)
 
     def penalty(a):
         return budget_penalty(module.costs(a), [budget.limit])
@@ -187,12 +217,118 @@ def test_local_penalty_gradient_plus_reinforce_on_the_loss_equals_the_analytic_g
     analytic = torch.autograd.grad(expected, [dist.gate_logits])[0]
 
     k = 20000
-    archs, gate_logp, _ = dist.sample_parts(k)
-    rewards = -torch.tensor([loss(a) for a in archs])
-    loo = (rewards.sum() - rewards) / (k - 1)
-    diff = module.penalty_differences(archs, [penalty(a) for a in archs])
-    surrogate = reinforce_loss(gate_logp, rewards, loo) + lam * (torch.sigmoid(dist.gate_logits) * diff).sum()
+    archs, gate_logp, choice_logp = dist.sample_parts(k)
+    penalties = [penalty(a) for a in archs]
+    diff = module.penalty_differences(archs, penalties)
+    surrogate = architecture_surrogate(
+        gate_logp,
+        choice_logp,
+        torch.tensor([loss(a) for a in archs]),
+        torch.tensor(penalties),
+        lam=lam,
+        reward_baseline=Baseline("auto"),
+        loss_baseline=Baseline("auto"),
+        local_penalty=local_penalty_surrogate(dist.gate_logits, diff, lam),
+        with_choices=False,
+    )
     estimate = torch.autograd.grad(surrogate, [dist.gate_logits])[0]
     assert torch.allclose(analytic, estimate, atol=0.02), (analytic, estimate)
     # The disconnecting gate g0 is pushed on: cutting the network is charged the whole super network.
     assert analytic[0] < 0
+
+
+def _module(dist, budgets, **options):
+    """The one-shot module with BSN's default options (``options`` override them)."""
+    from nni.nas.evaluator.pytorch.lightning import ClassificationModule
+
+    from nni_bsn.lightning import BSNLightningModule
+
+    defaults = {k: v for k, v in BSN.option_defaults().items() if k != "init_keep_prob"}
+    return BSNLightningModule(ClassificationModule(num_classes=2), dist, budgets, **{**defaults, **options})
+
+
+def test_the_reward_is_minus_loss_minus_lambda_times_penalty():
+    losses, penalties = torch.tensor([0.5, 1.0]), torch.tensor([0.0, 0.25])
+    assert torch.equal(budgeted_reward(losses, penalties, 2.0), torch.tensor([-0.5, -1.5]))
+    assert torch.equal(budgeted_reward(losses), -losses)
+
+
+@pytest.mark.parametrize("penalty_gradient", ["local", "reinforce"])
+def test_one_arch_step_moves_probability_towards_the_lower_loss_and_the_budget(penalty_gradient):
+    """g0 lowers the loss and costs nothing, g1 puts the network over budget: one step of ``_arch_step`` (the
+    real reward, surrogate, baselines and optimizer) raises g0's keep-probability and lowers g1's."""
+    dist = ArchitectureDistribution(_gate_space(2), init_keep_prob=0.5)
+    budget = Budget(evaluator=lambda a: 1.0 + 3.0 * (a["g1"] == "on"), limit=2.0, name="c", full=4.0)
+    module = _module(dist, [budget], penalty_gradient=penalty_gradient)
+    optimizer = module.configure_architecture_optimizers()
+    module.architecture_optimizers = lambda: optimizer  # outside a Trainer
+    archs = [dict(zip(["g0", "g1"], v)) for v in itertools.product(["off", "on"], repeat=2)]
+    losses = torch.tensor([1.0 - 0.5 * (a["g0"] == "on") for a in archs])
+    penalties = torch.tensor([budget_penalty(module.costs(a), [budget.limit]) for a in archs])
+    assert penalties.tolist() == [0.0, 1.0, 0.0, 1.0]
+    _, rewards = module._arch_step(dist.log_prob(archs), torch.zeros(4), losses, penalties, archs)
+    p0, p1 = dist.keep_probs().tolist()
+    assert p0 > 0.51 and p1 < 0.49, (p0, p1)  # Adam: one step of lr = 0.1 on each logit
+    assert torch.equal(rewards, budgeted_reward(losses, penalties, module.lam))
+    assert float(module.reward_baseline.value) == pytest.approx(float(rewards.mean()))
+    assert bool(module.loss_baseline.ready) == (penalty_gradient == "local")
+
+
+def test_baseline_is_leave_one_out_for_several_samples_else_a_moving_average():
+    rewards = torch.tensor([1.0, 2.0, 3.0])
+    assert torch.allclose(Baseline("auto").of(rewards), torch.tensor([2.5, 2.0, 1.5]))
+    ema = Baseline("ema", decay=0.5)
+    assert torch.equal(ema.of(rewards), torch.full((3,), 2.0))  # not started yet: the step's own mean
+    ema.update(torch.tensor([4.0]))
+    ema.update(torch.tensor([2.0]))
+    assert float(ema.value) == pytest.approx(3.0) and bool(ema.ready)
+    assert torch.equal(ema.of(rewards), torch.full((3,), 3.0))
+    single = Baseline("auto")
+    single.update(torch.tensor([5.0]))
+    assert single.of(torch.tensor([1.0])).tolist() == [5.0]  # one sample: the moving average
+
+
+def test_checkpoints_keep_both_baselines_by_name_and_old_ones_are_read():
+    dist = ArchitectureDistribution(_gate_space(2))
+    module = _module(dist, [_count_budget(1)])
+    module.reward_baseline.update(torch.tensor([-1.5]))
+    module.loss_baseline.update(torch.tensor([-0.5]))
+    state = module.state_dict()
+    assert {
+        "reward_baseline.value",
+        "reward_baseline.ready",
+        "loss_baseline.value",
+        "loss_baseline.ready",
+    } <= set(state)
+    old = {k: v for k, v in state.items() if "_baseline." not in k}
+    old["reward_baseline"], old["baseline_ready"] = torch.tensor([-1.5, -0.5]), torch.tensor([True, True])
+    restored = _module(ArchitectureDistribution(_gate_space(2)), [_count_budget(1)])
+    checkpoint = {"state_dict": old}
+    restored.on_load_checkpoint(checkpoint)
+    restored.load_state_dict(checkpoint["state_dict"])
+    assert float(restored.reward_baseline.value) == -1.5 and float(restored.loss_baseline.value) == -0.5
+    assert bool(restored.reward_baseline.ready) and bool(restored.loss_baseline.ready)
+
+
+def test_penalty_differences_flip_each_gate_and_skip_insensitive_ones():
+    def penalty_of(a):
+        return 1.0 * (a["g0"] == "on") + 2.0 * (a["g1"] == "on")
+
+    archs = [{"g0": "on", "g1": "off"}, {"g0": "off", "g1": "off"}]
+    diff = penalty_differences(archs, [penalty_of(a) for a in archs], ["g0", "g1"], penalty_of)
+    assert diff.tolist() == [1.0, 2.0]
+    only_g0 = penalty_differences(
+        archs, [penalty_of(a) for a in archs], ["g0", "g1"], penalty_of, sensitive=lambda a: {"g0"}
+    )
+    assert only_g0.tolist() == [1.0, 0.0]
+
+
+def test_resolve_limit_turns_percentages_into_limits_and_rejects_budgets_below_the_cheapest():
+    assert resolve_limit((25.0, True), 200.0, None, name="macs") == 50.0
+    assert resolve_limit((30.0, False), 200.0, 10.0, name="macs") == 30.0
+    with pytest.raises(ValueError) as err:
+        resolve_limit((5.0, True), 200.0, 20.0, name="macs", unit="MACs")
+    assert str(err.value) == (
+        "budget 10 MACs for macs is below the cheapest connected architecture of this space "
+        "(20 MACs); raise the budget"
+    )

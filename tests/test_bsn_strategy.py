@@ -19,12 +19,24 @@ from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
 def evaluator(loaders, max_epochs=1, train_batches=6, val_batches=2, **kwargs):
     train, val, _, info = loaders
-    options = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                   enable_model_summary=False, num_sanity_val_steps=0)
+    options = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     options.update(kwargs)
-    return Classification(train_dataloaders=train, val_dataloaders=val, num_classes=info.num_classes,
-                          max_epochs=max_epochs, limit_train_batches=train_batches, limit_val_batches=val_batches,
-                          **options)
+    return Classification(
+        train_dataloaders=train,
+        val_dataloaders=val,
+        num_classes=info.num_classes,
+        max_epochs=max_epochs,
+        limit_train_batches=train_batches,
+        limit_val_batches=val_batches,
+        **options,
+    )
 
 
 def run(strategy, space, ev):
@@ -75,8 +87,10 @@ def test_only_the_sampled_paths_run_during_training(digits_loaders):
 
     strategy.distribution.sample_parts = recording_sample
     strategy.mutate_model = lambda model: model  # already mutated above
-    strategy(RawFormatModelSpace.from_model(space, evaluator(digits_loaders, train_batches=3, val_batches=0)),
-             SequentialExecutionEngine())
+    strategy(
+        RawFormatModelSpace.from_model(space, evaluator(digits_loaders, train_batches=3, val_batches=0)),
+        SequentialExecutionEngine(),
+    )
     assert len(sampled) == 9
     # exactly the gates of the pruned samples run: dead 'on' gates compute nothing either
     assert calls["n"] == sum(sum(v == "on" for v in space.prune(a).values()) for a in sampled)
@@ -98,8 +112,13 @@ def test_bsn_runs_through_nas_experiment_and_exports_a_dict(digits_loaders, tmp_
 
 def test_two_budgets_at_once_are_both_met(digits_loaders):
     space = small_cnf()
-    strategy = BSN(cost=[MacsCost(input_shape=(1, 1, 8, 8)), lambda a: sum(v == "on" for v in a.values())],
-                   budget=["50%", 8], num_samples=2, arc_learning_rate=0.2, lam=3.0)
+    strategy = BSN(
+        cost=[MacsCost(input_shape=(1, 1, 8, 8)), lambda a: sum(v == "on" for v in a.values())],
+        budget=["50%", 8],
+        num_samples=2,
+        arc_learning_rate=0.2,
+        lam=3.0,
+    )
     run(strategy, space, evaluator(digits_loaders, max_epochs=2))
     report = strategy.report()
     assert report["within_budget"] and len(report["costs"]) == 2
@@ -108,7 +127,9 @@ def test_two_budgets_at_once_are_both_met(digits_loaders):
 
 def test_resume_restores_the_logits_exactly(digits_loaders, tmp_path):
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    first = BSN(cost=lambda a: sum(v == "on" for v in a.values()), budget=5, num_samples=2, arc_learning_rate=0.3)
+    first = BSN(
+        cost=lambda a: sum(v == "on" for v in a.values()), budget=5, num_samples=2, arc_learning_rate=0.3
+    )
     run(first, small_cnf(), evaluator(digits_loaders, callbacks=[ckpt], enable_checkpointing=True))
     trained = first.distribution.gate_logits.detach().clone()
     assert not torch.allclose(trained, torch.full_like(trained, trained[0].item()))
@@ -123,7 +144,9 @@ def test_resume_restores_the_logits_exactly(digits_loaders, tmp_path):
             restored["history"] = list(pl_module.keep_prob_history)
             restored["epoch"] = trainer.current_epoch
 
-    second = BSN(cost=lambda a: sum(v == "on" for v in a.values()), budget=5, num_samples=2, arc_learning_rate=0.3)
+    second = BSN(
+        cost=lambda a: sum(v == "on" for v in a.values()), budget=5, num_samples=2, arc_learning_rate=0.3
+    )
     space = small_cnf()
     ev = evaluator(digits_loaders, max_epochs=2, callbacks=[Capture()])
     second.initialize(RawFormatModelSpace.from_model(space, ev), SequentialExecutionEngine())
@@ -150,12 +173,22 @@ def test_bsn_searches_nni_hub_spaces(hub):
     space, size = _hub_space(hub)
     x, y = torch.randn(16, 3, size, size), torch.randint(0, 10, (16,))
     data = torch.utils.data.TensorDataset(x, y)
-    ev = Classification(train_dataloaders=DataLoader(data, batch_size=8), val_dataloaders=DataLoader(data, batch_size=8),
-                        num_classes=10, max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0)
+    ev = Classification(
+        train_dataloaders=DataLoader(data, batch_size=8),
+        val_dataloaders=DataLoader(data, batch_size=8),
+        num_classes=10,
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     values = {label: list(m.grid()) for label, m in space.simplify().items()}
 
-    def rank_cost(arch):  # any user callable works as a cost: here, how far each choice is from its first value
+    # Any user callable works as a cost: here, how far each choice is from its first value.
+    def rank_cost(arch):
         return float(sum(values[k].index(v) for k, v in arch.items() if v in values[k]))
 
     strategy = BSN(cost=rank_cost, budget="50%", num_samples=2)
@@ -209,21 +242,24 @@ def test_a_budget_below_the_cheapest_architecture_is_rejected():
         BSN(cost=MacsCost(input_shape=(1, 1, 8, 8)), budget=10).mutate_model(small_cnf())
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(budget=0), "budget"),
-    (dict(budget="-5%"), "budget"),
-    (dict(budget=[1, 2]), "budget"),
-    (dict(cost=42), "cost"),
-    (dict(lam=-1), "lam"),
-    (dict(penalty="square"), "penalty"),
-    (dict(num_samples=0), "num_samples"),
-    (dict(init_keep_prob=1.0), "init_keep_prob"),
-    (dict(init_keep_prob="half"), "init_keep_prob"),
-    (dict(init_keep_prob=True), "init_keep_prob"),
-    (dict(arc_optimizer="rmsprop"), "arc_optimizer"),
-    (dict(baseline="median"), "baseline"),
-    (dict(warmup_epochs=-1), "warmup_epochs"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(budget=0), "budget"),
+        (dict(budget="-5%"), "budget"),
+        (dict(budget=[1, 2]), "budget"),
+        (dict(cost=42), "cost"),
+        (dict(lam=-1), "lam"),
+        (dict(penalty="square"), "penalty"),
+        (dict(num_samples=0), "num_samples"),
+        (dict(init_keep_prob=1.0), "init_keep_prob"),
+        (dict(init_keep_prob="half"), "init_keep_prob"),
+        (dict(init_keep_prob=True), "init_keep_prob"),
+        (dict(arc_optimizer="rmsprop"), "arc_optimizer"),
+        (dict(baseline="median"), "baseline"),
+        (dict(warmup_epochs=-1), "warmup_epochs"),
+    ],
+)
 def test_constructor_rejects_bad_arguments_with_a_clear_message(kwargs, match):
     args = dict(cost=lambda a: 1.0, budget=1.0)
     args.update(kwargs)
@@ -276,6 +312,7 @@ def test_calibrate_keep_prob_on_an_additive_cost_and_past_the_valley():
     # Expected cost 20p: the largest grid level with 20p <= 8 is p = 0.4 (sampling noise allowed).
     p, ratio = calibrate_keep_prob(labels, [], [], count, [8.0], samples=512)
     assert 0.35 <= p <= 0.45 and ratio <= 1.0
+
     # Charged in full below 10 gates (like a disconnected fabric): no level meets 5, the valley's bottom is returned.
     def valley(arch):
         n = count(arch)[0]
@@ -294,15 +331,36 @@ def test_repr_shows_the_arguments():
     assert text.startswith("BSN(") and "budget='25%'" in text and "lam=2.0" in text
 
 
+def test_option_defaults_are_the_signatures_and_match_the_measured_values():
+    defaults = BSN.option_defaults()
+    assert defaults["lam"] == 2.0 and defaults["arc_learning_rate"] == 0.1  # what the README results used
+    assert not {"cost", "budget", "mutation_hooks", "self"} & set(defaults)
+    strategy = BSN(cost=MacsCost(), budget="25%")
+    assert {**strategy.kwargs, "init_keep_prob": strategy.init_keep_prob} == defaults
+    assert list(strategy.kwargs) == [k for k in defaults if k != "init_keep_prob"]  # what the module receives
+    text = repr(strategy)
+    assert all(f"{k}={v!r}" in text for k, v in defaults.items())
+    numbers = BSN(cost=MacsCost(), budget=1, lam=3, arc_learning_rate=1, init_keep_prob=0.5)
+    assert type(numbers.kwargs["lam"]) is float and type(numbers.kwargs["arc_learning_rate"]) is float
+
+
 def test_bsn_works_with_nni_regression_evaluator():
     from nni.nas.evaluator.pytorch import Regression
 
     x = torch.randn(64, 1, 8, 8)
     y = torch.randn(64, 10)
     data = torch.utils.data.TensorDataset(x, y)
-    ev = Regression(train_dataloaders=DataLoader(data, batch_size=16), val_dataloaders=DataLoader(data, batch_size=32),
-                    max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                    enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0)
+    ev = Regression(
+        train_dataloaders=DataLoader(data, batch_size=16),
+        val_dataloaders=DataLoader(data, batch_size=32),
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     strategy = BSN(cost=MacsCost(input_shape=(1, 1, 8, 8)), budget="70%", num_samples=2)
     arch = run(strategy, small_cnf(), ev).sample
     assert small_cnf().is_connected(arch)
