@@ -10,15 +10,14 @@ import torch
 from nni.mutable import Categorical, CategoricalMultiple, Mutable
 from torch import nn
 
-from evaluators.blocks import GATE_OFF, GATE_ON
+from evaluators.blocks import GATE_OFF, GATE_ON, is_gate_values
 
 __all__ = ["ArchitectureDistribution", "is_gate"]
 
 
 def is_gate(mutable: Mutable) -> bool:
     """A binary gate is a categorical choice between exactly ``GATE_OFF`` and ``GATE_ON`` (``'off'``, ``'on'``)."""
-    values = list(map(str, mutable.values)) if isinstance(mutable, Categorical) else []
-    return len(values) == 2 and set(values) == {GATE_OFF, GATE_ON}
+    return isinstance(mutable, Categorical) and is_gate_values(mutable.values)
 
 
 class ArchitectureDistribution(nn.Module):
