@@ -27,7 +27,7 @@ def machine() -> str:
 
 
 def append(title: str, body: str) -> None:
-    from nni_bsn.workflow import versions
+    from nni_bsn.outputs import versions
 
     command = "python " + " ".join(sys.argv)
     vers = ", ".join(f"{k} {v}" for k, v in versions().items())

@@ -43,7 +43,7 @@ def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -
     from nni_bsn import BSN
     from nni_bsn.compat import TaggedENAS
     from nni_bsn.data import get_dataloaders
-    from nni_bsn.workflow import StepTimer
+    from nni_bsn.training import StepTimer
     from search_spaces import ConvolutionalNeuralFabric
 
     torch.manual_seed(0)

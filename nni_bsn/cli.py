@@ -12,7 +12,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .workflow import COSTS, PRESETS, SPACES, SearchConfig, UsageError, check_data_cost_budget
+from .config import COSTS, PRESETS, SPACES, SearchConfig, UsageError, check_data_cost_budget
 
 __all__ = ["main", "build_parser"]
 
@@ -186,7 +186,8 @@ def _progress(message: str) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .workflow import atomic_output_dir, partial_dir, run_search
+    from .outputs import atomic_output_dir, partial_dir
+    from .workflow import run_search
 
     cfg = config_from_args(args)
     if int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0:
@@ -224,8 +225,9 @@ def _print_summary(report: dict, out: str) -> None:
 
 def _sweep(args: argparse.Namespace) -> int:
     from .budget import parse_budget
+    from .outputs import atomic_output_dir
     from .plots import plot_accuracy_vs_cost
-    from .workflow import atomic_output_dir, run_search
+    from .workflow import run_search
 
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     if not budgets:
@@ -264,9 +266,9 @@ def _sweep(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import torch
 
+    from .builders import rebuild_space
     from .data import DataError, get_dataloaders
     from .export import ExportError, export_onnx, measure_ort_latency
-    from .workflow import rebuild_space
 
     arch_path = Path(args.arch)
     if not arch_path.is_file():
@@ -331,7 +333,7 @@ def _compare(args: argparse.Namespace) -> int:
         parse_strategies,
         run_compare,
     )
-    from .workflow import atomic_output_dir
+    from .outputs import atomic_output_dir
 
     explicit = {
         "space": args.space, "dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .workflow import SearchConfig, UsageError, check_data_cost_budget
+from .config import SearchConfig, UsageError, check_data_cost_budget
 
 __all__ = ["CompareConfig", "STRATEGIES", "STRATEGY_NAMES", "parse_strategies", "check_config", "run_compare",
            "fabric_flops_profiler", "markdown_table", "equivalent_command"]
@@ -260,16 +260,16 @@ def _make_strategy(name: str, cfg: CompareConfig, space: Any, input_shape: tuple
     """The strategy of row ``name`` and what to say about its set-up."""
     from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless, RandomOneShot
 
+    from .builders import build_cost
     from .compat import DartsWithPenalty, ProxylessWithPenalty, TaggedENAS
     from .strategy import BSN
-    from .workflow import build_cost
 
     if name == "bsn" or _bsn_budget(name) is not None:
         return BSN(cost=build_cost(cfg.cost, input_shape), budget=_bsn_budget(name) or cfg.budget, lam=cfg.lam,
                    num_samples=cfg.num_samples, arc_learning_rate=cfg.arc_learning_rate,
                    init_keep_prob=cfg.init_keep_prob), {}
     if name in ("darts+penalty", "proxyless+penalty"):
-        from .workflow import rebuild_space
+        from .builders import rebuild_space
 
         # On a separate copy of the raw space: shape inference runs a forward pass (BatchNorm statistics move).
         profiler = fabric_flops_profiler(rebuild_space(budget["space_spec"]), input_shape)
@@ -303,17 +303,11 @@ def search_and_evaluate(cfg: CompareConfig, name: str, budget: dict[str, Any], w
     import torch
     from nni.nas.experiment import NasExperiment
 
+    from .builders import all_costs, build_cost, build_space, rebuild_space
     from .compat import quiet_experiment_config
     from .data import get_dataloaders
-    from .workflow import (
-        StepTimer,
-        _all_costs,
-        build_cost,
-        build_space,
-        evaluate_accuracy,
-        rebuild_space,
-        recalibrate_batchnorm,
-    )
+    from .evaluation import evaluate_accuracy, recalibrate_batchnorm
+    from .training import StepTimer
 
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -369,7 +363,7 @@ def search_and_evaluate(cfg: CompareConfig, name: str, budget: dict[str, Any], w
     retrain_seconds = time.perf_counter() - started
     accuracy = {"val": evaluate_accuracy(net, val), "test": evaluate_accuracy(net, test)}
 
-    costs = _all_costs(space_spec, pruned, input_shape)
+    costs = all_costs(space_spec, pruned, input_shape)
     budget_cost = float(build_cost(cfg.cost, input_shape).bind(fresh).cost(pruned))
     latency = onnx_error = None
     if cfg.onnx:
@@ -473,7 +467,7 @@ def _run_in_process(cfg: CompareConfig, name: str, budget: dict[str, Any], jobdi
 def _resolve_budget(cfg: CompareConfig, space_spec: dict, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """The budget as an absolute limit in the cost's unit, and as a fraction of the whole super network."""
     from .budget import parse_budget
-    from .workflow import build_cost, rebuild_space
+    from .builders import build_cost, rebuild_space
 
     number, pct = parse_budget(cfg.budget)
     evaluator = build_cost(cfg.cost, input_shape).bind(rebuild_space(space_spec))
@@ -514,9 +508,10 @@ def run_compare(cfg: CompareConfig, workdir: Path, progress: Callable[[str], Non
     ``accuracy_vs_cost.png`` (test accuracy against MACs) and ``logs/<strategy>.log`` (each process's output).
     ``report['failed']`` names the strategies that failed; their rows say why.
     """
+    from .builders import build_space
     from .data import DataError, get_dataloaders
+    from .outputs import versions
     from .plots import plot_accuracy_vs_cost
-    from .workflow import build_space, versions
 
     check_config(cfg)
     cfg.strategies = parse_strategies(cfg.strategies)

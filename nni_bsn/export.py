@@ -34,6 +34,7 @@ __all__ = [
     "ExportError",
     "export_onnx",
     "measure_ort_latency",
+    "export_and_time",
     "load_frozen_model",
     "save_weights",
     "INPUT_NAME",
@@ -281,6 +282,15 @@ def measure_ort_latency(
         "cpu": cpu_model(),
         "cpu_count": cores,
     }
+
+
+def export_and_time(
+    model: nn.Module, example: torch.Tensor, path: str | os.PathLike, input_shape: tuple[int, ...], *,
+    tolerance: float = 1e-4,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`export_onnx` then :func:`measure_ort_latency` at ``input_shape``: the export's and the latency's dicts."""
+    info = export_onnx(model, example, path, tolerance=tolerance)
+    return info, measure_ort_latency(path, input_shape)
 
 
 def load_frozen_model(

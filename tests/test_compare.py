@@ -19,7 +19,7 @@ from nni_bsn.compare import (
     markdown_table,
     parse_strategies,
 )
-from nni_bsn.workflow import UsageError
+from nni_bsn.config import UsageError
 
 TINY = ["--layers", "2", "--channels", "4", "--image-size", "8", "--epochs", "1", "--limit-train-batches", "4",
         "--limit-val-batches", "2"]
