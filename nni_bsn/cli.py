@@ -325,14 +325,9 @@ def _export(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import shlex
 
-    from .compare import (
-        CompareConfig,
-        check_config,
-        equivalent_command,
-        markdown_table,
-        parse_strategies,
-        run_compare,
-    )
+    from .compare import run_compare
+    from .compare_report import equivalent_command, markdown_table
+    from .config import CompareConfig, check_compare_config, parse_strategies
     from .outputs import atomic_output_dir
 
     explicit = {
@@ -348,7 +343,7 @@ def _compare(args: argparse.Namespace) -> int:
                         out=args.out, force=args.force, **{k: v for k, v in explicit.items() if v is not None})
     if args.image_size is None and cfg.dataset.lower() != "digits":
         cfg.image_size = 32
-    check_config(cfg)
+    check_compare_config(cfg)
     typed = Path(sys.argv[0]).name == "nni-bsn" and sys.argv[1:2] == ["compare"]
     command = shlex.join(["nni-bsn", *sys.argv[1:]]) if typed else equivalent_command(cfg)
     with atomic_output_dir(cfg.out, cfg.force) as tmp:
