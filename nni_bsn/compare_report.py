@@ -72,45 +72,9 @@ def machine() -> dict[str, Any]:
 
 def equivalent_command(cfg: CompareConfig) -> str:
     """The ``nni-bsn compare`` command line that spells out every setting of ``cfg``."""
-    import shlex
+    from .options import command_line
 
-    opts = [
-        ("--strategies", ",".join(cfg.strategies)),
-        ("--space", cfg.space),
-        ("--dataset", cfg.dataset),
-        ("--data-dir", cfg.data_dir),
-        ("--epochs", cfg.epochs),
-        ("--retrain-epochs", cfg.retrain),
-        ("--batch-size", cfg.batch_size),
-        ("--seed", cfg.seed),
-        ("--cost", cfg.cost),
-        ("--budget", cfg.budget),
-    ]
-    if cfg.space == "cnf":
-        opts += [("--layers", cfg.layers), ("--channels", cfg.channels)]
-    else:
-        opts += [
-            ("--units", cfg.units),
-            ("--maps", ",".join(map(str, cfg.maps))),
-            ("--shortcuts", cfg.shortcuts),
-        ]
-    opts += [
-        ("--image-size", cfg.image_size),
-        ("--lam", cfg.lam),
-        ("--init-keep-prob", cfg.init_keep_prob),
-        ("--limit-train-batches", cfg.limit_train_batches),
-        ("--limit-val-batches", cfg.limit_val_batches),
-        ("--threads", cfg.threads),
-        ("--strategy-timeout", cfg.strategy_timeout),
-        ("--out", cfg.out),
-    ]
-    words = ["nni-bsn", "compare"]
-    for flag, value in opts:
-        if value is not None:
-            words += [flag, str(value)]
-    if not cfg.onnx:
-        words.append("--no-onnx")
-    return shlex.join(words)
+    return command_line("compare", cfg)
 
 
 def _fmt(value: Any, spec: str) -> str:

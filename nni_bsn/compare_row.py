@@ -298,12 +298,11 @@ def search_and_evaluate(
 
 def _worker_main(job_path: str) -> int:
     """Entry of the per-strategy process: read the job, run it, write the result (or the failure) as JSON."""
-    from .compat import quiet_library_warnings
+    from .compat import quiet_library_logs, quiet_library_warnings
 
     quiet_library_warnings()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for logger_name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "nni"):
-        logging.getLogger(logger_name).setLevel(logging.ERROR)
+    quiet_library_logs()
     job = json.loads(Path(job_path).read_text())
     cfg = CompareConfig.from_dict(job["config"])
     result_path = Path(job["result"])

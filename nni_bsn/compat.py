@@ -10,7 +10,8 @@
   so it never reaches the architecture parameters; these give it live tensors;
 - :func:`quiet_experiment_config`: a one-shot ``NasExperimentConfig`` without the
   "``training_service`` will be ignored" warnings, writing its files under a folder of your choice;
-- :func:`quiet_library_warnings`: the command line's filters for NNI's and Lightning's warnings of every run;
+- :func:`quiet_library_warnings`, :func:`quiet_library_logs`: the command line's filters for NNI's and
+  Lightning's warnings and logs of every run;
 - :func:`fabric_flops_profiler`: NNI's ``FlopsProfiler`` on the fabrics, whose modules it has no formulas for.
 """
 
@@ -62,6 +63,7 @@ __all__ = [
     "ProxylessWithPenalty",
     "quiet_experiment_config",
     "quiet_library_warnings",
+    "quiet_library_logs",
     "fabric_flops_profiler",
 ]
 
@@ -269,6 +271,12 @@ def quiet_library_warnings() -> None:
     """
     warnings.filterwarnings("ignore", module=NOISY_MODULES)
     warnings.filterwarnings("default", message=r"BSN: ")
+
+
+def quiet_library_logs() -> None:
+    """Show only the errors of NNI's and Lightning's loggers (their INFO and WARNING lines come at every run)."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "nni"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ __all__ = [
     "COMPARE_SPACES",
     "COSTS",
     "DATASETS",
+    "CIFAR_IMAGE_SIZE",
     "PRESETS",
     "STRATEGY_NAMES",
     "STRATEGIES",
@@ -93,7 +94,7 @@ class UsageError(ValueError):
 
 def bsn_defaults() -> dict[str, Any]:
     """BSN's keyword options and their defaults, read from the one place they are written: BSN's signature."""
-    from .strategy import BSN
+    from .strategy import BSN  # to become BSN.option_defaults() when BSN offers it
 
     parameters = inspect.signature(BSN.__init__).parameters.values()
     return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
@@ -102,8 +103,20 @@ def bsn_defaults() -> dict[str, Any]:
 _BSN = bsn_defaults()
 
 
+class _Config:
+    """What both configurations offer."""
+
+    def bsn_options(self) -> dict[str, Any]:
+        """The BSN keyword arguments this configuration sets."""
+        return {name: getattr(self, name) for name in _BSN if hasattr(self, name)}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-ready values (tuples as lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
 @dataclass
-class SearchConfig:
+class SearchConfig(_Config):
     """Everything ``nni-bsn search`` needs; the defaults are a few-minute run on digits with 2 CPU cores."""
 
     space: str = "cnf"
@@ -131,14 +144,14 @@ class SearchConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_milestones: tuple[int, ...] = ()
-    # BSN: its own defaults
-    lam: float = 2.0
-    num_samples: int = 1
-    arc_optimizer: str = "adam"
-    arc_learning_rate: float = 0.1
-    init_keep_prob: float | str = "auto"
-    warmup_epochs: int = 0
-    allow_over_budget: bool = False
+    # BSN: its defaults are BSN's own (bsn_defaults)
+    lam: float = _BSN["lam"]
+    num_samples: int = _BSN["num_samples"]
+    arc_optimizer: str = _BSN["arc_optimizer"]
+    arc_learning_rate: float = _BSN["arc_learning_rate"]
+    init_keep_prob: float | str = _BSN["init_keep_prob"]
+    warmup_epochs: int = _BSN["warmup_epochs"]
+    allow_over_budget: bool = _BSN["allow_over_budget"]
     # after the search
     finetune_epochs: int = 0
     onnx: bool = True
@@ -146,17 +159,9 @@ class SearchConfig:
     preset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def bsn_options(self) -> dict[str, Any]:
-        """The BSN keyword arguments this configuration sets."""
-        return {name: getattr(self, name) for name in _BSN if hasattr(self, name)}
-
-    def as_dict(self) -> dict[str, Any]:
-        """The configuration as JSON-ready values (tuples as lists)."""
-        return _json_ready(self)
-
 
 @dataclass
-class CompareConfig:
+class CompareConfig(_Config):
     """Everything ``nni-bsn compare`` needs; the defaults run all eight rows on digits in minutes on 2 CPU cores."""
 
     strategies: tuple[str, ...] = STRATEGIES
@@ -181,11 +186,11 @@ class CompareConfig:
     optimizer: str = "adam"
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
-    # BSN: its own defaults
-    lam: float = 2.0
-    num_samples: int = 4
-    arc_learning_rate: float = 0.1
-    init_keep_prob: float | str = "auto"
+    # BSN: its defaults are BSN's own (bsn_defaults)
+    lam: float = _BSN["lam"]
+    num_samples: int = _BSN["num_samples"]
+    arc_learning_rate: float = _BSN["arc_learning_rate"]
+    init_keep_prob: float | str = _BSN["init_keep_prob"]
     # Lightning's limit_train_batches / limit_val_batches for searches and retraining (tests use a few batches)
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
@@ -207,14 +212,6 @@ class CompareConfig:
         known = {f.name for f in fields(SearchConfig)}
         return SearchConfig(**{k: v for k, v in asdict(self).items() if k in known})
 
-    def bsn_options(self) -> dict[str, Any]:
-        """The BSN keyword arguments this configuration sets."""
-        return {name: getattr(self, name) for name in _BSN if hasattr(self, name)}
-
-    def as_dict(self) -> dict[str, Any]:
-        """The configuration as JSON-ready values (tuples as lists)."""
-        return _json_ready(self)
-
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CompareConfig:
         """The configuration written by :meth:`as_dict`."""
@@ -223,10 +220,6 @@ class CompareConfig:
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
-
-
-def _json_ready(cfg: Any) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
 
 
 def default_image_size(dataset: str, configured: int | None) -> int | None:
