@@ -196,14 +196,8 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    import torch
-
-    from .builders import rebuild_space
-    from .data import DataError, get_dataloaders
-    from .export import ExportError, export_onnx, measure_ort_latency
-
-    arch_path = Path(args.arch)
+def _read_found(arch_path: Path) -> tuple[dict, dict]:
+    """The architecture of ``arch.json`` and the ``report.json`` beside it; a missing or bad file is a usage error."""
     if not arch_path.is_file():
         raise UsageError(f"architecture file {arch_path} does not exist")
     try:
@@ -216,56 +210,63 @@ def _export(args: argparse.Namespace) -> int:
             f"{report_path} not found: export needs the report.json written beside arch.json by "
             "`nni-bsn search` (it names the space)"
         )
-    report = json.loads(report_path.read_text())
-    out = Path(args.out)
+    return arch, json.loads(report_path.read_text())
+
+
+def _example_input(report: dict):
+    """A batch of the search's test images (as RGB where the space needs it), or random inputs of that shape."""
+    import torch
+
+    from .builders import needs_rgb, to_rgb
+    from .data import DataError, get_dataloaders
+
+    cfg, size = report.get("config", {}), report["dataset"].get("image_size")
+    try:
+        _, _, test, _ = get_dataloaders(cfg.get("dataset", "digits"), cfg.get("data_dir"), 16, size, 0)
+    except DataError:
+        _progress("dataset not available: checking parity on random inputs")
+        return torch.randn(16, report["space"].get("in_channels", 3), size, size)
+    example = next(iter(test))[0]
+    return to_rgb(example) if needs_rgb(report["space"]["name"], example.shape[1]) else example
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .builders import rebuild_space
+    from .export import ExportError, export_and_time, load_frozen_model
+
+    arch_path, out = Path(args.arch), Path(args.out)
+    arch, report = _read_found(arch_path)
     if out.exists() and not args.force:
         raise UsageError(f"{out} already exists; pass --force to replace it")
-    space = rebuild_space(report["space"])
-    unknown = set(arch) - set(space.simplify())
-    missing = set(space.simplify()) - set(arch)
+    labels = set(rebuild_space(report["space"]).simplify())
+    unknown, missing = set(arch) - labels, labels - set(arch)
     if unknown or missing:
         raise UsageError(
-            f"{arch_path} does not fit the space of {report_path}: "
+            f"{arch_path} does not fit the space of {arch_path.with_name('report.json')}: "
             + (
                 f"unknown labels {sorted(unknown)[:5]}"
                 if unknown
                 else f"missing labels {sorted(missing)[:5]}"
             )
         )
-    model = space.freeze(arch)
     weights = arch_path.with_name("weights.pt")
+    try:
+        model = load_frozen_model(
+            lambda: rebuild_space(report["space"]), arch, weights if weights.is_file() else None
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if weights.is_file():
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         _progress(f"loaded trained weights from {weights}")
     else:
         _progress(f"no {weights.name} beside {arch_path.name}: exporting freshly initialised weights")
-    cfg = report.get("config", {})
+    example = _example_input(report)
     try:
-        _, _, test, info = get_dataloaders(
-            cfg.get("dataset", "digits"), cfg.get("data_dir"), 16, report["dataset"].get("image_size"), 0
-        )
-        example = next(iter(test))[0]
-        if report["space"]["name"] not in ("cnf", "resnet-fabric") and example.shape[1] != 3:
-            example = example.expand(-1, 3, -1, -1)
-    except DataError:
-        shape = (
-            16,
-            report["space"].get("in_channels", 3),
-            report["dataset"]["image_size"],
-            report["dataset"]["image_size"],
-        )
-        example = torch.randn(*shape)
-        _progress("dataset not available: checking parity on random inputs")
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        info_onnx = export_onnx(model, example, tmp, tolerance=args.tolerance)
+        info, lat = export_and_time(model, example, out, (1, *example.shape[1:]), tolerance=args.tolerance)
     except ExportError as e:
-        tmp.unlink(missing_ok=True)
         raise UsageError(str(e)) from None
-    os.replace(tmp, out)
-    lat = measure_ort_latency(out, (1, *example.shape[1:]))
     print(
-        f"wrote {out}: max |torch - ONNX Runtime| = {info_onnx['max_abs_diff']:.2e}, "
+        f"wrote {out}: max |torch - ONNX Runtime| = {info['max_abs_diff']:.2e}, "
         f"ONNX Runtime latency {lat['median_ms']:.3f} ms (batch 1, {lat['threads']} thread(s), median)"
     )
     return 0

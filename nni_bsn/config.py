@@ -17,6 +17,7 @@ __all__ = [
     "PRESETS",
     "STRATEGY_NAMES",
     "STRATEGIES",
+    "JobConfig",
     "SearchConfig",
     "CompareConfig",
     "bsn_defaults",
@@ -37,41 +38,29 @@ CIFAR_IMAGE_SIZE = (
     32  # the image size when a CIFAR search does not give one (digits: the configs' image_size)
 )
 
+# The paper's recipe (bsn_reference.md §4): meant for a GPU and CIFAR on disk.
+_PAPER_RECIPE: dict[str, Any] = {
+    "dataset": "cifar10",
+    "epochs": 300,
+    "batch_size": 64,
+    "optimizer": "sgd",
+    "learning_rate": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "lr_milestones": (150, 225),
+    "arc_optimizer": "sgd",
+    "arc_learning_rate": 1e-3,
+    "init_keep_prob": 0.95,
+}
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's configurations (bsn_reference.md §4): meant for a GPU and CIFAR on disk.
-    "paper-cnf": dict(
-        space="cnf",
-        layers=8,
-        channels=128,
-        dataset="cifar10",
-        epochs=300,
-        batch_size=64,
-        optimizer="sgd",
-        learning_rate=0.1,
-        momentum=0.9,
-        weight_decay=1e-4,
-        lr_milestones=(150, 225),
-        arc_optimizer="sgd",
-        arc_learning_rate=1e-3,
-        init_keep_prob=0.95,
-    ),
-    "paper-resnet-fabric": dict(
-        space="resnet-fabric",
-        units=3,
-        maps=(16, 32, 64),
-        shortcuts="slr",
-        dataset="cifar10",
-        epochs=300,
-        batch_size=64,
-        optimizer="sgd",
-        learning_rate=0.1,
-        momentum=0.9,
-        weight_decay=1e-4,
-        lr_milestones=(150, 225),
-        arc_optimizer="sgd",
-        arc_learning_rate=1e-3,
-        init_keep_prob=0.95,
-    ),
+    "paper-cnf": {"space": "cnf", "layers": 8, "channels": 128, **_PAPER_RECIPE},
+    "paper-resnet-fabric": {
+        "space": "resnet-fabric",
+        "units": 3,
+        "maps": (16, 32, 64),
+        "shortcuts": "slr",
+        **_PAPER_RECIPE,
+    },
 }
 
 #: Accepted ``--strategies`` names and the row label of each.
@@ -103,8 +92,38 @@ def bsn_defaults() -> dict[str, Any]:
 _BSN = bsn_defaults()
 
 
-class _Config:
-    """What both configurations offer."""
+@dataclass
+class JobConfig:
+    """What every job is given: the space, the data, the budget, the weights' optimizer, BSN's options, the
+    output. Each job's configuration adds its own and may change a default."""
+
+    space: str = "cnf"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    cost: str = "macs"
+    budget: str = "50%"
+    epochs: int = 10
+    batch_size: int = 64
+    seed: int = 0
+    # space shape
+    layers: int = 4
+    channels: int = 16
+    image_size: int | None = 16
+    units: int = 2
+    maps: tuple[int, ...] = (8, 16, 32)
+    shortcuts: str = "slr"
+    # the weights' optimizer
+    optimizer: str = "adam"
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    # BSN: its defaults are BSN's own (bsn_defaults)
+    lam: float = _BSN["lam"]
+    num_samples: int = _BSN["num_samples"]
+    arc_learning_rate: float = _BSN["arc_learning_rate"]
+    init_keep_prob: float | str = _BSN["init_keep_prob"]
+    onnx: bool = True
+    out: str = "bsn-search"
+    force: bool = False
 
     def bsn_options(self) -> dict[str, Any]:
         """The BSN keyword arguments this configuration sets."""
@@ -116,91 +135,41 @@ class _Config:
 
 
 @dataclass
-class SearchConfig(_Config):
+class SearchConfig(JobConfig):
     """Everything ``nni-bsn search`` needs; the defaults are a few-minute run on digits with 2 CPU cores."""
 
-    space: str = "cnf"
-    dataset: str = "digits"
-    data_dir: str | None = None
-    cost: str = "macs"
-    budget: str = "50%"
-    epochs: int = 10
-    batch_size: int = 64
-    seed: int = 0
     accelerator: str = "cpu"
     devices: int = 1
-    out: str = "bsn-search"
-    force: bool = False
-    # space shape
-    layers: int = 4
-    channels: int = 16
-    image_size: int | None = 16
-    units: int = 2
-    maps: tuple[int, ...] = (8, 16, 32)
-    shortcuts: str = "slr"
-    # optimisation
-    optimizer: str = "adam"
-    learning_rate: float = 3e-3
     momentum: float = 0.9
-    weight_decay: float = 0.0
     lr_milestones: tuple[int, ...] = ()
-    # BSN: its defaults are BSN's own (bsn_defaults)
-    lam: float = _BSN["lam"]
-    num_samples: int = _BSN["num_samples"]
     arc_optimizer: str = _BSN["arc_optimizer"]
-    arc_learning_rate: float = _BSN["arc_learning_rate"]
-    init_keep_prob: float | str = _BSN["init_keep_prob"]
     warmup_epochs: int = _BSN["warmup_epochs"]
     allow_over_budget: bool = _BSN["allow_over_budget"]
-    # after the search
-    finetune_epochs: int = 0
-    onnx: bool = True
+    finetune_epochs: int = 0  # after the search
     resume: bool = False
     preset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class CompareConfig(_Config):
-    """Everything ``nni-bsn compare`` needs; the defaults run all eight rows on digits in minutes on 2 CPU cores."""
+class CompareConfig(JobConfig):
+    """Everything ``nni-bsn compare`` needs; the defaults run all eight rows on digits in minutes on 2 CPU cores.
+
+    The budget is BSN's, the +penalty rows' baseline, and the "within budget" column's; every search and every
+    retraining uses the same optimizer."""
 
     strategies: tuple[str, ...] = STRATEGIES
-    space: str = "cnf"
-    dataset: str = "digits"
-    data_dir: str | None = None
     epochs: int = 3
     retrain_epochs: int | None = None  # None: the search epochs
-    batch_size: int = 64
-    seed: int = 0
-    # the budget (BSN's, the penalty rows' baseline, and the "within budget" column)
-    cost: str = "macs"
-    budget: str = "50%"
-    # space shape
-    layers: int = 4
     channels: int = 8
-    image_size: int | None = 16
-    units: int = 2
-    maps: tuple[int, ...] = (8, 16, 32)
-    shortcuts: str = "slr"
-    # weights: the same optimizer for every search and every retraining
-    optimizer: str = "adam"
-    learning_rate: float = 3e-3
-    weight_decay: float = 0.0
-    # BSN: its defaults are BSN's own (bsn_defaults)
-    lam: float = _BSN["lam"]
-    num_samples: int = _BSN["num_samples"]
-    arc_learning_rate: float = _BSN["arc_learning_rate"]
-    init_keep_prob: float | str = _BSN["init_keep_prob"]
     # Lightning's limit_train_batches / limit_val_batches for searches and retraining (tests use a few batches)
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
-    onnx: bool = True
     # One thread per strategy process: on a 2-core machine that other work shares, a 2-thread OpenMP pool runs
     # 5-40x slower; one thread stays within ~2x. None: torch's default (all cores).
     threads: int | None = 1
     strategy_timeout: float | None = None  # seconds per strategy (search + retraining), None: no limit
     out: str = "bsn-compare"
-    force: bool = False
 
     @property
     def retrain(self) -> int:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from evaluators.blocks import GATE_ON
 from nni_bsn.cli import main
 
 
@@ -91,7 +92,7 @@ def test_export_of_a_missing_or_foreign_architecture_exits_2(capsys, tmp_path):
     assert main(["export", str(tmp_path / "arch.json"), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "does not exist" in _error_line(capsys)
     arch = tmp_path / "arch.json"
-    arch.write_text(json.dumps({"x": "on"}))
+    arch.write_text(json.dumps({"x": GATE_ON}))
     assert main(["export", str(arch), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "report.json" in _error_line(capsys)
     (tmp_path / "report.json").write_text(

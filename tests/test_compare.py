@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from evaluators.blocks import GATE_OFF, GATE_ON
 from nni_bsn.cli import build_parser, main
 from nni_bsn.compare import _run_in_process
 from nni_bsn.compare_report import equivalent_command, markdown_table
@@ -211,15 +212,15 @@ def test_nni_flops_profiler_works_on_our_fabrics_and_its_penalty_reaches_alpha(k
         space = ResNetFabric(units=1, maps=(4, 8), in_channels=1, num_classes=10)
     shape = (1, 1, 8, 8)
     profiler = fabric_flops_profiler(space, shape)
-    on = {label: "on" for label in space.gate_labels}
-    off = {label: "off" for label in space.gate_labels}
+    on = {label: GATE_ON for label in space.gate_labels}
+    off = {label: GATE_OFF for label in space.gate_labels}
     full = float(profiler.profile(on))
     assert 0 < float(profiler.profile(off)) < full
     # Conv and linear multiply-accumulates: within a few percent of fvcore (which also counts BatchNorm).
     assert full == pytest.approx(MacsCost(input_shape=shape).bind(space).full_cost(), rel=0.1)
     alpha = torch.zeros(len(space.gate_labels), requires_grad=True)
     probs = {
-        label: {"off": 1 - torch.sigmoid(a), "on": torch.sigmoid(a)}
+        label: {GATE_OFF: 1 - torch.sigmoid(a), GATE_ON: torch.sigmoid(a)}
         for label, a in zip(space.gate_labels, alpha)
     }
     loss, details = ExpectationProfilerPenalty(profiler, baseline=full / 4, scale=1.0, nonlinear="positive")(
