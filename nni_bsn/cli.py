@@ -1,8 +1,9 @@
-"""``nni-bsn``: search with BSN, sweep budgets, export to ONNX."""
+"""``nni-bsn``: search with BSN, sweep budgets, compare with NNI's strategies, export to ONNX."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -160,7 +161,7 @@ def _sweep(args: argparse.Namespace) -> int:
     rows = []
     with atomic_output_dir(base.out, base.force) as tmp:
         for b in budgets:
-            cfg = SearchConfig(**{**base.__dict__, "budget": b, "onnx": False})
+            cfg = dataclasses.replace(base, budget=b, onnx=False)
             sub = tmp / f"budget_{b.replace('%', 'pct')}"
             sub.mkdir()
             _progress(f"budget {b}")

@@ -201,6 +201,7 @@ def test_a_killed_search_leaves_a_checkpoint_and_resumes_to_completion(tmp_path)
     report = json.loads((out / "report.json").read_text())
     assert report["selection"]["connected"]
     assert 0.05 <= report["start_keep_prob"] <= 0.95  # init_keep_prob="auto" (default) says where it started
+    assert isinstance(report["skipped_samples"], int)  # BSN's count of skipped non-finite samples
     assert {"arch.json", "report.json", "weights.pt", "architecture.png"} <= {p.name for p in out.iterdir()}
     assert not (tmp_path / "run.partial").exists()
 
