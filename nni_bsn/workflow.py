@@ -190,14 +190,24 @@ def _resume_from_checkpoint(cfg: SearchConfig, evaluator, progress) -> None:
         raise UsageError(
             f"nothing to resume: {ckpt} does not exist (it is written when a search is interrupted)"
         )
-    done = int(torch.load(ckpt, map_location="cpu", weights_only=False).get("epoch", 0))
+    done = _epochs_trained(torch.load(ckpt, map_location="cpu", weights_only=False))
     if done >= cfg.epochs:
         raise UsageError(
-            f"the checkpoint in {partial} has reached epoch {done + 1}; resume with --epochs larger "
-            f"than {done + 1} (the interrupted search's --epochs)"
+            f"the checkpoint in {partial} has trained {done} epoch(s); resume with --epochs larger "
+            f"than {done} (the interrupted search's --epochs)"
         )
     evaluator.fit_kwargs["ckpt_path"] = str(ckpt)
     progress(f"resuming from {ckpt} (epoch {done + 1} of {cfg.epochs})")
+
+
+def _epochs_trained(checkpoint: dict[str, Any]) -> int:
+    """The epochs a Lightning checkpoint has fully trained: its epoch, plus one if it was saved at the epoch's end.
+
+    A checkpoint written after the last batch of epoch ``e`` still says ``epoch: e``; resumed with
+    ``max_epochs = e + 1`` it would train nothing (and never validate).
+    """
+    batches = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    return int(checkpoint.get("epoch", 0)) + int(bool(batches.get("is_last_batch")))
 
 
 def _search(space, evaluator, strategy, started: float) -> _Found:

@@ -228,3 +228,21 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     )
     assert "nothing to resume" in capsys.readouterr().err
     assert Path(tmp_path / "x").exists() is False
+
+
+def test_resume_counts_a_checkpoint_saved_at_an_epochs_end_as_that_epoch_trained(tmp_path, capsys):
+    from nni_bsn.cli import main
+    from nni_bsn.workflow import _epochs_trained
+
+    def state(last_batch: bool) -> dict:
+        return {
+            "epoch": 0,
+            "loops": {"fit_loop": {"epoch_loop.batch_progress": {"is_last_batch": last_batch}}},
+        }
+
+    assert (_epochs_trained(state(False)), _epochs_trained(state(True))) == (0, 1)
+    (tmp_path / "x.partial").mkdir()
+    torch.save(state(True), tmp_path / "x.partial" / "last.ckpt")
+    argv = ["search", "--resume", "--epochs", "1", "--layers", "2", "--channels", "4", "--image-size", "8"]
+    assert main([*argv, "--out", str(tmp_path / "x")]) == 2  # it would train nothing, and never validate
+    assert "resume with --epochs larger than 1" in capsys.readouterr().err
