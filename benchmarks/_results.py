@@ -27,13 +27,15 @@ def machine() -> str:
 
 
 def append(title: str, body: str) -> None:
-    from nni_bsn.workflow import versions
+    from nni_bsn.outputs import versions
 
     command = "python " + " ".join(sys.argv)
     vers = ", ".join(f"{k} {v}" for k, v in versions().items())
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = (f"\n## {title} ({stamp})\n\n- command: `{command}`\n- machine: {machine()}\n- versions: {vers}\n\n"
-            f"{body.rstrip()}\n")
+    text = (
+        f"\n## {title} ({stamp})\n\n- command: `{command}`\n- machine: {machine()}\n- versions: {vers}\n\n"
+        f"{body.rstrip()}\n"
+    )
     with RESULTS.open("a") as f:
         f.write(text)
     print(text)

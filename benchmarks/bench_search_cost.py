@@ -43,7 +43,7 @@ def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -
     from nni_bsn import BSN
     from nni_bsn.compat import TaggedENAS
     from nni_bsn.data import get_dataloaders
-    from nni_bsn.workflow import StepTimer
+    from nni_bsn.training import StepTimer
     from search_spaces import ConvolutionalNeuralFabric
 
     torch.manual_seed(0)
@@ -51,12 +51,25 @@ def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -
     train, val, _, _ = get_dataloaders("digits", batch_size=64, image_size=image_size, seed=0)
     space = ConvolutionalNeuralFabric(layers=layers, channels=channels, image_size=image_size, in_channels=1)
     timer = StepTimer()
-    ev = Classification(train_dataloaders=train, val_dataloaders=val, num_classes=10, max_epochs=epochs,
-                        accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
+    ev = Classification(
+        train_dataloaders=train,
+        val_dataloaders=val,
+        num_classes=10,
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
     cost = MacsCost(input_shape=(1, 1, image_size, image_size)).bind(space)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    strategy, share = None, math.nan  # share: MACs run over the whole super network's (BSN's: set after the fit)
+    strategy, share = (
+        None,
+        math.nan,
+    )  # share: MACs run over the whole super network's (BSN's: set after the fit)
     if name.startswith("fixed"):
         arch = fixed_arch(space, cost, float(name.split("@")[1].rstrip("%")) / 100)
         net = space.freeze(arch)
@@ -64,10 +77,17 @@ def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -
         run = lambda: ev.evaluate(net)  # noqa: E731
     else:
         if name.startswith("bsn"):
-            strategy = BSN(cost=MacsCost(input_shape=(1, 1, image_size, image_size)), budget=name.split("@")[1])
+            strategy = BSN(
+                cost=MacsCost(input_shape=(1, 1, image_size, image_size)), budget=name.split("@")[1]
+            )
         else:
-            strategy = {"darts": DARTS, "gumbel-darts": GumbelDARTS, "proxyless": Proxyless, "random": RandomOneShot,
-                        "enas": lambda: TaggedENAS(reward_metric_name="val_acc")}[name]()
+            strategy = {
+                "darts": DARTS,
+                "gumbel-darts": GumbelDARTS,
+                "proxyless": Proxyless,
+                "random": RandomOneShot,
+                "enas": lambda: TaggedENAS(reward_metric_name="val_acc"),
+            }[name]()
         strategy.initialize(RawFormatModelSpace.from_model(space, ev), SequentialExecutionEngine())
         run = strategy.run
     # Memory growth during the fit: resident memory sampled every 2 ms, against its value when the fit starts
@@ -91,21 +111,29 @@ def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -
     if name.startswith("bsn"):  # mean MACs of the architectures sampled during the last epoch
         share = float(strategy.oneshot_module.trainer.callback_metrics["bsn/cost_macs"]) / cost.full_cost()
     epochs_s = timer.epochs
-    return {"strategy": name, "epoch_s": statistics.median(epochs_s[1:] or epochs_s), "last_epoch_s": epochs_s[-1],
-            "step_ms": timer.summary()["step_ms_median"], "rss_growth_mb": after - before,
-            "fit_rss_growth_mb": (peak[0] - start_rss) / 2**20, "macs_share": share}
+    return {
+        "strategy": name,
+        "epoch_s": statistics.median(epochs_s[1:] or epochs_s),
+        "last_epoch_s": epochs_s[-1],
+        "step_ms": timer.summary()["step_ms_median"],
+        "rss_growth_mb": after - before,
+        "fit_rss_growth_mb": (peak[0] - start_rss) / 2**20,
+        "macs_share": share,
+    }
 
 
 def fixed_arch(space, cost, share: float, tolerance: float = 0.02) -> dict:
     """The first connected, pruned architecture of a seeded draw whose MACs are within ``tolerance`` of ``share``."""
     import random
 
+    from evaluators.blocks import GATE_OFF, GATE_ON
+
     rng = random.Random(0)
     labels = list(space.gate_labels)
     full = cost.full_cost()
     for _ in range(100_000):
         p = rng.uniform(0.5, 1.0)
-        arch = space.prune({label: "on" if rng.random() < p else "off" for label in labels})
+        arch = space.prune({label: GATE_ON if rng.random() < p else GATE_OFF for label in labels})
         if space.is_connected(arch) and abs(cost(arch) / full - share) <= tolerance:
             return arch
     raise RuntimeError(f"no connected architecture with {share:.0%} of the MACs found")
@@ -127,8 +155,20 @@ def main() -> None:
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for rep in range(args.repeats):
         for n in names:
-            out = subprocess.run([sys.executable, __file__, "_child", n, str(args.epochs), str(args.layers),
-                                  str(args.channels), str(args.image_size)], capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "_child",
+                    n,
+                    str(args.epochs),
+                    str(args.layers),
+                    str(args.channels),
+                    str(args.image_size),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode != 0:
                 print(f"{n} failed: {out.stderr[-500:]}", file=sys.stderr)
                 continue
@@ -141,40 +181,55 @@ def main() -> None:
         return statistics.median(vals) if vals else float("nan")
 
     darts_epoch, darts_mem = med("darts", "epoch_s"), med("darts", "fit_rss_growth_mb")
-    lines = ["| strategy | MACs run ÷ full | epoch s (median) | last epoch s | step ms | peak RSS growth MB "
-             "(set-up + fit) | RSS growth during fit MB | epoch ÷ DARTS | fit memory ÷ DARTS | runs |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| strategy | MACs run ÷ full | epoch s (median) | last epoch s | step ms | peak RSS growth MB "
+        "(set-up + fit) | RSS growth during fit MB | epoch ÷ DARTS | fit memory ÷ DARTS | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for n in names:
         share = med(n, "macs_share")
-        lines.append(f"| {n} | {'' if math.isnan(share) else f'{share:.2f}'} | {med(n, 'epoch_s'):.3f} | "
-                     f"{med(n, 'last_epoch_s'):.3f} | {med(n, 'step_ms'):.1f} | "
-                     f"{med(n, 'rss_growth_mb'):.0f} | {med(n, 'fit_rss_growth_mb'):.0f} | "
-                     f"{med(n, 'epoch_s') / darts_epoch:.2f} | {med(n, 'fit_rss_growth_mb') / darts_mem:.2f} | "
-                     f"{len(runs[n])} |")
+        lines.append(
+            f"| {n} | {'' if math.isnan(share) else f'{share:.2f}'} | {med(n, 'epoch_s'):.3f} | "
+            f"{med(n, 'last_epoch_s'):.3f} | {med(n, 'step_ms'):.1f} | "
+            f"{med(n, 'rss_growth_mb'):.0f} | {med(n, 'fit_rss_growth_mb'):.0f} | "
+            f"{med(n, 'epoch_s') / darts_epoch:.2f} | {med(n, 'fit_rss_growth_mb') / darts_mem:.2f} | "
+            f"{len(runs[n])} |"
+        )
     checks = []
     if runs.get("bsn@50%") and runs.get("darts"):
         r = med("bsn@50%", "epoch_s") / darts_epoch
         m = med("bsn@50%", "fit_rss_growth_mb") / darts_mem
-        checks.append(f"- BSN at 50% vs DARTS: epoch {r:.2f}x (target <= 0.25x: {'met' if r <= 0.25 else 'NOT met'}), "
-                      f"memory growth during fit {m:.2f}x (target <= 0.4x: {'met' if m <= 0.4 else 'NOT met'})")
+        checks.append(
+            f"- BSN at 50% vs DARTS: epoch {r:.2f}x (target <= 0.25x: {'met' if r <= 0.25 else 'NOT met'}), "
+            f"memory growth during fit {m:.2f}x (target <= 0.4x: {'met' if m <= 0.4 else 'NOT met'})"
+        )
     if runs.get("bsn@25%") and runs.get("bsn@100%"):
         r = med("bsn@25%", "last_epoch_s") / med("bsn@100%", "last_epoch_s")
-        checks.append(f"- BSN at 25% vs at 100%, last epoch: {r:.2f}x (target <= 0.5x: {'met' if r <= 0.5 else 'NOT met'})")
+        checks.append(
+            f"- BSN at 25% vs at 100%, last epoch: {r:.2f}x (target <= 0.5x: {'met' if r <= 0.5 else 'NOT met'})"
+        )
     for fixed in [n for n in names if n.startswith("fixed") and runs[n]]:
         bsn = "bsn@" + fixed.split("@")[1]
         if runs.get(bsn):
-            checks.append(f"- {bsn} vs {fixed} (the physical limit at that budget): epoch "
-                          f"{med(bsn, 'epoch_s') / med(fixed, 'epoch_s'):.2f}x, memory growth during fit "
-                          f"{med(bsn, 'fit_rss_growth_mb') / med(fixed, 'fit_rss_growth_mb'):.2f}x; {fixed} vs "
-                          f"DARTS: epoch {med(fixed, 'epoch_s') / darts_epoch:.2f}x, memory "
-                          f"{med(fixed, 'fit_rss_growth_mb') / darts_mem:.2f}x")
-    notes = ["", "MACs run ÷ full: for BSN the mean MACs of the architectures sampled in the last epoch (pruned), "
-             "for fixed@ rows the trained sub-network's, over the whole super network's."]
+            checks.append(
+                f"- {bsn} vs {fixed} (the physical limit at that budget): epoch "
+                f"{med(bsn, 'epoch_s') / med(fixed, 'epoch_s'):.2f}x, memory growth during fit "
+                f"{med(bsn, 'fit_rss_growth_mb') / med(fixed, 'fit_rss_growth_mb'):.2f}x; {fixed} vs "
+                f"DARTS: epoch {med(fixed, 'epoch_s') / darts_epoch:.2f}x, memory "
+                f"{med(fixed, 'fit_rss_growth_mb') / darts_mem:.2f}x"
+            )
+    notes = [
+        "",
+        "MACs run ÷ full: for BSN the mean MACs of the architectures sampled in the last epoch (pruned), "
+        "for fixed@ rows the trained sub-network's, over the whole super network's.",
+    ]
     from _results import append
 
-    append(f"Search cost: CNF {args.layers} layers x {args.channels} channels, digits {args.image_size}x"
-           f"{args.image_size}, batch 64, {args.epochs} epochs, {args.repeats} interleaved repeats",
-           "\n".join(lines + [""] + checks + notes))
+    append(
+        f"Search cost: CNF {args.layers} layers x {args.channels} channels, digits {args.image_size}x"
+        f"{args.image_size}, batch 64, {args.epochs} epochs, {args.repeats} interleaved repeats",
+        "\n".join(lines + [""] + checks + notes),
+    )
 
 
 if __name__ == "__main__":

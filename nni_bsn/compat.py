@@ -9,7 +9,10 @@
   :class:`ProxylessWithPenalty`: NNI 3.0's DARTS-family ``penalty`` receives probabilities as Python floats,
   so it never reaches the architecture parameters; these give it live tensors;
 - :func:`quiet_experiment_config`: a one-shot ``NasExperimentConfig`` without the
-  "``training_service`` will be ignored" warnings, writing its files under a folder of your choice.
+  "``training_service`` will be ignored" warnings, writing its files under a folder of your choice;
+- :func:`quiet_library_warnings`, :func:`quiet_library_logs`: the command line's filters for NNI's and
+  Lightning's warnings and logs of every run;
+- :func:`fabric_flops_profiler`: NNI's ``FlopsProfiler`` on the fabrics, whose modules it has no formulas for.
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ import logging
 import os
 import warnings
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 # NNI regenerates wrappers for every class of torch.nn at import; torch 2.14 has two that are not modules.
 warnings.filterwarnings("ignore", message=r".*is found to be not a nn\.Module.*", category=RuntimeWarning)
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
-
 
 
 def _import_gym_quietly() -> None:
@@ -59,6 +62,9 @@ __all__ = [
     "GumbelDartsWithPenalty",
     "ProxylessWithPenalty",
     "quiet_experiment_config",
+    "quiet_library_warnings",
+    "quiet_library_logs",
+    "fabric_flops_profiler",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -247,3 +253,98 @@ def quiet_experiment_config(working_dir: str | os.PathLike, **fields: Any) -> Na
     for key, value in fields.items():
         setattr(config, key, value)
     return config
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# warnings of every run
+
+#: Modules whose warnings the command line hides: NNI's and Lightning's advice that holds for every search here
+#: (e.g. ModelCheckpoint with manual optimization, few dataloader workers, NNI's unclosed experiment log).
+NOISY_MODULES = r"(nni|pytorch_lightning|lightning|lightning_fabric)(\.|$)"
+
+
+def quiet_library_warnings() -> None:
+    """Hide the warnings raised from NNI's and Lightning's modules, and keep BSN's own visible.
+
+    BSN warns from its ``training_step`` with ``stacklevel=2``, which attributes the warning to Lightning's
+    caller: the last filter, which wins, shows every warning whose message starts with ``BSN:``.
+    """
+    warnings.filterwarnings("ignore", module=NOISY_MODULES)
+    warnings.filterwarnings("default", message=r"BSN: ")
+
+
+def quiet_library_logs() -> None:
+    """Show only the errors of NNI's and Lightning's loggers (their INFO and WARNING lines come at every run)."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "nni"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NNI's FlopsProfiler on the fabrics
+
+_FORMULAS_REGISTERED = False
+
+
+def _register_fabric_formulas() -> None:
+    """Shape and FLOPs formulas for the fabric modules NNI's profiler does not know (once per process).
+
+    ``Zero`` (an 'off' gate: zeros of the gated op's output shape, no compute) and ``UpConvBN`` (nearest x2
+    upsampling, then conv-BN at the output resolution: ``F.interpolate`` has no NNI shape formula). Results are
+    floats, like NNI's BatchNorm formula without normalisation counting, because NNI's expectation cannot sum
+    ints with floats across the candidates of a choice.
+    """
+    global _FORMULAS_REGISTERED
+    if _FORMULAS_REGISTERED:
+        return
+    from nni.nas.profiler.pytorch.flops import FlopsResult, register_flops_formula
+    from nni.nas.profiler.pytorch.utils import profiler_leaf_module, register_shape_inference_formula
+    from nni.nas.profiler.pytorch.utils.shape import MutableShape
+
+    from search_spaces.ops import UpConvBN, Zero
+
+    def zero_shape(module, x):
+        n, _, h, w = x.real_shape
+        if module.stride > 1:
+            h, w = (h - 1) // module.stride + 1, (w - 1) // module.stride + 1
+        return MutableShape(n, module.out_channels, h * module.upsample, w * module.upsample)
+
+    def up_shape(module, x):
+        n, _, h, w = x.real_shape
+        return MutableShape(n, module.conv[0].out_channels, 2 * h, 2 * w)
+
+    def up_flops(module, inputs, output, count_bias=True):
+        conv = module.conv[0]
+        kernel = conv.kernel_size[0] * conv.kernel_size[1]
+        bias = conv.bias is not None
+        resolution = int(output[-2]) * int(output[-1])
+        return FlopsResult(
+            float(conv.out_channels * resolution * (kernel * conv.in_channels + (bias and count_bias))),
+            float(conv.out_channels * (conv.in_channels * kernel + bias)),
+        )
+
+    for cls, formula in ((Zero, zero_shape), (UpConvBN, up_shape)):
+        profiler_leaf_module(cls)
+        register_shape_inference_formula(cls, formula)
+    register_flops_formula(Zero, lambda module, inputs, output: FlopsResult(0.0, 0.0))
+    register_flops_formula(UpConvBN, up_flops)
+    _FORMULAS_REGISTERED = True
+
+
+def fabric_flops_profiler(space: Any, input_shape: Sequence[int]):
+    """NNI's ``FlopsProfiler`` on a raw fabric space, counting multiply-accumulates of convolutions and linears.
+
+    Bias, normalisation and activation counts are off, so the figure is comparable to fvcore's MACs. NNI counts
+    every 'on' gate (dead or not), so on a pruned architecture it is above :class:`evaluators.MacsCost`.
+    """
+    from nni.nas.profiler.pytorch.flops import FlopsProfiler
+
+    _register_fabric_formulas()
+    # Batch 2: BatchNorm in training mode rejects one value per channel at 1x1 maps; FLOPs ignore the batch.
+    example = torch.randn(2, *tuple(input_shape)[1:])
+    was_training = space.training
+    try:
+        return FlopsProfiler(
+            space, example, count_bias=False, count_normalization=False, count_activation=False
+        )
+    finally:
+        space.train(was_training)

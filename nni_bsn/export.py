@@ -34,6 +34,7 @@ __all__ = [
     "ExportError",
     "export_onnx",
     "measure_ort_latency",
+    "export_and_time",
     "load_frozen_model",
     "save_weights",
     "INPUT_NAME",
@@ -68,14 +69,20 @@ def _second_batch(example: torch.Tensor) -> torch.Tensor:
     return example[idx] + 0.05 * noise * (example.std() if example.numel() > 1 else 1.0)
 
 
-def _export(model: nn.Module, example: torch.Tensor, path: Path, opset: int | None, dynamo: bool,
-            external_data: bool) -> None:
+def _export(
+    model: nn.Module, example: torch.Tensor, path: Path, opset: int | None, dynamo: bool, external_data: bool
+) -> None:
     """One ``torch.onnx.export`` call with a dynamic batch axis; the exporter's stdout and warnings are swallowed."""
-    kwargs: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
+    kwargs: dict[str, Any] = {
+        "input_names": [INPUT_NAME],
+        "output_names": [OUTPUT_NAME],
+        "opset_version": opset,
+    }
     if dynamo:
         # A tuple matches the positional inputs, so the name of forward's argument does not matter.
-        kwargs.update(dynamo=True, external_data=external_data,
-                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+        kwargs.update(
+            dynamo=True, external_data=external_data, dynamic_shapes=({0: torch.export.Dim("batch")},)
+        )
     else:
         kwargs.update(dynamo=False, dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
@@ -121,8 +128,6 @@ def export_onnx(
         When both exporters fail, the checker rejects the file, or ONNX Runtime differs from torch by more than
         ``tolerance``.
     """
-    import onnx
-
     if not isinstance(example, torch.Tensor) or example.dim() < 1 or example.shape[0] < 1:
         raise ValueError(f"export_onnx: example must be a tensor with a batch dimension, got {example!r:.80}")
     path = Path(path)
@@ -139,43 +144,11 @@ def export_onnx(
     tmpdir = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=path.parent))
     try:
         tmp_path = tmpdir / path.name
-        exporter, fallback_reason = "dynamo", None
         t0 = time.perf_counter()
-        if dynamo:
-            try:
-                _export(model, example, tmp_path, opset, dynamo=True, external_data=external)
-            except Exception as e:  # any dynamo failure means: try the other exporter
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                fallback_reason = f"{type(e).__name__}: {msg}"[:300]
-                _log.warning("dynamo ONNX exporter failed (%s); falling back to the TorchScript exporter",
-                             fallback_reason)
-                for f in tmpdir.iterdir():
-                    f.unlink()
-        if not dynamo or fallback_reason is not None:
-            exporter = "torchscript"
-            try:
-                _export(model, example, tmp_path, opset, dynamo=False, external_data=external)
-            except Exception as e:
-                raise ExportError(
-                    f"export_onnx: no ONNX exporter could export {type(model).__name__}: "
-                    + (f"dynamo: {fallback_reason}; " if fallback_reason else "")
-                    + f"torchscript: {type(e).__name__}: {e}") from e
+        exporter, fallback_reason = _export_with_fallback(model, example, tmp_path, opset, dynamo, external)
         export_seconds = time.perf_counter() - t0
-
-        try:
-            onnx.checker.check_model(str(tmp_path), full_check=True)
-        except Exception as e:
-            raise ExportError(f"export_onnx: onnx.checker rejected the {exporter} export: {e}") from e
-        proto = onnx.load(str(tmp_path), load_external_data=False)
-
-        diffs = _parity(tmp_path, inputs, expected)
+        proto, diffs = _prove(tmp_path, exporter, inputs, expected, tolerance)
         max_diff = max(diffs.values())
-        if not np.isfinite(max_diff) or max_diff > tolerance:
-            raise ExportError(
-                f"export_onnx: ONNX Runtime differs from torch by {max_diff:.3g} (> tolerance {tolerance:g}) "
-                f"with the {exporter} exporter; per batch size: {diffs}. The model may hold train-mode or "
-                "data-dependent code that the exporter traced differently.")
-
         files = []
         for f in sorted(tmpdir.iterdir()):
             os.replace(f, path.parent / f.name)
@@ -205,7 +178,65 @@ def export_onnx(
     }
 
 
-def _parity(path: Path, inputs: Mapping[int, torch.Tensor], expected: Mapping[int, np.ndarray]) -> dict[int, float]:
+def _export_with_fallback(
+    model: nn.Module, example: torch.Tensor, path: Path, opset: int | None, dynamo: bool, external: bool
+) -> tuple[str, str | None]:
+    """Export with the dynamo exporter, or the TorchScript one if it fails (or ``dynamo`` is off).
+
+    Returns the exporter used and the dynamo error that made it fall back (None if it did not)."""
+    fallback_reason = None
+    if dynamo:
+        try:
+            _export(model, example, path, opset, dynamo=True, external_data=external)
+            return "dynamo", None
+        except Exception as e:  # any dynamo failure means: try the other exporter
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            fallback_reason = f"{type(e).__name__}: {msg}"[:300]
+            _log.warning(
+                "dynamo ONNX exporter failed (%s); falling back to the TorchScript exporter", fallback_reason
+            )
+            for f in path.parent.iterdir():
+                f.unlink()
+    try:
+        _export(model, example, path, opset, dynamo=False, external_data=external)
+    except Exception as e:
+        raise ExportError(
+            f"export_onnx: no ONNX exporter could export {type(model).__name__}: "
+            + (f"dynamo: {fallback_reason}; " if fallback_reason else "")
+            + f"torchscript: {type(e).__name__}: {e}"
+        ) from e
+    return "torchscript", fallback_reason
+
+
+def _prove(
+    path: Path,
+    exporter: str,
+    inputs: Mapping[int, torch.Tensor],
+    expected: Mapping[int, np.ndarray],
+    tolerance: float,
+) -> tuple[Any, dict[int, float]]:
+    """Check the file with ``onnx.checker`` and ONNX Runtime against torch; its proto and the differences."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:
+        raise ExportError(f"export_onnx: onnx.checker rejected the {exporter} export: {e}") from e
+    proto = onnx.load(str(path), load_external_data=False)
+    diffs = _parity(path, inputs, expected)
+    max_diff = max(diffs.values())
+    if not np.isfinite(max_diff) or max_diff > tolerance:
+        raise ExportError(
+            f"export_onnx: ONNX Runtime differs from torch by {max_diff:.3g} (> tolerance {tolerance:g}) "
+            f"with the {exporter} exporter; per batch size: {diffs}. The model may hold train-mode or "
+            "data-dependent code that the exporter traced differently."
+        )
+    return proto, diffs
+
+
+def _parity(
+    path: Path, inputs: Mapping[int, torch.Tensor], expected: Mapping[int, np.ndarray]
+) -> dict[int, float]:
     """Max |torch - ORT| per batch size, in one fresh session (a shape mismatch raises ExportError)."""
     try:
         sess = _ort_session(path, threads=1)
@@ -217,11 +248,14 @@ def _parity(path: Path, inputs: Mapping[int, torch.Tensor], expected: Mapping[in
         try:
             got = sess.run(None, {name: x.numpy()})[0]
         except Exception as e:
-            raise ExportError(f"export_onnx: ONNX Runtime failed at batch size {b} (is the batch axis dynamic?): "
-                              f"{e}") from e
+            raise ExportError(
+                f"export_onnx: ONNX Runtime failed at batch size {b} (is the batch axis dynamic?): {e}"
+            ) from e
         if got.shape != expected[b].shape:
-            raise ExportError(f"export_onnx: ONNX Runtime output shape {got.shape} != torch {expected[b].shape} "
-                              f"at batch size {b}")
+            raise ExportError(
+                f"export_onnx: ONNX Runtime output shape {got.shape} != torch {expected[b].shape} "
+                f"at batch size {b}"
+            )
         diffs[b] = float(np.max(np.abs(got.astype(np.float64) - expected[b]))) if got.size else 0.0
     return diffs
 
@@ -254,10 +288,14 @@ def measure_ort_latency(
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"measure_ort_latency: threads must be an integer >= 1, got {threads!r}")
     if threads > cores:
-        raise ValueError(f"measure_ort_latency: threads={threads} is more than the {cores} cores of this machine; "
-                         "oversubscribed threads make latency noisy and slow. Use threads <= os.cpu_count().")
+        raise ValueError(
+            f"measure_ort_latency: threads={threads} is more than the {cores} cores of this machine; "
+            "oversubscribed threads make latency noisy and slow. Use threads <= os.cpu_count()."
+        )
     if warmup < 0 or runs < 1:
-        raise ValueError(f"measure_ort_latency: need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
+        raise ValueError(
+            f"measure_ort_latency: need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}"
+        )
     if not Path(path).is_file():
         raise FileNotFoundError(f"measure_ort_latency: no ONNX file at {path}")
     shape = tuple(int(d) for d in input_shape)
@@ -283,6 +321,19 @@ def measure_ort_latency(
     }
 
 
+def export_and_time(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: str | os.PathLike,
+    input_shape: tuple[int, ...],
+    *,
+    tolerance: float = 1e-4,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`export_onnx` then :func:`measure_ort_latency` at ``input_shape``: the export's and the latency's dicts."""
+    info = export_onnx(model, example, path, tolerance=tolerance)
+    return info, measure_ort_latency(path, input_shape)
+
+
 def load_frozen_model(
     space: nn.Module | Callable[[], nn.Module],
     arch: Mapping[str, Any],
@@ -297,7 +348,9 @@ def load_frozen_model(
     if isinstance(space, type) or (callable(space) and not hasattr(space, "freeze")):
         space = space()
     if not hasattr(space, "freeze"):
-        raise TypeError(f"load_frozen_model: expected a model space with .freeze(arch), got {type(space).__name__}")
+        raise TypeError(
+            f"load_frozen_model: expected a model space with .freeze(arch), got {type(space).__name__}"
+        )
     model = space.freeze(dict(arch))
     if state_dict is not None:
         if isinstance(state_dict, (str, os.PathLike)):
@@ -305,8 +358,10 @@ def load_frozen_model(
         try:
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as e:
-            raise ValueError(f"load_frozen_model: the weights do not fit the frozen architecture (were they saved "
-                             f"for another architecture or space?): {e}") from e
+            raise ValueError(
+                f"load_frozen_model: the weights do not fit the frozen architecture (were they saved "
+                f"for another architecture or space?): {e}"
+            ) from e
     return model
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import patheffects
+from matplotlib import colormaps, patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
@@ -25,6 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch
 from matplotlib.ticker import MaxNLocator
+
+from evaluators.blocks import GATE_OFF, GATE_ON
 
 __all__ = [
     "draw_cnf",
@@ -36,11 +38,12 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-GATE_ON = "on"
-KEPT = "#1f3b73"        # dark blue: a gate that is on and on an input -> output path
-KEPT_SHORTCUT = "#8e1b5a"  # dark magenta: a kept shortcut block of the ResNet fabric, told apart from branches
-DEAD = "#e08a2c"        # orange: on, but on no input -> output path (pruned away)
-UNUSED = "#c8c8c8"      # light grey: off
+KEPT = "#1f3b73"  # dark blue: a gate that is on and on an input -> output path
+KEPT_SHORTCUT = (
+    "#8e1b5a"  # dark magenta: a kept shortcut block of the ResNet fabric, told apart from branches
+)
+DEAD = "#e08a2c"  # orange: on, but on no input -> output path (pruned away)
+UNUSED = "#c8c8c8"  # light grey: off
 PROB_CMAP = "viridis_r"  # keep-probability 0 -> pale yellow, 1 -> dark purple
 MAX_TABLE_LINES = 40
 
@@ -73,7 +76,9 @@ def _gate_states(space: Any, arch: Mapping[str, Any], labels: Sequence[str]) -> 
     """``'kept'`` (on and alive), ``'dead'`` (on, pruned away) or ``'off'`` for every gate label."""
     missing = [label for label in labels if label not in arch]
     if missing:
-        raise KeyError(f"architecture has no value for gate(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        raise KeyError(
+            f"architecture has no value for gate(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}"
+        )
     pruned = space.prune(arch) if hasattr(space, "prune") else arch
     states = {}
     for label in labels:
@@ -99,7 +104,10 @@ def _edge_style(state: str, prob: float | None, cmap: Any) -> dict[str, Any]:
     out = {"color": colour, "linewidth": width, "linestyle": style, "zorder": z}
     if prob is not None and state == "kept":
         # A black outline keeps the survivors visible whatever colour their probability gives them.
-        out["path_effects"] = [patheffects.Stroke(linewidth=width + 2.4, foreground="black"), patheffects.Normal()]
+        out["path_effects"] = [
+            patheffects.Stroke(linewidth=width + 2.4, foreground="black"),
+            patheffects.Normal(),
+        ]
     return out
 
 
@@ -130,24 +138,30 @@ def _title(name: str, states: Mapping[str, str]) -> str:
     return f"{name}: {kept}/{len(states)} gates kept ({on} on before pruning)"
 
 
-def draw_cnf(space: Any, arch: Mapping[str, Any], path: str | os.PathLike,
-             probs: Mapping[str, float] | None = None) -> str:
-    """Draw a Convolutional Neural Fabric and which of its edges ``arch`` keeps; return ``path``.
+def _mark_end(ax: Any, text: str, xy: tuple[float, float], dx: float) -> None:
+    """Name the input end (``dx < 0``, arrow in) or the output end (``dx > 0``, arrow out) of a fabric."""
+    arrow = {"arrowstyle": "->" if dx < 0 else "<-", "color": "#444444"}
+    ax.annotate(
+        text,
+        xy,
+        xytext=(xy[0] + dx, xy[1]),
+        ha="right" if dx < 0 else "left",
+        va="center",
+        fontsize=9,
+        arrowprops=arrow,
+    )
 
-    x is the layer, y the scale (scale 0, full resolution, at the top). Every edge is drawn; kept edges (on after
-    ``space.prune(arch)``) are solid and dark, edges that are on but pruned dashed orange, off edges dotted grey.
-    With ``probs`` (``{label: keep-probability}``) every edge is coloured by its probability instead, its width
-    growing with it, and the line style still tells kept from dropped.
-    """
-    from matplotlib import colormaps
 
-    L, S = space.layers, space.scales
-    labels = list(space.gate_labels)
-    states = _gate_states(space, arch, labels)
-    cmap = colormaps[PROB_CMAP]
-    fig = _new_figure(max(5.0, 1.25 * L + 2.8), max(3.2, 0.85 * S + 1.6))
-    ax = fig.add_subplot()
+def _finish(fig: Figure, ax: Any, handles: list, probs: Any, cmap: Any, path: Any, **legend: Any) -> str:
+    """The legend (below the picture) and, with probabilities, their colour bar; then write the file."""
+    ax.legend(handles=handles, loc="upper center", fontsize=8, frameon=False, **legend)
+    if probs is not None:
+        _add_prob_colorbar(fig, ax, cmap)
+    return _save(fig, path)
 
+
+def _cnf_edges(ax: Any, space: Any, states: Mapping[str, str], probs: Any, cmap: Any) -> set:
+    """Draw every CNF edge in its style; the nodes that a kept edge touches."""
     alive_nodes = {(0, 0)}
     for dst, sources in space.incoming.items():
         for src, label in sources:
@@ -155,41 +169,66 @@ def draw_cnf(space: Any, arch: Mapping[str, Any], path: str | os.PathLike,
             (x1, y1), (x2, y2) = src, dst
             if x1 == x2:  # zip edge inside a column: bow it to the side so it does not hide the nodes
                 bow = -0.18 if x1 == 0 else 0.18
-                xs = [x1, x1 + bow, x2]
-                ys = [y1, (y1 + y2) / 2, y2]
+                xs, ys = [x1, x1 + bow, x2], [y1, (y1 + y2) / 2, y2]
             else:
                 xs, ys = [x1, x2], [y1, y2]
-            ax.plot(xs, ys, color=st["color"], lw=st["linewidth"], ls=st["linestyle"], zorder=st["zorder"],
-                    solid_capstyle="round", path_effects=st.get("path_effects"))
+            ax.plot(xs, ys, solid_capstyle="round", **st)
             if states[label] == "kept":
                 alive_nodes.update((src, dst))
+    return alive_nodes
 
+
+def draw_cnf(
+    space: Any, arch: Mapping[str, Any], path: str | os.PathLike, probs: Mapping[str, float] | None = None
+) -> str:
+    """Draw a Convolutional Neural Fabric and which of its edges ``arch`` keeps; return ``path``.
+
+    x is the layer, y the scale (scale 0, full resolution, at the top). Every edge is drawn; kept edges (on after
+    ``space.prune(arch)``) are solid and dark, edges that are on but pruned dashed orange, off edges dotted grey.
+    With ``probs`` (``{label: keep-probability}``) every edge is coloured by its probability instead, its width
+    growing with it, and the line style still tells kept from dropped.
+    """
+    L, S = space.layers, space.scales
+    labels = list(space.gate_labels)
+    states = _gate_states(space, arch, labels)
+    cmap = colormaps[PROB_CMAP]
+    fig = _new_figure(max(5.0, 1.25 * L + 2.8), max(3.2, 0.85 * S + 1.6))
+    ax = fig.add_subplot()
+
+    alive_nodes = _cnf_edges(ax, space, states, probs, cmap)
     grid = [(layer, scale) for layer in range(L) for scale in range(S)]
     xs, ys = zip(*grid)
     colours = [KEPT if node in alive_nodes else "white" for node in grid]
     ax.scatter(xs, ys, s=70, c=colours, edgecolors="#444444", linewidths=1.0, zorder=5)
-    ax.annotate("input", (0, 0), xytext=(-0.55, 0), ha="right", va="center", fontsize=9,
-                arrowprops={"arrowstyle": "->", "color": "#444444"})
-    ax.annotate("classifier", (L - 1, S - 1), xytext=(L - 1 + 0.55, S - 1), ha="left", va="center", fontsize=9,
-                arrowprops={"arrowstyle": "<-", "color": "#444444"})
+    _mark_end(ax, "input", (0, 0), -0.55)
+    _mark_end(ax, "classifier", (L - 1, S - 1), 0.55)
     ax.set_xlim(-1.3, L - 1 + 1.6)
     ax.set_ylim(S - 1 + 0.5, -0.5)  # scale 0 at the top
     ax.set_xticks(range(L), [f"layer {layer}" for layer in range(L)], fontsize=8)
     size = getattr(space, "image_size", None)
-    ax.set_yticks(range(S), [f"scale {s}" + (f"\n{size >> s}x{size >> s}" if size else "") for s in range(S)],
-                  fontsize=8)
+    ax.set_yticks(
+        range(S),
+        [f"scale {s}" + (f"\n{size >> s}x{size >> s}" if size else "") for s in range(S)],
+        fontsize=8,
+    )
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.set_title(_title(f"CNF {L} layers x {S} scales", states), fontsize=10)
-    ax.legend(handles=_legend_handles(probs), loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.02 * (S < 4)),
-              ncol=3, fontsize=8, frameon=False)
-    if probs is not None:
-        _add_prob_colorbar(fig, ax, cmap)
-    return _save(fig, path)
+    return _finish(
+        fig,
+        ax,
+        _legend_handles(probs),
+        probs,
+        cmap,
+        path,
+        bbox_to_anchor=(0.5, -0.1 - 0.02 * (S < 4)),
+        ncol=3,
+    )
 
 
-def draw_resnet_fabric(space: Any, arch: Mapping[str, Any], path: str | os.PathLike,
-                       probs: Mapping[str, float] | None = None) -> str:
+def draw_resnet_fabric(
+    space: Any, arch: Mapping[str, Any], path: str | os.PathLike, probs: Mapping[str, float] | None = None
+) -> str:
     """Draw a ResNet fabric and which of its residual branches and shortcut blocks ``arch`` keeps; return ``path``.
 
     One row per stage (stage 0 at the top), its input then its units left to right. The main path (identity or
@@ -197,8 +236,6 @@ def draw_resnet_fabric(space: Any, arch: Mapping[str, Any], path: str | os.PathL
     shortcut blocks between stages go from a unit of the previous stage to a unit of this one. Kept blocks are
     solid and dark (or coloured by ``probs``), dropped ones dotted, on-but-pruned ones dashed.
     """
-    from matplotlib import colormaps
-
     W, B = space.units, len(space.maps)
     labels = list(space.gate_labels)
     states = _gate_states(space, arch, labels)
@@ -212,8 +249,8 @@ def draw_resnet_fabric(space: Any, arch: Mapping[str, Any], path: str | os.PathL
         return float(n + 1), b * row_gap
 
     def arrow(p: tuple[float, float], q: tuple[float, float], rad: float, **style: Any) -> None:
-        ax.add_patch(FancyArrowPatch(p, q, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=9,
-                                     shrinkA=6, shrinkB=6, **style))
+        arc = {"connectionstyle": f"arc3,rad={rad}", "arrowstyle": "-|>", "mutation_scale": 9}
+        ax.add_patch(FancyArrowPatch(p, q, shrinkA=6, shrinkB=6, **arc, **style))
 
     def style_of(label: str) -> dict[str, Any]:
         st = _edge_style(states[label], None if probs is None else probs.get(label), cmap)
@@ -225,9 +262,9 @@ def draw_resnet_fabric(space: Any, arch: Mapping[str, Any], path: str | os.PathL
     for b in range(B):
         for n in range(W):
             p, q = pos((b, n - 1)), pos((b, n))
-            arrow(p, q, 0.0, **grey)                                     # main path: skip
-            arrow(p, q, -0.55, **style_of(f"res_s{b}u{n}"))             # residual branch, arched up
-        if b + 1 < B:                                                   # stage output -> next stage input
+            arrow(p, q, 0.0, **grey)  # main path: skip
+            arrow(p, q, -0.55, **style_of(f"res_s{b}u{n}"))  # residual branch, arched up
+        if b + 1 < B:  # stage output -> next stage input
             arrow(pos((b, W - 1)), pos((b + 1, -1)), 0.0, linestyle=(0, (2, 3)), **grey)
     for (b, n), sources in space.extra_in.items():
         for src, label in sources:
@@ -238,35 +275,33 @@ def draw_resnet_fabric(space: Any, arch: Mapping[str, Any], path: str | os.PathL
             x, y = pos((b, n))
             ax.scatter([x], [y], s=90, c="white", edgecolors="#444444", linewidths=1.0, zorder=6)
             ax.text(x, y + 0.28, "in" if n < 0 else f"u{n}", ha="center", va="top", fontsize=7, zorder=7)
-    x0, y0 = pos((0, -1))
-    ax.annotate("stem", (x0, y0), xytext=(x0 - 0.8, y0), ha="right", va="center", fontsize=9,
-                arrowprops={"arrowstyle": "->", "color": "#444444"})
-    xe, ye = pos((B - 1, W - 1))
-    ax.annotate("pool + fc", (xe, ye), xytext=(xe + 0.8, ye), ha="left", va="center", fontsize=9,
-                arrowprops={"arrowstyle": "<-", "color": "#444444"})
+    _mark_end(ax, "stem", pos((0, -1)), -0.8)
+    _mark_end(ax, "pool + fc", pos((B - 1, W - 1)), 0.8)
     ax.set_xlim(-1.4, W + 2.2)
     ax.set_ylim((B - 1) * row_gap + 0.7, -0.9)
-    ax.set_yticks([b * row_gap for b in range(B)], [f"stage {b}\n{c} ch" for b, c in enumerate(space.maps)],
-                  fontsize=8)
+    ax.set_yticks(
+        [b * row_gap for b in range(B)], [f"stage {b}\n{c} ch" for b, c in enumerate(space.maps)], fontsize=8
+    )
     ax.set_xticks([])
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
     n_res = sum(1 for label in labels if label.startswith("res_") and states[label] == "kept")
     n_sc = sum(1 for label in labels if label.startswith("sc_") and states[label] == "kept")
-    ax.set_title(_title(f"ResNet fabric {W} units x {B} stages", states)
-                 + f"\nresidual branches kept {n_res}/{len(space.branches)}, "
-                 f"shortcut blocks kept {n_sc}/{len(space.extra)}", fontsize=10)
+    ax.set_title(
+        _title(f"ResNet fabric {W} units x {B} stages", states)
+        + f"\nresidual branches kept {n_res}/{len(space.branches)}, "
+        f"shortcut blocks kept {n_sc}/{len(space.extra)}",
+        fontsize=10,
+    )
     handles = _legend_handles(probs)
     if probs is None:
         handles.insert(1, Line2D([], [], color=KEPT_SHORTCUT, lw=2.6, label="kept shortcut block"))
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
-    if probs is not None:
-        _add_prob_colorbar(fig, ax, cmap)
-    return _save(fig, path)
+    return _finish(fig, ax, handles, probs, cmap, path, bbox_to_anchor=(0.5, -0.02), ncol=2)
 
 
-def _draw_table(arch: Mapping[str, Any], path: str | os.PathLike, probs: Mapping[str, float] | None,
-                title: str) -> str:
+def _draw_table(
+    arch: Mapping[str, Any], path: str | os.PathLike, probs: Mapping[str, float] | None, title: str
+) -> str:
     """One line per label, ``label = value``; with ``probs``, a bar of the label's probability beside it."""
     items = list(arch.items())
     shown = items[:MAX_TABLE_LINES]
@@ -279,7 +314,7 @@ def _draw_table(arch: Mapping[str, Any], path: str | os.PathLike, probs: Mapping
     ax.axis("off")
     for i, (label, value) in enumerate(shown):
         text = f"{label} = {value!r:.40}" if not isinstance(value, str) else f"{label} = {value[:40]}"
-        colour = UNUSED if value == "off" else "black"
+        colour = UNUSED if value == GATE_OFF else "black"
         ax.text(0.0, i, text, ha="left", va="center", fontsize=8, family="monospace", color=colour)
         if probs is not None and label in probs:
             p = float(np.clip(probs[label], 0.0, 1.0))
@@ -292,8 +327,9 @@ def _draw_table(arch: Mapping[str, Any], path: str | os.PathLike, probs: Mapping
     return _save(fig, path)
 
 
-def draw_architecture(space: Any, arch: Mapping[str, Any], path: str | os.PathLike,
-                      probs: Mapping[str, float] | None = None) -> str:
+def draw_architecture(
+    space: Any, arch: Mapping[str, Any], path: str | os.PathLike, probs: Mapping[str, float] | None = None
+) -> str:
     """Draw ``arch`` in the way that suits ``space``: the fabric picture for a CNF or a ResNet fabric, otherwise a
     table of ``label = chosen value`` (first lines only when there are many); return ``path``."""
     from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
@@ -306,8 +342,9 @@ def draw_architecture(space: Any, arch: Mapping[str, Any], path: str | os.PathLi
     return _draw_table(arch, path, probs, f"{name}: {len(arch)} choices")
 
 
-def plot_gate_probabilities(history: Sequence[Sequence[float]], labels: Sequence[str],
-                            path: str | os.PathLike) -> str:
+def plot_gate_probabilities(
+    history: Sequence[Sequence[float]], labels: Sequence[str], path: str | os.PathLike
+) -> str:
     """Keep-probability of every gate over the epochs; return ``path``.
 
     ``history[e][i]`` is the keep-probability of gate ``labels[i]`` after epoch ``e``. Top: one thin line per gate
@@ -315,8 +352,10 @@ def plot_gate_probabilities(history: Sequence[Sequence[float]], labels: Sequence
     """
     lengths = sorted({len(row) for row in history})
     if not lengths or lengths != [len(labels)]:
-        raise ValueError(f"plot_gate_probabilities: history must be a non-empty list over epochs of {len(labels)} "
-                         f"probabilities (one per label), got {len(history)} epoch(s) of lengths {lengths}")
+        raise ValueError(
+            f"plot_gate_probabilities: history must be a non-empty list over epochs of {len(labels)} "
+            f"probabilities (one per label), got {len(history)} epoch(s) of lengths {lengths}"
+        )
     data = np.asarray(history, dtype=float)
     epochs, gates = data.shape
     x = np.arange(epochs)
@@ -325,8 +364,8 @@ def plot_gate_probabilities(history: Sequence[Sequence[float]], labels: Sequence
 
     alpha = float(np.clip(3.0 / math.sqrt(gates), 0.12, 0.8))
     if epochs > 1:
-        top.add_collection(LineCollection([np.column_stack([x, data[:, i]]) for i in range(gates)],
-                                          colors="#5b7db1", linewidths=0.8, alpha=alpha))
+        lines = [np.column_stack([x, data[:, i]]) for i in range(gates)]
+        top.add_collection(LineCollection(lines, colors="#5b7db1", linewidths=0.8, alpha=alpha))
         top.plot(x, data.mean(axis=1), color="black", lw=2.5, label="mean")
     else:
         top.scatter(np.zeros(gates), data[0], s=10, color="#5b7db1", alpha=alpha)
@@ -342,8 +381,8 @@ def plot_gate_probabilities(history: Sequence[Sequence[float]], labels: Sequence
     top.set_title(f"{gates} gates over {epochs} epoch(s); {above} above 0.5 at the end", fontsize=10)
     top.legend(fontsize=8, loc="best")
 
-    im = bottom.imshow(data.T, aspect="auto", interpolation="nearest", cmap=PROB_CMAP, vmin=0.0, vmax=1.0,
-                       extent=(-0.5, epochs - 0.5, gates - 0.5, -0.5))
+    shade = {"cmap": PROB_CMAP, "vmin": 0.0, "vmax": 1.0, "extent": (-0.5, epochs - 0.5, gates - 0.5, -0.5)}
+    im = bottom.imshow(data.T, aspect="auto", interpolation="nearest", **shade)
     bottom.set_xlabel("epoch")
     bottom.set_ylabel("gate")
     if gates <= 60:
@@ -363,29 +402,31 @@ def _number(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, cost_key: str,
-                          acc_key: str = "test_acc", label_key: str = "strategy") -> str:
+def plot_accuracy_vs_cost(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    cost_key: str,
+    acc_key: str = "test_acc",
+    label_key: str = "strategy",
+) -> str:
     """Scatter of ``acc_key`` against ``cost_key`` over ``rows`` (dicts), one colour per ``label_key`` value and
     each point annotated with it; rows missing either number are left out (logged). Return ``path``."""
     points = []
     for row in rows:
         c, a = _number(row.get(cost_key)), _number(row.get(acc_key))
         if c is None or a is None:
-            _log.info("plot_accuracy_vs_cost: row %r has no numeric %r / %r; left out", row.get(label_key),
-                      cost_key, acc_key)
+            message = "plot_accuracy_vs_cost: row %r has no numeric %r / %r; left out"
+            _log.info(message, row.get(label_key), cost_key, acc_key)
             continue
         points.append((c, a, str(row.get(label_key, ""))))
     fig = _new_figure(7.0, 5.0)
     ax = fig.add_subplot()
     groups = list(dict.fromkeys(p[2] for p in points))
-    from matplotlib import colormaps
-
     palette = colormaps["tab10" if len(groups) <= 10 else "tab20"]
     for gi, group in enumerate(groups):
         colour = palette(gi % palette.N)
         pts = [(c, a) for c, a, g in points if g == group]
-        ax.scatter([c for c, _ in pts], [a for _, a in pts], s=45, color=colour, edgecolors="black",
-                   linewidths=0.5, label=group, zorder=3)
+        ax.scatter(*zip(*pts), s=45, color=colour, edgecolors="black", linewidths=0.5, label=group, zorder=3)
         for c, a in pts:
             ax.annotate(group, (c, a), xytext=(4, 4), textcoords="offset points", fontsize=7, color="#333333")
     costs = [p[0] for p in points]
@@ -394,8 +435,12 @@ def plot_accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], path: str | os.Path
     ax.set_xlabel(cost_key)
     ax.set_ylabel(acc_key)
     ax.grid(True, alpha=0.3)
-    ax.set_title(f"{acc_key} vs {cost_key} ({len(points)} runs)" if points else f"no rows with {acc_key} and "
-                 f"{cost_key}", fontsize=10)
+    title = (
+        f"{acc_key} vs {cost_key} ({len(points)} runs)"
+        if points
+        else f"no rows with {acc_key} and {cost_key}"
+    )
+    ax.set_title(title, fontsize=10)
     if groups and len(groups) <= 20:
         ax.legend(fontsize=8, loc="best")
     return _save(fig, path)

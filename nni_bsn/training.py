@@ -1,15 +1,19 @@
-"""The evaluator's training recipe: NNI's classification module with momentum SGD and a step schedule."""
+"""The evaluator's training recipe: NNI's classification module with momentum SGD and a step schedule, and a
+callback that times the training steps."""
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import nni
 import torch
 from nni.nas.evaluator.pytorch.lightning import ClassificationModule
+from pytorch_lightning.callbacks import Callback
 
-__all__ = ["ScheduledClassificationModule"]
+__all__ = ["ScheduledClassificationModule", "StepTimer"]
 
 
 @nni.trace
@@ -20,13 +24,17 @@ class ScheduledClassificationModule(ClassificationModule):
     Everything else (metrics ``train_acc``/``val_acc``, losses, logging) is NNI's.
     """
 
-    def __init__(self, *, momentum: float = 0.9, lr_milestones: Sequence[int] = (), gamma: float = 0.1,
-                 **kwargs: Any):
+    def __init__(
+        self, *, momentum: float = 0.9, lr_milestones: Sequence[int] = (), gamma: float = 0.1, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.momentum, self.lr_milestones, self.gamma = momentum, tuple(lr_milestones), gamma
 
     def configure_optimizers(self) -> Any:
-        options: dict[str, Any] = {"lr": self.hparams.learning_rate, "weight_decay": self.hparams.weight_decay}
+        options: dict[str, Any] = {
+            "lr": self.hparams.learning_rate,
+            "weight_decay": self.hparams.weight_decay,
+        }
         if self.optimizer is torch.optim.SGD:
             options["momentum"] = self.momentum
         optimizer = self.optimizer(self.parameters(), **options)
@@ -34,3 +42,34 @@ class ScheduledClassificationModule(ClassificationModule):
             return optimizer
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.lr_milestones), self.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class StepTimer(Callback):
+    """A Lightning callback recording the wall time of every training step and epoch."""
+
+    def __init__(self):
+        self.steps: list[float] = []
+        self.epochs: list[float] = []
+        self._step_start: float | None = None
+        self._epoch_start: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append(time.perf_counter() - self._step_start)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self._epoch_start is not None:  # not set when a search resumes mid-epoch
+            self.epochs.append(time.perf_counter() - self._epoch_start)
+
+    def summary(self) -> dict[str, float | None]:
+        """Steps timed, and the median step (ms) and epoch (s)."""
+        return {
+            "steps": len(self.steps),
+            "step_ms_median": round(1000 * statistics.median(self.steps), 3) if self.steps else None,
+            "epoch_s_median": round(statistics.median(self.epochs), 3) if self.epochs else None,
+        }

@@ -45,8 +45,9 @@ def digits_loaders():
     return get_dataloaders("digits", batch_size=32, image_size=8, seed=0)
 
 
-def write_cifar_folder(root: Path, name: str = "cifar10", n_train: int = 40, n_test: int = 10,
-                       skip: tuple[str, ...] = ()) -> Path:
+def write_cifar_folder(
+    root: Path, name: str = "cifar10", n_train: int = 40, n_test: int = 10, skip: tuple[str, ...] = ()
+) -> Path:
     """Write a tiny dataset in torchvision's CIFAR on-disk format under ``root``; return ``root``.
 
     CIFAR-10: ``cifar-10-batches-py/data_batch_1..5`` (``n_train`` images spread over the five batches),
@@ -65,16 +66,20 @@ def write_cifar_folder(root: Path, name: str = "cifar10", n_train: int = 40, n_t
     else:
         folder, num_classes, label_key = root / "cifar-100-python", 100, "fine_labels"
         train_files, test_file, meta_file = ["train"], "test", "meta"
-        meta = {"fine_label_names": [f"fine{i}" for i in range(100)],
-                "coarse_label_names": [f"coarse{i}" for i in range(20)]}
+        meta = {
+            "fine_label_names": [f"fine{i}" for i in range(100)],
+            "coarse_label_names": [f"coarse{i}" for i in range(20)],
+        }
     folder.mkdir(parents=True, exist_ok=True)
 
     def dump(fname: str, n: int, offset: int) -> None:
         if fname in skip:
             return
-        entry = {"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-                 label_key: [(offset + i) % num_classes for i in range(n)],
-                 "filenames": [f"img{offset + i}.png" for i in range(n)]}
+        entry = {
+            "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+            label_key: [(offset + i) % num_classes for i in range(n)],
+            "filenames": [f"img{offset + i}.png" for i in range(n)],
+        }
         if name == "cifar100":
             entry["coarse_labels"] = [((offset + i) % num_classes) // 5 for i in range(n)]
         with open(folder / fname, "wb") as f:

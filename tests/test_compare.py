@@ -9,20 +9,27 @@ import math
 import pytest
 import torch
 
+from evaluators.blocks import GATE_OFF, GATE_ON
 from nni_bsn.cli import build_parser, main
-from nni_bsn.compare import (
-    STRATEGIES,
-    CompareConfig,
-    _run_in_process,
-    equivalent_command,
-    fabric_flops_profiler,
-    markdown_table,
-    parse_strategies,
-)
-from nni_bsn.workflow import UsageError
+from nni_bsn.compare import _run_in_process
+from nni_bsn.compare_report import equivalent_command, markdown_table
+from nni_bsn.compat import fabric_flops_profiler
+from nni_bsn.config import STRATEGIES, CompareConfig, UsageError, parse_strategies
 
-TINY = ["--layers", "2", "--channels", "4", "--image-size", "8", "--epochs", "1", "--limit-train-batches", "4",
-        "--limit-val-batches", "2"]
+TINY = [
+    "--layers",
+    "2",
+    "--channels",
+    "4",
+    "--image-size",
+    "8",
+    "--epochs",
+    "1",
+    "--limit-train-batches",
+    "4",
+    "--limit-val-batches",
+    "2",
+]
 OUTPUTS = ("compare.md", "compare.csv", "compare.json", "accuracy_vs_cost.png")
 
 
@@ -30,9 +37,21 @@ def _assert_numeric_row(row: dict) -> None:
     assert row["status"] == "ok", row
     for key in ("val_acc", "test_acc", "inherited_val_acc", "inherited_test_acc"):
         assert 0.0 <= row[key] <= 1.0
-    for key in ("macs", "params", "latency_ms", "distributed_ms", "search_seconds", "step_ms", "search_peak_rss_mb",
-                "retrain_seconds", "budget_cost"):
-        assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] >= 0, (key, row[key])
+    for key in (
+        "macs",
+        "params",
+        "latency_ms",
+        "distributed_ms",
+        "search_seconds",
+        "step_ms",
+        "search_peak_rss_mb",
+        "retrain_seconds",
+        "budget_cost",
+    ):
+        assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] >= 0, (
+            key,
+            row[key],
+        )
     assert row["macs"] > 0 and row["params"] > 0 and row["latency_ms"] > 0
     assert isinstance(row["within_budget"], bool)
     assert 0 <= row["gates_alive"] <= row["gates_on"] <= row["gates_total"] == len(row["arch"])
@@ -55,7 +74,9 @@ def test_compare_runs_bsn_random_darts_and_enas_and_writes_every_output_with_a_r
     assert bsn["budget_cost"] <= report["budget"]["limit"]
     # Every strategy searched the same space from the same seed for the same number of steps.
     assert {r["search_timing"]["steps"] for r in report["rows"][:3]} == {4}
-    assert {r["torch_threads"] for r in report["rows"]} == {1}  # the default, for timings robust to other load
+    assert {r["torch_threads"] for r in report["rows"]} == {
+        1
+    }  # the default, for timings robust to other load
     assert report["rows"][3]["enas"]["trajectories"] > 0  # ENAS's controller got rewards (TaggedENAS works)
     with open(out / "compare.csv") as f:
         rows = list(csv.DictReader(f))
@@ -70,11 +91,14 @@ def test_compare_runs_bsn_random_darts_and_enas_and_writes_every_output_with_a_r
     assert not list(tmp_path.glob(".cmp.tmp-*"))  # the atomic output folder was moved into place
 
 
-@pytest.mark.parametrize("names, message", [
-    ("bsn,nope", "unknown strategy 'nope'"),
-    ("", "--strategies is empty"),
-    (" , ", "--strategies is empty"),
-])
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        ("bsn,nope", "unknown strategy 'nope'"),
+        ("", "--strategies is empty"),
+        (" , ", "--strategies is empty"),
+    ],
+)
 def test_bad_strategy_names_exit_2_with_one_line_and_no_output(names, message, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", "--strategies", names, "--out", str(out)]) == 2
@@ -99,13 +123,26 @@ def test_parse_strategies_keeps_order_drops_duplicates_and_accepts_every_documen
 
 
 def test_equivalent_command_parses_back_to_the_same_config():
-    cfg = CompareConfig(strategies=("bsn", "darts+penalty"), epochs=2, retrain_epochs=5, channels=4, budget="30%",
-                        limit_train_batches=3, out="x")
+    cfg = CompareConfig(
+        strategies=("bsn", "darts+penalty"),
+        epochs=2,
+        retrain_epochs=5,
+        channels=4,
+        budget="30%",
+        limit_train_batches=3,
+        out="x",
+    )
     args = build_parser().parse_args(equivalent_command(cfg).split()[1:])
     assert args.command == "compare"
     assert parse_strategies(args.strategies) == cfg.strategies
-    assert (args.epochs, args.retrain_epochs, args.channels, args.budget, args.limit_train_batches, args.out) == (
-        2, 5, 4, "30%", 3, "x")
+    assert (
+        args.epochs,
+        args.retrain_epochs,
+        args.channels,
+        args.budget,
+        args.limit_train_batches,
+        args.out,
+    ) == (2, 5, 4, "30%", 3, "x")
 
 
 def test_a_failing_strategy_gets_a_failed_row_with_a_one_line_reason(tmp_path):
@@ -118,7 +155,9 @@ def test_a_failing_strategy_gets_a_failed_row_with_a_one_line_reason(tmp_path):
     assert "Traceback" in (tmp_path / "random.log").read_text()
 
 
-def test_a_strategy_over_its_time_limit_fails_and_the_command_exits_1_after_writing_everything(tmp_path, capsys):
+def test_a_strategy_over_its_time_limit_fails_and_the_command_exits_1_after_writing_everything(
+    tmp_path, capsys
+):
     out = tmp_path / "cmp"
     rc = main(["compare", "--strategies", "random", *TINY, "--strategy-timeout", "0.5", "--out", str(out)])
     assert rc == 1
@@ -132,15 +171,32 @@ def test_a_strategy_over_its_time_limit_fails_and_the_command_exits_1_after_writ
 
 
 def test_markdown_table_has_a_row_per_strategy_and_failed_rows_keep_the_column_count():
-    ok = {"strategy": "BSN", "status": "ok", "val_acc": 0.9, "test_acc": 0.8, "inherited_val_acc": 0.5,
-          "inherited_test_acc": 0.4, "macs": 1e6, "params": 1e3, "latency_ms": 0.1, "distributed_ms": None,
-          "search_seconds": 1.0, "step_ms": 2.0, "search_rss_growth_mb": 3.0, "gates_alive": 3, "gates_on": 4,
-          "gates_total": 5, "within_budget": True}
+    ok = {
+        "strategy": "BSN",
+        "status": "ok",
+        "val_acc": 0.9,
+        "test_acc": 0.8,
+        "inherited_val_acc": 0.5,
+        "inherited_test_acc": 0.4,
+        "macs": 1e6,
+        "params": 1e3,
+        "latency_ms": 0.1,
+        "distributed_ms": None,
+        "search_seconds": 1.0,
+        "step_ms": 2.0,
+        "search_rss_growth_mb": 3.0,
+        "gates_alive": 3,
+        "gates_on": 4,
+        "gates_total": 5,
+        "within_budget": True,
+    }
     failed = {"strategy": "ENAS", "status": "failed: boom"}
     lines = markdown_table([ok, failed]).splitlines()
     assert len(lines) == 4
     assert len({line.count("|") for line in lines}) == 1
-    assert "| 1,000,000 |" in lines[2] and "| – |" in lines[2] and lines[3].startswith("| ENAS | failed: boom |")
+    assert (
+        "| 1,000,000 |" in lines[2] and "| – |" in lines[2] and lines[3].startswith("| ENAS | failed: boom |")
+    )
 
 
 @pytest.mark.parametrize("kind", ["cnf", "resnet-fabric"])
@@ -156,16 +212,20 @@ def test_nni_flops_profiler_works_on_our_fabrics_and_its_penalty_reaches_alpha(k
         space = ResNetFabric(units=1, maps=(4, 8), in_channels=1, num_classes=10)
     shape = (1, 1, 8, 8)
     profiler = fabric_flops_profiler(space, shape)
-    on = {label: "on" for label in space.gate_labels}
-    off = {label: "off" for label in space.gate_labels}
+    on = {label: GATE_ON for label in space.gate_labels}
+    off = {label: GATE_OFF for label in space.gate_labels}
     full = float(profiler.profile(on))
     assert 0 < float(profiler.profile(off)) < full
     # Conv and linear multiply-accumulates: within a few percent of fvcore (which also counts BatchNorm).
     assert full == pytest.approx(MacsCost(input_shape=shape).bind(space).full_cost(), rel=0.1)
     alpha = torch.zeros(len(space.gate_labels), requires_grad=True)
-    probs = {label: {"off": 1 - torch.sigmoid(a), "on": torch.sigmoid(a)} for label, a in zip(space.gate_labels, alpha)}
+    probs = {
+        label: {GATE_OFF: 1 - torch.sigmoid(a), GATE_ON: torch.sigmoid(a)}
+        for label, a in zip(space.gate_labels, alpha)
+    }
     loss, details = ExpectationProfilerPenalty(profiler, baseline=full / 4, scale=1.0, nonlinear="positive")(
-        torch.tensor(0.0), probs)
+        torch.tensor(0.0), probs
+    )
     loss.backward()
     assert float(details["normalized_penalty"].detach()) > 0
     assert (alpha.grad >= 0).all() and alpha.grad.sum() > 0  # more 'on' costs more
@@ -187,11 +247,30 @@ def test_compare_on_a_cifar10_folder_runs_bsn_at_two_budgets_beside_darts(tmp_pa
     """The quality table on CIFAR-10 when a folder is given: same rows, 3-channel 8x8 inputs, 10 classes."""
     root = cifar_folder("cifar10", n_train=80, n_test=20)
     out = tmp_path / "cmp"
-    rc = main(["compare", "--strategies", "bsn@25%,bsn@75%,darts", "--dataset", "cifar10", "--data-dir", str(root),
-               "--batch-size", "16", *TINY, "--no-onnx", "--out", str(out)])
+    rc = main(
+        [
+            "compare",
+            "--strategies",
+            "bsn@25%,bsn@75%,darts",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            str(root),
+            "--batch-size",
+            "16",
+            *TINY,
+            "--no-onnx",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "compare.json").read_text())
-    assert report["dataset"]["name"] == "cifar10" and report["dataset"]["sizes"] == {"train": 72, "val": 8, "test": 20}
+    assert report["dataset"]["name"] == "cifar10" and report["dataset"]["sizes"] == {
+        "train": 72,
+        "val": 8,
+        "test": 20,
+    }
     assert [r["strategy"] for r in report["rows"]] == ["BSN 25%", "BSN 75%", "DARTS"]
     for row in report["rows"]:
         assert row["status"] == "ok", row
@@ -202,7 +281,7 @@ def test_compare_on_a_cifar10_folder_runs_bsn_at_two_budgets_beside_darts(tmp_pa
 
 
 def test_bsn_rows_at_their_own_budgets_are_accepted_and_bad_ones_refused():
-    from nni_bsn.compare import parse_strategies, row_label
+    from nni_bsn.config import parse_strategies, row_label
 
     assert parse_strategies("bsn@25%,bsn@75%,darts") == ("bsn@25%", "bsn@75%", "darts")
     assert row_label("bsn@25%") == "BSN 25%" and row_label("darts") == "DARTS"

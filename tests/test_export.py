@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from evaluators.blocks import GATE_OFF, GATE_ON
 from nni_bsn.export import ExportError, export_onnx, load_frozen_model, measure_ort_latency, save_weights
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
@@ -16,15 +17,19 @@ from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 def _connected_arch(space, seed):
     rng = random.Random(seed)
     while True:
-        arch = {label: rng.choice(["on", "off"]) for label in space.gate_labels}
+        arch = {label: rng.choice([GATE_ON, GATE_OFF]) for label in space.gate_labels}
         if space.is_connected(arch):
             return space.prune(arch)
 
 
-@pytest.mark.parametrize("factory", [
-    lambda: ConvolutionalNeuralFabric(layers=3, channels=4, image_size=8, in_channels=1),
-    lambda: ResNetFabric(units=1, maps=(4, 8), shortcuts="slr", in_channels=1),
-], ids=["cnf", "resnet-fabric"])
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: ConvolutionalNeuralFabric(layers=3, channels=4, image_size=8, in_channels=1),
+        lambda: ResNetFabric(units=1, maps=(4, 8), shortcuts="slr", in_channels=1),
+    ],
+    ids=["cnf", "resnet-fabric"],
+)
 def test_onnx_export_matches_torch_within_1e4_and_loads_in_a_fresh_session(factory, tmp_path):
     space = factory()
     model = space.freeze(_connected_arch(space, 3))
@@ -66,13 +71,16 @@ def test_saved_weights_reload_into_a_fresh_frozen_model(tmp_path):
     arch = _connected_arch(space, 4)
     model = space.freeze(arch)
     save_weights(model, tmp_path / "w.pt")
-    fresh = load_frozen_model(lambda: ConvolutionalNeuralFabric(layers=2, channels=4, image_size=8, in_channels=1),
-                              arch, tmp_path / "w.pt")
+    fresh = load_frozen_model(
+        lambda: ConvolutionalNeuralFabric(layers=2, channels=4, image_size=8, in_channels=1),
+        arch,
+        tmp_path / "w.pt",
+    )
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(model.eval()(x), fresh.eval()(x))
     other = dict(arch)
-    flip = next(label for label, v in arch.items() if v == "on")
-    other[flip] = "off"
+    flip = next(label for label, v in arch.items() if v == GATE_ON)
+    other[flip] = GATE_OFF
     with pytest.raises(ValueError, match="do not fit"):
         load_frozen_model(space, other, tmp_path / "w.pt")
 

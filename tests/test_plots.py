@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from evaluators.blocks import GATE_OFF, GATE_ON
 from nni_bsn.plots import draw_architecture, plot_accuracy_vs_cost, plot_gate_probabilities
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
@@ -15,12 +16,16 @@ PNG = b"\x89PNG"
 
 def _arch(space):
     rng = random.Random(0)
-    return {label: rng.choice(["on", "off"]) for label in space.gate_labels}
+    return {label: rng.choice([GATE_ON, GATE_OFF]) for label in space.gate_labels}
 
 
 def test_fabric_pictures_are_written(tmp_path):
-    for i, space in enumerate([ConvolutionalNeuralFabric(layers=3, channels=4, image_size=8, in_channels=1),
-                               ResNetFabric(units=2, maps=(4, 8, 16), shortcuts="slr", in_channels=1)]):
+    for i, space in enumerate(
+        [
+            ConvolutionalNeuralFabric(layers=3, channels=4, image_size=8, in_channels=1),
+            ResNetFabric(units=2, maps=(4, 8, 16), shortcuts="slr", in_channels=1),
+        ]
+    ):
         arch = _arch(space)
         probs = {label: 0.3 for label in space.gate_labels}
         for name, p in ((f"a{i}.png", None), (f"p{i}.png", probs)):
@@ -40,7 +45,10 @@ def test_other_spaces_get_a_table_of_choices(tmp_path):
 def test_probability_history_and_accuracy_cost_plots(tmp_path):
     history = [[0.95, 0.9, 0.6], [0.9, 0.5, 0.3], [0.97, 0.2, 0.1]]
     assert open(plot_gate_probabilities(history, ["a", "b", "c"], tmp_path / "p.png"), "rb").read(4) == PNG
-    rows = [{"strategy": "BSN", "macs": 1e6, "test_acc": 0.95}, {"strategy": "DARTS", "macs": 3e6, "test_acc": 0.96}]
+    rows = [
+        {"strategy": "BSN", "macs": 1e6, "test_acc": 0.95},
+        {"strategy": "DARTS", "macs": 3e6, "test_acc": 0.96},
+    ]
     assert open(plot_accuracy_vs_cost(rows, tmp_path / "c.png", cost_key="macs"), "rb").read(4) == PNG
 
 

@@ -10,8 +10,14 @@ from nni_bsn.training import ScheduledClassificationModule
 
 
 def test_sgd_gets_momentum_and_the_learning_rate_drops_at_the_milestones():
-    module = ScheduledClassificationModule(learning_rate=0.1, weight_decay=1e-4, optimizer=torch.optim.SGD,
-                                           num_classes=10, momentum=0.9, lr_milestones=(2, 4))
+    module = ScheduledClassificationModule(
+        learning_rate=0.1,
+        weight_decay=1e-4,
+        optimizer=torch.optim.SGD,
+        num_classes=10,
+        momentum=0.9,
+        lr_milestones=(2, 4),
+    )
     module.set_model(torch.nn.Linear(4, 10))
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
@@ -40,4 +46,10 @@ def test_paper_presets_set_the_papers_recipe_and_explicit_options_win():
     assert (cfg.arc_optimizer, cfg.arc_learning_rate) == ("sgd", 1e-3)
     assert cfg.epochs == 5 and cfg.image_size == 32
     cfg = config_from_args(build_parser().parse_args(["search", "--preset", "paper-resnet-fabric"]))
-    assert (cfg.space, cfg.units, tuple(cfg.maps), cfg.shortcuts, cfg.epochs) == ("resnet-fabric", 3, (16, 32, 64), "slr", 300)
+    assert (cfg.space, cfg.units, tuple(cfg.maps), cfg.shortcuts, cfg.epochs) == (
+        "resnet-fabric",
+        3,
+        (16, 32, 64),
+        "slr",
+        300,
+    )

@@ -1,0 +1,328 @@
+"""One row of ``nni-bsn compare``: one strategy searches, and what it found is evaluated, in a process of its own.
+
+``python -m nni_bsn.compare_row <job.json>`` runs :func:`search_and_evaluate` and writes the row (or why it failed)
+as JSON; a process per strategy keeps its peak memory its own and NNI's global state from leaking between rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evaluators.blocks import GATE_OFF, GATE_ON
+
+from .config import CompareConfig, bsn_row_budget, row_label
+
+__all__ = ["search_and_evaluate", "INHERITED_BN_BATCHES"]
+
+_logger = logging.getLogger(__name__)
+
+INHERITED_BN_BATCHES = 20  # training batches that re-estimate BatchNorm for the inherited accuracy
+
+
+@dataclass
+class _Searched:
+    """What a search left: the architecture, the supernet's weights for it, and the search's figures."""
+
+    arch: dict[str, Any]
+    inherited: Any
+    seconds: float
+    rss_before: float
+    rss_after: float
+    extra: dict[str, Any]
+    final_metrics: dict[str, float]
+
+
+def _classification(cfg: CompareConfig, train, val, num_classes: int, epochs: int, callbacks=()):
+    """NNI's Classification evaluator with the one recipe every search and every retraining uses."""
+    import torch
+    from nni.nas.evaluator.pytorch import Classification
+
+    limits = {
+        k: v
+        for k, v in (
+            ("limit_train_batches", cfg.limit_train_batches),
+            ("limit_val_batches", cfg.limit_val_batches),
+        )
+        if v is not None
+    }
+    return Classification(
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        optimizer={"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[cfg.optimizer],
+        train_dataloaders=train,
+        val_dataloaders=val,
+        num_classes=num_classes,
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        callbacks=list(callbacks),
+        deterministic=False,
+        **limits,
+    )
+
+
+def _is_bsn(name: str) -> bool:
+    return name == "bsn" or bsn_row_budget(name) is not None
+
+
+def _make_strategy(
+    name: str, cfg: CompareConfig, space: Any, input_shape: tuple[int, ...], budget: dict[str, Any]
+):
+    """The strategy of row ``name`` and what to say about its set-up."""
+    from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless, RandomOneShot
+
+    from .builders import build_cost, rebuild_space
+    from .compat import DartsWithPenalty, ProxylessWithPenalty, TaggedENAS, fabric_flops_profiler
+    from .strategy import BSN
+
+    if _is_bsn(name):
+        cost = build_cost(cfg.cost, input_shape)
+        return BSN(cost=cost, budget=bsn_row_budget(name) or cfg.budget, **cfg.bsn_options()), {}
+    if name in ("darts+penalty", "proxyless+penalty"):
+        # On a separate copy of the raw space: shape inference runs a forward pass (BatchNorm statistics move).
+        profiler = fabric_flops_profiler(rebuild_space(budget["space_spec"]), input_shape)
+        full = float(profiler.profile({label: GATE_ON for label in space.gate_labels}))
+        baseline = budget["fraction"] * full
+        penalty = {"profiler": profiler, "baseline": baseline, "scale": cfg.lam, "nonlinear": "positive"}
+        cls = DartsWithPenalty if name == "darts+penalty" else ProxylessWithPenalty
+        info = {
+            "penalty": {
+                "profiler": f"nni FlopsProfiler (MACs of conv/linear, every '{GATE_ON}' gate)",
+                "full_flops": full,
+                "baseline": baseline,
+                "scale": cfg.lam,
+                "nonlinear": "positive",
+                "aggregate": "add",
+                "probabilities": "live tensors (nni_bsn.compat fix)",
+            }
+        }
+        return cls(penalty=penalty), info
+    factories: dict[str, Callable[[], Any]] = {
+        "darts": DARTS,
+        "gumbel-darts": GumbelDARTS,
+        "proxyless": Proxyless,
+        "random": RandomOneShot,
+        "enas": lambda: TaggedENAS(reward_metric_name="val_acc"),
+    }
+    return factories[name](), {}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _one_line(e: BaseException) -> str:
+    """``'<Type>: <first line of the message>'``, at most 300 characters."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}"[:300] if text else type(e).__name__
+
+
+def _strategy_details(name: str, strategy) -> dict[str, Any]:
+    """What the row keeps about how the strategy ended: BSN's selection, ENAS's controller updates."""
+    module = strategy.oneshot_module
+    extra: dict[str, Any] = {}
+    if _is_bsn(name):  # bsn@25% rows too
+        rep = strategy.report()
+        keys = ("method", "within_budget", "connected", "costs", "start_keep_prob", "skipped_samples")
+        extra["bsn_selection"] = {k: rep.get(k) for k in keys}
+    if name == "enas":
+        trajectories = int(module._trajectory_counter)
+        extra["enas"] = {
+            "trajectories": trajectories,
+            "batches_per_update": module.batches_per_update,
+            "ppo_updates": int(trajectories // module.batches_per_update),
+        }
+    return extra
+
+
+def _search(cfg: CompareConfig, name: str, space, strategy, evaluator, workdir: Path) -> _Searched:
+    """Run the experiment and keep what the row needs from it."""
+    import pytorch_lightning as pl
+    import torch
+    from nni.nas.experiment import NasExperiment
+
+    from .compat import quiet_experiment_config
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the same state for every strategy at fit time
+    nni_dir = workdir / "nni"
+    rss_before = _rss_mb()
+    started = time.perf_counter()
+    exp = NasExperiment(space, evaluator, strategy, config=quiet_experiment_config(nni_dir))
+    try:
+        exp.run()
+        seconds = time.perf_counter() - started
+        rss_after = _rss_mb()
+        model = next(
+            iter(strategy.list_models())
+        )  # once: ENAS and RandomOneShot export a new sample each call
+        inherited = copy.deepcopy(model.executable_model())  # freeze shares weights with the supernet
+        extra = _strategy_details(name, strategy)
+        # Per-gate probabilities ('prob/...') are left out: the architecture is in the row already.
+        final_metrics = {
+            k: round(float(v), 6)
+            for k, v in strategy.oneshot_module.trainer.callback_metrics.items()
+            if v is not None and not k.startswith("prob/") and torch.as_tensor(v).numel() == 1
+        }
+    finally:
+        exp.stop()  # NNI would otherwise save its experiment checkpoint at interpreter exit
+        shutil.rmtree(nni_dir, ignore_errors=True)
+    return _Searched(dict(model.sample), inherited, seconds, rss_before, rss_after, extra, final_metrics)
+
+
+def _inherited_accuracy(model, train, val, test) -> dict[str, float]:
+    """Accuracy with the supernet's weights: no training, BatchNorm statistics re-estimated for this network."""
+    from .evaluation import evaluate_accuracy, recalibrate_batchnorm
+
+    recalibrate_batchnorm(model, train, batches=INHERITED_BN_BATCHES)
+    return {"val": evaluate_accuracy(model, val), "test": evaluate_accuracy(model, test)}
+
+
+def _retrain(cfg: CompareConfig, space_spec: dict, pruned: dict[str, Any], loaders, num_classes: int):
+    """The pruned architecture frozen from a fresh space and trained from scratch: model, accuracy, seconds."""
+    import pytorch_lightning as pl
+
+    from .builders import rebuild_space
+    from .evaluation import evaluate_accuracy
+    from .export import load_frozen_model
+
+    train, val, test = loaders
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    net = load_frozen_model(lambda: rebuild_space(space_spec), pruned)
+    started = time.perf_counter()
+    _classification(cfg, train, val, num_classes, cfg.retrain).fit(net)
+    seconds = time.perf_counter() - started
+    return net, {"val": evaluate_accuracy(net, val), "test": evaluate_accuracy(net, test)}, seconds
+
+
+def _latency(cfg: CompareConfig, name: str, net, test, input_shape, workdir: Path):
+    """ONNX Runtime latency of the retrained network, or None and why the export failed."""
+    if not cfg.onnx:
+        return None, None
+    from .export import export_and_time
+
+    onnx_dir = Path(tempfile.mkdtemp(prefix="onnx-", dir=workdir))
+    try:
+        return export_and_time(net, next(iter(test))[0][:8], onnx_dir / "model.onnx", input_shape)[1], None
+    except Exception as e:  # the row keeps its other numbers; the reason goes into the table notes
+        _logger.exception("ONNX export or latency failed for %s", name)
+        return None, _one_line(e)
+    finally:
+        shutil.rmtree(onnx_dir, ignore_errors=True)
+
+
+def search_and_evaluate(
+    cfg: CompareConfig, name: str, budget: dict[str, Any], workdir: Path
+) -> dict[str, Any]:
+    """Run strategy ``name`` on ``cfg`` and evaluate what it found; the row's numbers (meant for a fresh process)."""
+    import pytorch_lightning as pl
+    import torch
+
+    from .builders import all_costs, build_cost, build_space, rebuild_space
+    from .data import get_dataloaders
+    from .training import StepTimer
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    train, val, test, info = get_dataloaders(
+        cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed
+    )
+    space, space_spec = build_space(cfg.search_config(), info.in_channels, info.num_classes, info.image_size)
+    input_shape = (1, info.in_channels, info.image_size, info.image_size)
+    strategy, setup = _make_strategy(name, cfg, space, input_shape, {**budget, "space_spec": space_spec})
+    timer = StepTimer()
+    evaluator = _classification(cfg, train, val, info.num_classes, cfg.epochs, callbacks=[timer])
+    searched = _search(cfg, name, space, strategy, evaluator, workdir)
+    inherited_acc = _inherited_accuracy(searched.inherited, train, val, test)
+    del searched.inherited
+
+    arch, fresh = searched.arch, rebuild_space(space_spec)
+    pruned = fresh.prune(arch) if hasattr(fresh, "prune") else arch
+    net, accuracy, retrain_seconds = _retrain(cfg, space_spec, pruned, (train, val, test), info.num_classes)
+    costs = all_costs(space_spec, pruned, input_shape)
+    budget_cost = float(build_cost(cfg.cost, input_shape).bind(fresh).cost(pruned))
+    latency, onnx_error = _latency(cfg, name, net, test, input_shape, workdir)
+    gates = [label for label, v in arch.items() if v in (GATE_ON, GATE_OFF)]
+    return {
+        "strategy": row_label(name),
+        "name": name,
+        "status": "ok",
+        "strategy_args": repr(strategy),
+        "val_acc": accuracy["val"],
+        "test_acc": accuracy["test"],
+        "inherited_val_acc": inherited_acc["val"],
+        "inherited_test_acc": inherited_acc["test"],
+        "macs": costs["macs"],
+        "params": costs["params"],
+        "latency_ms": latency["median_ms"] if latency else None,
+        "latency": latency,
+        "onnx_error": onnx_error,
+        "distributed_ms": (costs.get("distributed") or {}).get("makespan_ms"),
+        "search_seconds": round(searched.seconds, 3),
+        "step_ms": timer.summary()["step_ms_median"],
+        "search_timing": timer.summary(),
+        "torch_threads": torch.get_num_threads(),
+        "search_rss_growth_mb": round(searched.rss_after - searched.rss_before, 1),
+        "search_peak_rss_mb": round(searched.rss_after, 1),
+        "retrain_seconds": round(retrain_seconds, 3),
+        "budget_cost": budget_cost,
+        "within_budget": budget_cost <= budget["limit"] * (1 + 1e-9),
+        "connected": bool(fresh.is_connected(arch)) if hasattr(fresh, "is_connected") else None,
+        "gates_on": sum(arch[g] == GATE_ON for g in gates),
+        "gates_alive": sum(pruned[g] == GATE_ON for g in gates),
+        "gates_total": len(gates),
+        "arch": arch,
+        "pruned_arch": pruned,
+        "final_epoch_metrics": searched.final_metrics,
+        **setup,
+        **searched.extra,
+    }
+
+
+def _worker_main(job_path: str) -> int:
+    """Entry of the per-strategy process: read the job, run it, write the result (or the failure) as JSON."""
+    from .compat import quiet_library_logs, quiet_library_warnings
+
+    quiet_library_warnings()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_library_logs()
+    job = json.loads(Path(job_path).read_text())
+    cfg = CompareConfig.from_dict(job["config"])
+    result_path = Path(job["result"])
+    try:
+        result = search_and_evaluate(cfg, job["strategy"], job["budget"], Path(job["workdir"]))
+    except Exception as e:
+        import traceback
+
+        traceback.print_exc()
+        result = {
+            "strategy": row_label(job["strategy"]),
+            "name": job["strategy"],
+            "status": "failed",
+            "error": _one_line(e),
+        }
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    os.replace(tmp, result_path)
+    return 0 if result["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1]))

@@ -1,0 +1,264 @@
+"""What a job is asked to do: the search and compare configurations, the names they accept, and their checks."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "UsageError",
+    "SPACES",
+    "COMPARE_SPACES",
+    "COSTS",
+    "DATASETS",
+    "CIFAR_IMAGE_SIZE",
+    "PRESETS",
+    "STRATEGY_NAMES",
+    "STRATEGIES",
+    "JobConfig",
+    "SearchConfig",
+    "CompareConfig",
+    "bsn_defaults",
+    "default_image_size",
+    "bsn_row_budget",
+    "row_label",
+    "parse_strategies",
+    "check_data_cost_budget",
+    "check_search_config",
+    "check_compare_config",
+]
+
+SPACES = ("cnf", "resnet-fabric", "nasbench201", "mobilenetv3", "proxylessnas")
+COMPARE_SPACES = ("cnf", "resnet-fabric")
+COSTS = ("macs", "params", "latency", "distributed:N")
+DATASETS = ("digits", "cifar10", "cifar100")
+CIFAR_IMAGE_SIZE = (
+    32  # the image size when a CIFAR search does not give one (digits: the configs' image_size)
+)
+
+# The paper's recipe (bsn_reference.md §4): meant for a GPU and CIFAR on disk.
+_PAPER_RECIPE: dict[str, Any] = {
+    "dataset": "cifar10",
+    "epochs": 300,
+    "batch_size": 64,
+    "optimizer": "sgd",
+    "learning_rate": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "lr_milestones": (150, 225),
+    "arc_optimizer": "sgd",
+    "arc_learning_rate": 1e-3,
+    "init_keep_prob": 0.95,
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper-cnf": {"space": "cnf", "layers": 8, "channels": 128, **_PAPER_RECIPE},
+    "paper-resnet-fabric": {
+        "space": "resnet-fabric",
+        "units": 3,
+        "maps": (16, 32, 64),
+        "shortcuts": "slr",
+        **_PAPER_RECIPE,
+    },
+}
+
+#: Accepted ``--strategies`` names and the row label of each.
+STRATEGY_NAMES: dict[str, str] = {
+    "bsn": "BSN",
+    "darts": "DARTS",
+    "gumbel-darts": "GumbelDARTS",
+    "enas": "ENAS",
+    "proxyless": "Proxyless",
+    "random": "RandomOneShot",
+    "darts+penalty": "DARTS+penalty",
+    "proxyless+penalty": "Proxyless+penalty",
+}
+STRATEGIES: tuple[str, ...] = tuple(STRATEGY_NAMES)
+
+
+class UsageError(ValueError):
+    """Bad input from the user: the CLI prints it on one line and exits with code 2."""
+
+
+def bsn_defaults() -> dict[str, Any]:
+    """BSN's keyword options and their defaults, read from the one place they are written: BSN's signature."""
+    from .strategy import BSN  # to become BSN.option_defaults() when BSN offers it
+
+    parameters = inspect.signature(BSN.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+
+
+_BSN = bsn_defaults()
+
+
+@dataclass
+class JobConfig:
+    """What every job is given: the space, the data, the budget, the weights' optimizer, BSN's options, the
+    output. Each job's configuration adds its own and may change a default."""
+
+    space: str = "cnf"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    cost: str = "macs"
+    budget: str = "50%"
+    epochs: int = 10
+    batch_size: int = 64
+    seed: int = 0
+    # space shape
+    layers: int = 4
+    channels: int = 16
+    image_size: int | None = 16
+    units: int = 2
+    maps: tuple[int, ...] = (8, 16, 32)
+    shortcuts: str = "slr"
+    # the weights' optimizer
+    optimizer: str = "adam"
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    # BSN: its defaults are BSN's own (bsn_defaults)
+    lam: float = _BSN["lam"]
+    num_samples: int = _BSN["num_samples"]
+    arc_learning_rate: float = _BSN["arc_learning_rate"]
+    init_keep_prob: float | str = _BSN["init_keep_prob"]
+    onnx: bool = True
+    out: str = "bsn-search"
+    force: bool = False
+
+    def bsn_options(self) -> dict[str, Any]:
+        """The BSN keyword arguments this configuration sets."""
+        return {name: getattr(self, name) for name in _BSN if hasattr(self, name)}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-ready values (tuples as lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class SearchConfig(JobConfig):
+    """Everything ``nni-bsn search`` needs; the defaults are a few-minute run on digits with 2 CPU cores."""
+
+    accelerator: str = "cpu"
+    devices: int = 1
+    momentum: float = 0.9
+    lr_milestones: tuple[int, ...] = ()
+    arc_optimizer: str = _BSN["arc_optimizer"]
+    warmup_epochs: int = _BSN["warmup_epochs"]
+    allow_over_budget: bool = _BSN["allow_over_budget"]
+    finetune_epochs: int = 0  # after the search
+    resume: bool = False
+    preset: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CompareConfig(JobConfig):
+    """Everything ``nni-bsn compare`` needs; the defaults run all eight rows on digits in minutes on 2 CPU cores.
+
+    The budget is BSN's, the +penalty rows' baseline, and the "within budget" column's; every search and every
+    retraining uses the same optimizer."""
+
+    strategies: tuple[str, ...] = STRATEGIES
+    epochs: int = 3
+    retrain_epochs: int | None = None  # None: the search epochs
+    channels: int = 8
+    # Lightning's limit_train_batches / limit_val_batches for searches and retraining (tests use a few batches)
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
+    # One thread per strategy process: on a 2-core machine that other work shares, a 2-thread OpenMP pool runs
+    # 5-40x slower; one thread stays within ~2x. None: torch's default (all cores).
+    threads: int | None = 1
+    strategy_timeout: float | None = None  # seconds per strategy (search + retraining), None: no limit
+    out: str = "bsn-compare"
+
+    @property
+    def retrain(self) -> int:
+        """Retraining epochs (the search epochs unless ``retrain_epochs`` is set)."""
+        return self.retrain_epochs if self.retrain_epochs is not None else self.epochs
+
+    def search_config(self) -> SearchConfig:
+        """The :class:`SearchConfig` with this space, data and optimizer (what ``build_space`` reads)."""
+        known = {f.name for f in fields(SearchConfig)}
+        return SearchConfig(**{k: v for k, v in asdict(self).items() if k in known})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CompareConfig:
+        """The configuration written by :meth:`as_dict`."""
+        values = dict(values)
+        for key in ("strategies", "maps"):
+            if key in values and values[key] is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def default_image_size(dataset: str, configured: int | None) -> int | None:
+    """The input size of a job that does not give one: the configured size on digits, 32 on CIFAR."""
+    return configured if str(dataset).lower() == "digits" else CIFAR_IMAGE_SIZE
+
+
+def bsn_row_budget(name: str) -> str | None:
+    """The budget of a ``bsn@<budget>`` row (BSN at its own budget, e.g. ``bsn@25%``), else None."""
+    return name.split("@", 1)[1] if name.startswith("bsn@") else None
+
+
+def row_label(name: str) -> str:
+    """The table label of strategy ``name``."""
+    budget = bsn_row_budget(name)
+    return f"BSN {budget}" if budget is not None else STRATEGY_NAMES[name]
+
+
+def parse_strategies(text: str | Sequence[str]) -> tuple[str, ...]:
+    """Strategy names from ``'bsn,darts,...'`` (or a list); raises :class:`UsageError` on an empty or unknown name."""
+    from .budget import parse_budget
+
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = [str(n).strip().lower() for n in items if str(n).strip()]
+    if not names:
+        raise UsageError(f"--strategies is empty; give comma-separated names among {', '.join(STRATEGIES)}")
+    unknown = [n for n in names if n not in STRATEGY_NAMES and bsn_row_budget(n) is None]
+    if unknown:
+        raise UsageError(
+            f"unknown strategy {unknown[0]!r}; choose among {', '.join(STRATEGIES)} "
+            "(or bsn@<budget>, e.g. bsn@25%, for BSN at its own budget)"
+        )
+    for n in names:
+        if bsn_row_budget(n) is not None:
+            try:
+                parse_budget(bsn_row_budget(n))
+            except ValueError as e:
+                raise UsageError(f"strategy {n!r}: {e}") from None
+    return tuple(dict.fromkeys(names))
+
+
+def check_data_cost_budget(dataset: str, cost: str, budget: Any) -> None:
+    """Raise :class:`UsageError` (one line) for an unknown dataset or cost, or a malformed budget."""
+    from .budget import parse_budget
+
+    if str(dataset).lower().replace("-", "") not in DATASETS:
+        raise UsageError(f"unknown dataset {dataset!r}; choose digits, cifar10 or cifar100")
+    if cost not in COSTS[:-1] and not str(cost).startswith("distributed"):
+        raise UsageError(f"unknown cost {cost!r}; choose one of {', '.join(COSTS)}")
+    try:
+        parse_budget(budget)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def check_search_config(cfg: SearchConfig) -> None:
+    """Raise :class:`UsageError` if ``cfg`` names an unknown space, dataset or cost, or a bad budget."""
+    if cfg.space not in SPACES:
+        raise UsageError(f"unknown space {cfg.space!r}; choose one of {', '.join(SPACES)}")
+    check_data_cost_budget(cfg.dataset, cfg.cost, cfg.budget)
+
+
+def check_compare_config(cfg: CompareConfig) -> None:
+    """Raise :class:`UsageError` if ``cfg`` names an unknown strategy or space, or a bad budget or epoch count."""
+    parse_strategies(cfg.strategies)
+    if cfg.space not in COMPARE_SPACES:
+        raise UsageError(
+            f"compare runs on the fabrics; unknown or unsupported space {cfg.space!r}: choose "
+            f"{' or '.join(COMPARE_SPACES)}"
+        )
+    if cfg.epochs < 1 or cfg.retrain < 1:
+        raise UsageError(f"epochs must be >= 1, got search {cfg.epochs} and retrain {cfg.retrain}")
+    check_data_cost_budget(cfg.dataset, cfg.cost, cfg.budget)

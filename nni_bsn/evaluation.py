@@ -1,0 +1,71 @@
+"""How good a found network is: BatchNorm statistics re-estimated for it, top-1 accuracy, optional fine-tuning."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["recalibrate_batchnorm", "evaluate_accuracy", "finetune"]
+
+
+def recalibrate_batchnorm(model: nn.Module, loader, batches: int = 20) -> None:
+    """Re-estimate BatchNorm statistics of an exported sub-network on training batches.
+
+    The super network's running statistics mix every sampled architecture; the exported one needs its own.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the recalibration batches
+    model.train()
+    with torch.no_grad():
+        for i, (x, _) in enumerate(loader):
+            if i >= batches:
+                break
+            model(x)
+    model.eval()
+
+
+def evaluate_accuracy(model: nn.Module, loader) -> float:
+    """Top-1 accuracy of ``model`` on ``loader``."""
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += int((model(x).argmax(-1) == y).sum())
+            total += int(y.numel())
+    return correct / max(total, 1)
+
+
+def finetune(
+    model: nn.Module,
+    train,
+    val,
+    num_classes: int,
+    epochs: int,
+    *,
+    learning_rate: float,
+    weight_decay: float,
+    accelerator: str = "cpu",
+) -> nn.Module:
+    """Train ``model`` further for ``epochs`` with NNI's classification recipe; returns it."""
+    from nni.nas.evaluator.pytorch import Classification
+
+    ev = Classification(
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        train_dataloaders=train,
+        val_dataloaders=val,
+        num_classes=num_classes,
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    ev.fit(model)
+    return model
