@@ -26,11 +26,10 @@ from .base import Arch
 from .blocks import GATE_OFF, GATE_ON, all_gates, block_shapes, choice_modules, is_gate_space
 from .latency_cache import LatencyCache, default_cache_dir, measurement_context
 from .latency_nodes import NodeSum, aggregation_nodes, pattern_signatures
-from .ort import TimingProtocol, cpu_model, measure_module, ort_cpu_session, time_session
+from .ort import TimingProtocol, cpu_model, measure_module
 from .table import TableCost
 
-# cpu_model, ort_cpu_session and time_session live in ort.py; re-exported because nni_bsn imports them from here.
-__all__ = ["LatencyCost", "cpu_model", "ort_cpu_session", "time_session"]
+__all__ = ["LatencyCost"]
 
 _log = logging.getLogger(__name__)
 

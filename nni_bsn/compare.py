@@ -32,33 +32,18 @@ from .config import (
 __all__ = ["run_compare"]
 
 
-# replaced by budget.resolve_limit at merge
-def _resolve_limit(
-    spec: tuple[float, bool], full: float, cheapest: float | None, *, name: str, unit: str = ""
-) -> float:
-    """The limit of budget ``spec`` (``(number, is_percent)``) against ``full``; ValueError below ``cheapest``."""
-    number, percent = spec
-    limit = number / 100.0 * full if percent else number
-    if cheapest is not None and limit < cheapest:
-        raise ValueError(
-            f"budget {number:g}{'%' if percent else ''} ({name} {limit:.6g} {unit}) is below the "
-            f"cheapest connected architecture of this space ({cheapest:.6g})"
-        )
-    return limit
-
-
 def _resolve_budget(cfg: CompareConfig, space_spec: dict, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """The budget as an absolute limit in the cost's unit, and as a fraction of the whole super network."""
-    from .budget import parse_budget
+    from .budget import parse_budget, resolve_limit
     from .builders import build_cost, rebuild_space
 
     evaluator = build_cost(cfg.cost, input_shape).bind(rebuild_space(space_spec))
     full = float(evaluator.full_cost())
     unit = evaluator.describe().get("unit", "")
     try:
-        limit = _resolve_limit(parse_budget(cfg.budget), full, evaluator.min_cost(), name=cfg.cost, unit=unit)
+        limit = resolve_limit(parse_budget(cfg.budget), full, evaluator.min_cost(), name=cfg.cost, unit=unit)
     except ValueError as e:
-        raise UsageError(f"{e}; raise --budget") from None
+        raise UsageError(f"{e} (--budget {cfg.budget})") from None
     return {
         "cost": cfg.cost,
         "spec": cfg.budget,
@@ -166,7 +151,9 @@ def run_compare(
     check_compare_config(cfg)
     cfg.strategies = parse_strategies(cfg.strategies)
     try:
-        _, _, _, info = get_dataloaders(cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed)
+        _, _, _, info = get_dataloaders(
+            cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed, train_size=cfg.train_size
+        )
     except DataError as e:
         raise UsageError(str(e)) from None
     space, space_spec = build_space(cfg.search_config(), info.in_channels, info.num_classes, info.image_size)

@@ -51,7 +51,7 @@ COLUMNS = [
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, memory and OS of this machine."""
-    from evaluators.latency import cpu_model
+    from evaluators.ort import cpu_model
 
     mem_gib = None
     try:

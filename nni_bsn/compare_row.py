@@ -242,7 +242,7 @@ def search_and_evaluate(
         torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     train, val, test, info = get_dataloaders(
-        cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed
+        cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed, train_size=cfg.train_size
     )
     space, space_spec = build_space(cfg.search_config(), info.in_channels, info.num_classes, info.image_size)
     input_shape = (1, info.in_channels, info.image_size, info.image_size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -21,6 +20,7 @@ __all__ = [
     "SearchConfig",
     "CompareConfig",
     "bsn_defaults",
+    "canonical_dataset",
     "default_image_size",
     "bsn_row_budget",
     "row_label",
@@ -33,10 +33,9 @@ __all__ = [
 SPACES = ("cnf", "resnet-fabric", "nasbench201", "mobilenetv3", "proxylessnas")
 COMPARE_SPACES = ("cnf", "resnet-fabric")
 COSTS = ("macs", "params", "latency", "distributed:N")
-DATASETS = ("digits", "cifar10", "cifar100")
-CIFAR_IMAGE_SIZE = (
-    32  # the image size when a CIFAR search does not give one (digits: the configs' image_size)
-)
+DATASETS = ("digits", "cifar10", "cifar100", "fashion-mnist")  # nni_bsn.data.DATASETS (a test checks)
+# The image size of a job on CIFAR or Fashion-MNIST (28 padded to 32) that gives none (digits: the configs').
+CIFAR_IMAGE_SIZE = 32
 
 # The paper's recipe (bsn_reference.md §4): meant for a GPU and CIFAR on disk.
 _PAPER_RECIPE: dict[str, Any] = {
@@ -83,10 +82,9 @@ class UsageError(ValueError):
 
 def bsn_defaults() -> dict[str, Any]:
     """BSN's keyword options and their defaults, read from the one place they are written: BSN's signature."""
-    from .strategy import BSN  # to become BSN.option_defaults() when BSN offers it
+    from .strategy import BSN
 
-    parameters = inspect.signature(BSN.__init__).parameters.values()
-    return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+    return BSN.option_defaults()
 
 
 _BSN = bsn_defaults()
@@ -100,6 +98,7 @@ class JobConfig:
     space: str = "cnf"
     dataset: str = "digits"
     data_dir: str | None = None
+    train_size: int | None = None  # None: every training image
     cost: str = "macs"
     budget: str = "50%"
     epochs: int = 10
@@ -191,9 +190,15 @@ class CompareConfig(JobConfig):
         return cls(**values)
 
 
+def canonical_dataset(name: str) -> str | None:
+    """The dataset's name as :data:`DATASETS` spells it (``fashion_mnist`` -> ``fashion-mnist``), else None."""
+    key = str(name).lower().replace("-", "").replace("_", "")
+    return next((d for d in DATASETS if d.replace("-", "") == key), None)
+
+
 def default_image_size(dataset: str, configured: int | None) -> int | None:
-    """The input size of a job that does not give one: the configured size on digits, 32 on CIFAR."""
-    return configured if str(dataset).lower() == "digits" else CIFAR_IMAGE_SIZE
+    """The input size of a job that does not give one: the configured size on digits, else 32."""
+    return configured if canonical_dataset(dataset) == "digits" else CIFAR_IMAGE_SIZE
 
 
 def bsn_row_budget(name: str) -> str | None:
@@ -234,8 +239,8 @@ def check_data_cost_budget(dataset: str, cost: str, budget: Any) -> None:
     """Raise :class:`UsageError` (one line) for an unknown dataset or cost, or a malformed budget."""
     from .budget import parse_budget
 
-    if str(dataset).lower().replace("-", "") not in DATASETS:
-        raise UsageError(f"unknown dataset {dataset!r}; choose digits, cifar10 or cifar100")
+    if canonical_dataset(dataset) is None:
+        raise UsageError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if cost not in COSTS[:-1] and not str(cost).startswith("distributed"):
         raise UsageError(f"unknown cost {cost!r}; choose one of {', '.join(COSTS)}")
     try:

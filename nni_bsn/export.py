@@ -55,7 +55,7 @@ class ExportError(RuntimeError):
 
 def _ort_session(path: str | os.PathLike, threads: int = 1):
     """A fresh CPU ONNX Runtime session with the deployed graph optimisations and explicit threads."""
-    from evaluators.latency import ort_cpu_session
+    from evaluators.ort import ort_cpu_session
 
     return ort_cpu_session(path, threads)
 
@@ -282,7 +282,7 @@ def measure_ort_latency(
     """
     import onnxruntime as ort
 
-    from evaluators.latency import cpu_model, time_session
+    from evaluators.ort import cpu_model, time_session
 
     cores = os.cpu_count() or 1
     if not isinstance(threads, int) or threads < 1:

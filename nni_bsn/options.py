@@ -120,8 +120,18 @@ OPTIONS: tuple[Option, ...] = (
         commands=("compare",),
     ),
     Option("space", "search space: {spaces}"),
-    Option("dataset", "digits (embedded), cifar10 or cifar100"),
-    Option("data_dir", "folder holding cifar-10-batches-py/ or cifar-100-python/", none="none"),
+    Option("dataset", "digits (embedded), cifar10, cifar100 or fashion-mnist"),
+    Option(
+        "data_dir",
+        "folder holding cifar-10-batches-py/, cifar-100-python/ or Fashion-MNIST's idx files",
+        none="$NNI_BSN_DATA, else for fashion-mnist Debian's dataset-fashion-mnist folder if installed, else ./data",
+    ),
+    Option(
+        "train_size",
+        "use N training images (a fixed class-balanced subset; validation and test unchanged)",
+        positive_int,
+        none="all",
+    ),
     Option("cost", "the budgeted cost: {costs}", compare_help="BSN's budgeted cost: {costs}"),
     Option(
         "budget",
@@ -155,7 +165,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("channels", "CNF channels", positive_int, group="space shape", space="cnf"),
     Option(
         "image_size",
-        "input size (default: {default} on digits, {cifar_size} on CIFAR)",
+        "input size (default: {default} on digits, {cifar_size} on CIFAR and Fashion-MNIST)",
         positive_int,
         group="space shape",
     ),

@@ -94,7 +94,7 @@ def _load_data(cfg: SearchConfig) -> _Data:
 
     try:
         train, val, test, info = get_dataloaders(
-            cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed
+            cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed, train_size=cfg.train_size
         )
     except DataError as e:
         raise UsageError(str(e)) from None
