@@ -102,8 +102,11 @@ class _FrozenCount(AdditiveCost):
         self.table, self.fixed = {}, 0.0
         self._tables: LabelTables | None = None
         self._extremes: dict[str, tuple[float, dict[str, Any]] | None] = {}
+        self._rebuild = False
+        self._rebuild = self._can_rebuild()
         try:
-            self._tables = fit_tables(self._own_counts, self.grid, verify=max(self.verify, 2), seed=self.seed)
+            self._tables = fit_tables(self._own_counts, self.grid, prior=_LocalLabels(space), verify=max(self.verify, 2),
+                                      seed=self.seed)
         except DecompositionError as e:
             _log.info("%s: %s; counting each architecture exactly (memoised)", type(self).__name__, e)
             self.mode = "exact"
@@ -116,9 +119,33 @@ class _FrozenCount(AdditiveCost):
             self.table = {labels[0]: {(v[0] if isinstance(v, list) else v): t[hashable_value(v)]
                                       for v in self.grid[labels[0]]} for labels, t in self._tables.tables.items()}
 
+    def _build(self, arch: Arch) -> nn.Module:
+        """``space.freeze(arch)``, or the same network built afresh (cheaper than freeze's deep copy)."""
+        if not self._rebuild:
+            return self.space.freeze(dict(arch))
+        from nni.nas.space import model_context
+
+        # A fresh build draws initial weights: keep the caller's random stream untouched.
+        with torch.random.fork_rng(devices=[]), model_context(dict(arch)):
+            return type(self.space)(*self.space.trace_args, **self.space.trace_kwargs)
+
+    def _can_rebuild(self) -> bool:
+        """Whether building afresh counts like ``freeze`` (the space was not edited after construction)."""
+        if not hasattr(self.space, "trace_args"):
+            return False
+        arch = {label: values[-1] for label, values in self.grid.items()}
+        try:
+            self._rebuild = True
+            fresh = self._exact(self._build(arch))
+            self._rebuild = False
+            return fresh == self._exact(self._build(arch))
+        except Exception:
+            self._rebuild = False
+            return False
+
     def _own_counts(self, arch: dict[str, Any]) -> dict[str, float] | None:
         try:
-            model = self.space.freeze(arch)
+            model = self._build(arch)
             total, cumulative = self._measure(model)
         except Exception:  # an architecture that cannot be built or run: fit_tables gives up on the space
             return None
@@ -131,7 +158,7 @@ class _FrozenCount(AdditiveCost):
         key = arch_key(arch)
         if key not in self._memo:
             try:
-                self._memo[key] = float(self._exact(self.space.freeze(dict(arch))))
+                self._memo[key] = float(self._exact(self._build(arch)))
             except Exception as e:
                 _log.debug("%s: architecture %s cannot be frozen and run (%s): cost inf", type(self).__name__,
                            key, e)
@@ -215,6 +242,27 @@ class _FrozenCount(AdditiveCost):
         return None if found is None else found[1]
 
 
+
+
+class _LocalLabels:
+    """The labels of the mutables on the way to a module path of the space, nearest first (a tie-breaker)."""
+
+    def __init__(self, space: nn.Module) -> None:
+        self.modules = dict(space.named_modules())
+        self._cache: dict[str, list[str]] = {}
+
+    def _at(self, path: str) -> list[str]:
+        if path not in self._cache:
+            module = self.modules.get(path)
+            self._cache[path] = list(module.simplify()) if hasattr(module, "simplify") and path else []
+        return self._cache[path]
+
+    def __call__(self, path: str) -> list[str]:
+        parts = path.split(".") if path else []
+        out: list[str] = []
+        for i in range(len(parts), 0, -1):
+            out += [x for x in self._at(".".join(parts[:i])) if x not in out]
+        return out
 
 
 class MacsCost(_FrozenCount):

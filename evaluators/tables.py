@@ -145,12 +145,13 @@ def _covering_rows(groups: set[tuple[str, ...]], grid: Mapping[str, Sequence[Any
     return rows
 
 
-def fit_tables(measure: Measure, grid: Mapping[str, Sequence[Any]], *, priors: Mapping[str, Sequence[str]] | None = None,
-               screen: int = 12, verify: int = 4, rounds: int = 4, max_rows: int = 400, seed: int = 0) -> LabelTables:
+def fit_tables(measure: Measure, grid: Mapping[str, Sequence[Any]], *,
+               prior: Callable[[str], Sequence[str]] | None = None, screen: int = 8, verify: int = 3,
+               rounds: int = 4, max_rows: int = 400, seed: int = 0) -> LabelTables:
     """Decompose ``measure`` (arch -> {path: own count}, or ``None`` when the architecture cannot run) into tables.
 
-    ``grid`` gives every label's values in NNI's format; ``priors`` optionally ranks, per module path, the labels
-    likely to matter (those of the mutables above it), to break ties. Raises :class:`DecompositionError` when a
+    ``grid`` gives every label's values in NNI's format; ``prior(path)`` optionally ranks the labels likely to
+    matter to a module path (those of the mutables above it), to break ties. Raises :class:`DecompositionError` when a
     count depends on too many choices, an architecture cannot be measured, or the check on ``verify`` fresh random
     architectures fails after ``rounds`` refinements.
     """
@@ -175,12 +176,14 @@ def fit_tables(measure: Measure, grid: Mapping[str, Sequence[Any]], *, priors: M
     for _ in range(screen):
         run({x: rng.choice(vs) for x, vs in hgrid.items()})
     deps: dict[str, tuple[str, ...]] = {}
-    priors = priors or {}
+    ranks: dict[str, Sequence[str]] = {}
     for _ in range(rounds):
         paths = sorted({p for c in counts for p in c})
         for p in paths:
             ys = [c.get(p, 0) for c in counts]
-            deps[p] = _dependencies(rows, ys, labels, priors.get(p, ()), deps.get(p, ()))
+            if p not in ranks:
+                ranks[p] = prior(p) if prior is not None else ()
+            deps[p] = _dependencies(rows, ys, labels, ranks[p], deps.get(p, ()))
         for row in _covering_rows(set(deps.values()), hgrid, rows, rng):
             run(row)
         if all(not _conflicts(rows, [c.get(p, 0) for c in counts], deps[p]) for p in paths):
