@@ -215,7 +215,7 @@ def test_bsn_on_nni_one_shot_test_matrix(name, request):
             strategy(model_space, SequentialExecutionEngine())
         return
     strategy(model_space, SequentialExecutionEngine())
-    arch = strategy.export_top_models(formatter="dict")[0]
+    arch = next(strategy.list_models()).sample
     with model_context(arch):
         fresh = MODELS[name]()  # a fresh space frozen to the exported architecture
     fresh.eval()
