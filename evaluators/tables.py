@@ -13,6 +13,7 @@ elimination over the tables.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,8 @@ from operator import itemgetter
 from typing import Any
 
 __all__ = ["LabelTables", "DecompositionError", "fit_tables", "hashable_value", "own_costs"]
+
+_log = logging.getLogger(__name__)
 
 Measure = Callable[[dict[str, Any]], Mapping[str, float] | None]
 
@@ -111,15 +114,21 @@ def _conflicts(rows: Sequence[dict[str, Any]], ys: Sequence[float], labels: Sequ
 
 
 def _dependencies(rows: Sequence[dict], ys: Sequence[float], labels: Sequence[str], prior: Sequence[str],
-                  start: Sequence[str] = (), max_labels: int = 5) -> tuple[str, ...]:
-    """The smallest label set (greedy) on which ``ys`` is a function of the rows; ties go to ``prior`` labels."""
-    chosen = list(start)
+                  max_labels: int = 5) -> tuple[str, ...]:
+    """A small label set on which ``ys`` is a function of the rows (greedy forward, then backward pruning).
+
+    Ties go to the ``prior`` labels.
+    """
+    chosen: list[str] = []
     while _conflicts(rows, ys, chosen):
         if len(chosen) >= max_labels:
             raise DecompositionError(f"a module count depends on more than {max_labels} choices")
         rank = {x: i for i, x in enumerate(prior)}
         candidates = [x for x in labels if x not in chosen]
         chosen.append(min(candidates, key=lambda x: (_conflicts(rows, ys, [*chosen, x]), rank.get(x, len(rank)))))
+    for x in list(chosen):  # an early pick that later ones made redundant was a coincidence of the sample
+        if len(chosen) > 1 and not _conflicts(rows, ys, [y for y in chosen if y != x]):
+            chosen.remove(x)
     return tuple(sorted(chosen))
 
 
@@ -147,7 +156,7 @@ def _covering_rows(groups: set[tuple[str, ...]], grid: Mapping[str, Sequence[Any
 
 def fit_tables(measure: Measure, grid: Mapping[str, Sequence[Any]], *,
                prior: Callable[[str], Sequence[str]] | None = None, screen: int = 8, verify: int = 3,
-               rounds: int = 4, max_rows: int = 400, seed: int = 0) -> LabelTables:
+               rounds: int = 4, max_rows: int = 60, seed: int = 0) -> LabelTables:
     """Decompose ``measure`` (arch -> {path: own count}, or ``None`` when the architecture cannot run) into tables.
 
     ``grid`` gives every label's values in NNI's format; ``prior(path)`` optionally ranks the labels likely to
@@ -183,8 +192,12 @@ def fit_tables(measure: Measure, grid: Mapping[str, Sequence[Any]], *,
             ys = [c.get(p, 0) for c in counts]
             if p not in ranks:
                 ranks[p] = prior(p) if prior is not None else ()
-            deps[p] = _dependencies(rows, ys, labels, ranks[p], deps.get(p, ()))
-        for row in _covering_rows(set(deps.values()), hgrid, rows, rng):
+            deps[p] = _dependencies(rows, ys, labels, ranks[p])
+        cover = _covering_rows(set(deps.values()), hgrid, rows, rng)
+        _log.debug("fit_tables: %d architectures measured, %d label sets (largest %d labels), %d more to cover them",
+                   len(rows), len(set(deps.values())), max(map(len, deps.values()), default=0), len(cover))
+        _log.debug("fit_tables: largest label sets: %s", sorted(set(deps.values()), key=len)[-3:])
+        for row in cover:
             run(row)
         if all(not _conflicts(rows, [c.get(p, 0) for c in counts], deps[p]) for p in paths):
             checks = [{x: rng.choice(vs) for x, vs in hgrid.items()} for _ in range(verify)]

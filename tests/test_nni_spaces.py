@@ -52,6 +52,17 @@ def costs_for(name: str):
     return [MacsCost(input_shape=INPUT_SHAPES[name]), ParamsCost()]
 
 
+_BOUND: dict[str, tuple] = {}
+
+
+def bound_costs(name: str):
+    """``(space, [bound evaluators])`` for a test space, bound once per session (binding measures networks)."""
+    if name not in _BOUND:
+        space = MODELS[name]()
+        _BOUND[name] = space, [ev.bind(space) for ev in costs_for(name)]
+    return _BOUND[name]
+
+
 def all_archs(space) -> list[dict]:
     grid = space_grid(space)
     labels = sorted(grid)
@@ -62,33 +73,30 @@ def all_archs(space) -> list[dict]:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_counts_equal_fvcore_and_numel_on_the_frozen_model(name):
-    space = MODELS[name]()
+    space, evaluators = bound_costs(name)
     rng = random.Random(0)
     grid = space_grid(space)
-    for ev in costs_for(name):
-        bound = ev.bind(space)
+    for bound in evaluators:
         for _ in range(6):
             arch = {k: rng.choice(v) for k, v in grid.items()}
-            assert bound(arch) == reference(ev.name, space.freeze(arch), INPUT_SHAPES[name]), (ev.name, arch)
+            assert bound(arch) == reference(bound.name, space.freeze(arch), INPUT_SHAPES[name]), (bound.name, arch)
 
 
 @pytest.mark.parametrize("name", ["simple", "simple_value_choice", "value_choice", "repeat", "custom_op",
                                   "multihead_attention"])
 def test_full_and_min_cost_are_the_extremes_over_every_architecture(name):
-    space = MODELS[name]()
+    space, evaluators = bound_costs(name)
     archs = all_archs(space)
-    for ev in costs_for(name):
-        bound = ev.bind(space)
+    for bound in evaluators:
         assert bound.mode in ("additive", "tables")
         costs = [bound(a) for a in archs]
         assert bound.full_cost() == max(costs) and bound.min_cost() == min(costs)
         for arch, value in ((bound.full_arch(), bound.full_cost()), (bound.min_arch(), bound.min_cost())):
-            assert reference(ev.name, space.freeze(arch), INPUT_SHAPES[name]) == value
+            assert reference(bound.name, space.freeze(arch), INPUT_SHAPES[name]) == value
 
 
 def test_input_choice_keeps_nni_list_format_in_the_extreme_architectures():
-    space = MODELS["simple_value_choice"]()
-    bound = MacsCost(input_shape=INPUT_SHAPES["simple_value_choice"]).bind(space)
+    space, (bound, _) = bound_costs("simple_value_choice")
     full = bound.full_arch()
     assert isinstance(full["input"], list) and full["input"] in ([0], [1])
     space.freeze(full)  # NNI accepts it (an int here made freeze raise TypeError)
@@ -97,8 +105,7 @@ def test_input_choice_keeps_nni_list_format_in_the_extreme_architectures():
 
 
 def test_architectures_that_cannot_run_cost_inf_and_extremes_skip_them():
-    space = MODELS["cell"]()  # NNI's loose-end Cell: most frozen architectures do not run (widths mismatch)
-    bound = MacsCost(input_shape=INPUT_SHAPES["cell"]).bind(space)
+    space, (bound, _) = bound_costs("cell")  # NNI's loose-end Cell: most frozen networks do not run
     assert bound.mode == "exact"
     valid = {label: values[0] for label, values in space_grid(space).items()}  # every node on the cell input
     bad = {**valid, "cell0/input_2_0": [1], "rep": 1}
@@ -119,11 +126,10 @@ def test_evaluator_is_bound_to_a_copy_that_nni_mutation_leaves_alone():
 
 @pytest.mark.parametrize("name", ["simple_value_choice", "repeat"])
 def test_cost_call_takes_microseconds(name):
-    space = MODELS[name]()
+    space, (bound, _) = bound_costs(name)
     grid = space_grid(space)
     rng = random.Random(0)
     archs = [{k: rng.choice(v) for k, v in grid.items()} for _ in range(300)]
-    bound = MacsCost(input_shape=INPUT_SHAPES[name]).bind(space)
     times = []
     for arch in archs:
         t0 = time.perf_counter()
