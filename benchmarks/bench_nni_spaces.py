@@ -44,12 +44,24 @@ def hub_spaces() -> dict:
         "PNAS": (lambda: hub.PNAS(**nds), cifar),
         "DARTS (width, depth)": (lambda: hub.DARTS(width=(4, 8), num_cells=(2, 3), dataset="cifar"), cifar),
         "ProxylessNAS": (lambda: hub.ProxylessNAS(width_mult=0.25, num_labels=10), cifar),
-        "MobileNetV3": (lambda: hub.MobileNetV3Space(num_labels=10, width_multipliers=(0.25, 0.5),
-                                                     expand_ratios=(1, 2)), cifar),
+        "MobileNetV3": (
+            lambda: hub.MobileNetV3Space(num_labels=10, width_multipliers=(0.25, 0.5), expand_ratios=(1, 2)),
+            cifar,
+        ),
         "ShuffleNet": (lambda: hub.ShuffleNetSpace(num_labels=10, channel_search=False), cifar),
-        "Autoformer": (lambda: hub.AutoformerSpace(search_embed_dim=(48, 64), search_mlp_ratio=(1.0, 2.0),
-                                                   search_num_heads=(1, 2), search_depth=(2, 3), img_size=32,
-                                                   patch_size=8, num_labels=10, qkv_bias=True), cifar),
+        "Autoformer": (
+            lambda: hub.AutoformerSpace(
+                search_embed_dim=(48, 64),
+                search_mlp_ratio=(1.0, 2.0),
+                search_num_heads=(1, 2),
+                search_depth=(2, 3),
+                img_size=32,
+                patch_size=8,
+                num_labels=10,
+                qkv_bias=True,
+            ),
+            cifar,
+        ),
     }
 
 
@@ -76,9 +88,19 @@ def bench_one(make, shape, evaluator, archs: int, calls: int, seed: int = 0) -> 
         ref = reference(evaluator.name, space.freeze(arch), shape)
         err = max(err, abs(bound(arch) - ref) / max(ref, 1))
     full_arch = bound.full_arch()
-    full_ok = full_arch is not None and reference(evaluator.name, space.freeze(full_arch), shape) == bound.full_cost()
-    return dict(mode=bound.mode, bind=bind_s, call_ms=1e3 * statistics.median(times), err=err,
-                full=bound.full_cost(), full_ok=full_ok, min=bound.min_cost())
+    full_ok = (
+        full_arch is not None
+        and reference(evaluator.name, space.freeze(full_arch), shape) == bound.full_cost()
+    )
+    return dict(
+        mode=bound.mode,
+        bind=bind_s,
+        call_ms=1e3 * statistics.median(times),
+        err=err,
+        full=bound.full_cost(),
+        full_ok=full_ok,
+        min=bound.min_cost(),
+    )
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -92,18 +114,25 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(1)
     spaces = hub_spaces()
     chosen = [s.strip() for s in args.spaces.split(",") if s.strip()] or list(spaces)
-    lines = ["| space | cost | mode | bind (s) | cost call (ms, median) | max rel. error vs fvcore/numel | "
-             "full_cost (exact arch?) | min_cost |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| space | cost | mode | bind (s) | cost call (ms, median) | max rel. error vs fvcore/numel | "
+        "full_cost (exact arch?) | min_cost |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in chosen:
         make, shape = spaces[name]
         for evaluator in (MacsCost(input_shape=shape), ParamsCost()):
             try:
                 r = bench_one(make, shape, evaluator, args.archs, args.calls)
             except Exception as e:  # one space failing must not hide the others
-                lines.append(f"| {name} | {evaluator.name} | failed: {type(e).__name__}: {str(e)[:80]} |||||||")
+                lines.append(
+                    f"| {name} | {evaluator.name} | failed: {type(e).__name__}: {str(e)[:80]} |||||||"
+                )
                 continue
-            lines.append(f"| {name} | {evaluator.name} | {r['mode']} | {r['bind']:.1f} | {r['call_ms']:.4f} | "
-                         f"{r['err']:.2g} | {r['full']:.6g} ({'yes' if r['full_ok'] else 'no'}) | {r['min']} |")
+            lines.append(
+                f"| {name} | {evaluator.name} | {r['mode']} | {r['bind']:.1f} | {r['call_ms']:.4f} | "
+                f"{r['err']:.2g} | {r['full']:.6g} ({'yes' if r['full_ok'] else 'no'}) | {r['min']} |"
+            )
             print(lines[-1], file=sys.stderr, flush=True)
     table = "\n".join(lines)
     print(table)

@@ -69,8 +69,10 @@ def space_grid(space: nn.Module) -> dict[str, list[Any]]:
         elif isinstance(mutable, Categorical):
             grid[label] = list(mutable.values)
         else:
-            raise TypeError(f"{mutable!r} is not supported: costs are counted on categorical choices "
-                            "(LayerChoice, InputChoice with n_chosen=1, Repeat depth, nni.choice)")
+            raise TypeError(
+                f"{mutable!r} is not supported: costs are counted on categorical choices "
+                "(LayerChoice, InputChoice with n_chosen=1, Repeat depth, nni.choice)"
+            )
     return grid
 
 
@@ -106,8 +108,13 @@ class _FrozenCount(AdditiveCost):
         self._rebuild = False
         self._rebuild = self._can_rebuild()
         try:
-            self._tables = fit_tables(self._own_counts, self.grid, prior=_LocalLabels(space), verify=max(self.verify, 2),
-                                      seed=self.seed)
+            self._tables = fit_tables(
+                self._own_counts,
+                self.grid,
+                prior=_LocalLabels(space),
+                verify=max(self.verify, 2),
+                seed=self.seed,
+            )
         except DecompositionError as e:
             _log.info("%s: %s; counting each architecture exactly (memoised)", type(self).__name__, e)
             self.mode = "exact"
@@ -117,8 +124,12 @@ class _FrozenCount(AdditiveCost):
             self.mode = "additive"
             self.fixed = self._tables.constant
             # keyed like expected_cost's probabilities: an InputChoice by the index it chooses
-            self.table = {labels[0]: {(v[0] if isinstance(v, list) else v): t[hashable_value(v)]
-                                      for v in self.grid[labels[0]]} for labels, t in self._tables.tables.items()}
+            self.table = {
+                labels[0]: {
+                    (v[0] if isinstance(v, list) else v): t[hashable_value(v)] for v in self.grid[labels[0]]
+                }
+                for labels, t in self._tables.tables.items()
+            }
 
     def _build(self, arch: Arch) -> nn.Module:
         """``space.freeze(arch)``, or the same network built afresh (cheaper than freeze's deep copy)."""
@@ -161,8 +172,9 @@ class _FrozenCount(AdditiveCost):
             try:
                 self._memo[key] = float(self._exact(self._build(arch)))
             except Exception as e:
-                _log.debug("%s: architecture %s cannot be frozen and run (%s): cost inf", type(self).__name__,
-                           key, e)
+                _log.debug(
+                    "%s: architecture %s cannot be frozen and run (%s): cost inf", type(self).__name__, key, e
+                )
                 self._memo[key] = math.inf
         return self._memo[key]
 
@@ -172,7 +184,9 @@ class _FrozenCount(AdditiveCost):
             return super().cost(arch)
         if len(arch) > len(self._labels):
             unknown = sorted(map(str, set(arch) - self._labels))
-            raise KeyError(f"{type(self).__name__}: architecture has labels this space does not have: {unknown[:5]}")
+            raise KeyError(
+                f"{type(self).__name__}: architecture has labels this space does not have: {unknown[:5]}"
+            )
         if self._tables is not None:
             return float(self._tables(arch))
         return self._frozen_count(arch)
@@ -207,8 +221,12 @@ class _FrozenCount(AdditiveCost):
                 if scored:
                     arch[x] = max(scored, key=lambda cv: cv[0])[1]
             found = max(found, (self.cost(arch), arch), key=lambda ca: ca[0] if math.isfinite(ca[0]) else -1)
-        _log.warning("%s: full_cost() on this space is the dearest architecture a short search found (%.6g), "
-                     "a lower bound of the maximum", type(self).__name__, found[0])
+        _log.warning(
+            "%s: full_cost() on this space is the dearest architecture a short search found (%.6g), "
+            "a lower bound of the maximum",
+            type(self).__name__,
+            found[0],
+        )
         return found[0], dict(found[1])
 
     def full_cost(self) -> float:
@@ -218,7 +236,9 @@ class _FrozenCount(AdditiveCost):
             return super().full_cost()
         found = self._extreme("max")
         if found is None:
-            raise ValueError(f"{type(self).__name__}: no architecture of this space can be frozen and counted")
+            raise ValueError(
+                f"{type(self).__name__}: no architecture of this space can be frozen and counted"
+            )
         return float(found[0])
 
     def min_cost(self) -> float | None:
@@ -240,8 +260,6 @@ class _FrozenCount(AdditiveCost):
         self._require_bound()
         found = self._extreme("min")
         return None if found is None else found[1]
-
-
 
 
 class _LocalLabels:
@@ -328,6 +346,8 @@ class ParamsCost(_FrozenCount):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(counted="numel of the parameters of the frozen pruned model (buffers excluded)",
-                 backend=f"torch {torch.__version__}")
+        d.update(
+            counted="numel of the parameters of the frozen pruned model (buffers excluded)",
+            backend=f"torch {torch.__version__}",
+        )
         return d

@@ -50,8 +50,12 @@ def own_costs(cumulative: Mapping[str, float]) -> dict[str, float]:
 class LabelTables:
     """``cost(arch) = constant + sum_g table_g[arch values of labels_g]``, with exact max / min over architectures."""
 
-    def __init__(self, grid: Mapping[str, Sequence[Any]], tables: Mapping[tuple[str, ...], Mapping[Any, float]],
-                 constant: float) -> None:
+    def __init__(
+        self,
+        grid: Mapping[str, Sequence[Any]],
+        tables: Mapping[tuple[str, ...], Mapping[Any, float]],
+        constant: float,
+    ) -> None:
         self.grid = {label: list(values) for label, values in grid.items()}
         self.constant = constant
         self.tables = {labels: dict(t) for labels, t in tables.items()}
@@ -67,18 +71,23 @@ class LabelTables:
         Max-sum variable elimination: eliminating a label merges the tables that hold it into one over their other
         labels; exact, and cheap while those merged tables stay small (chains, trees, disjoint groups).
         """
-        factors = [(labels, {k if len(labels) > 1 else (k,): v for k, v in t.items()})
-                   for labels, t in self.tables.items()]
+        factors = [
+            (labels, {k if len(labels) > 1 else (k,): v for k, v in t.items()})
+            for labels, t in self.tables.items()
+        ]
         choices: list[tuple[str, tuple[str, ...], dict]] = []
         remaining = {label for labels, _ in factors for label in labels}
         while remaining:
-            def merged_size(label: str) -> int:
+
+            def merged_size(label: str, factors: list = factors) -> int:
                 scope = {x for labels, _ in factors if label in labels for x in labels} - {label}
                 return math.prod(len(self.grid[x]) for x in scope)
 
             label = min(sorted(remaining), key=merged_size)
             if merged_size(label) > 1_000_000:
-                raise DecompositionError(f"eliminating {label!r} needs a table over more than 10^6 combinations")
+                raise DecompositionError(
+                    f"eliminating {label!r} needs a table over more than 10^6 combinations"
+                )
             remaining.discard(label)
             holding = [f for f in factors if label in f[0]]
             factors = [f for f in factors if label not in f[0]]
@@ -113,8 +122,13 @@ def _conflicts(rows: Sequence[dict[str, Any]], ys: Sequence[float], labels: Sequ
     return bad
 
 
-def _dependencies(rows: Sequence[dict], ys: Sequence[float], labels: Sequence[str], prior: Sequence[str],
-                  max_labels: int = 5) -> tuple[str, ...]:
+def _dependencies(
+    rows: Sequence[dict],
+    ys: Sequence[float],
+    labels: Sequence[str],
+    prior: Sequence[str],
+    max_labels: int = 5,
+) -> tuple[str, ...]:
     """A small label set on which ``ys`` is a function of the rows (greedy forward, then backward pruning).
 
     Ties go to the ``prior`` labels.
@@ -125,19 +139,24 @@ def _dependencies(rows: Sequence[dict], ys: Sequence[float], labels: Sequence[st
             raise DecompositionError(f"a module count depends on more than {max_labels} choices")
         rank = {x: i for i, x in enumerate(prior)}
         candidates = [x for x in labels if x not in chosen]
-        chosen.append(min(candidates, key=lambda x: (_conflicts(rows, ys, [*chosen, x]), rank.get(x, len(rank)))))
+        chosen.append(
+            min(candidates, key=lambda x: (_conflicts(rows, ys, [*chosen, x]), rank.get(x, len(rank))))
+        )
     for x in list(chosen):  # an early pick that later ones made redundant was a coincidence of the sample
         if len(chosen) > 1 and not _conflicts(rows, ys, [y for y in chosen if y != x]):
             chosen.remove(x)
     return tuple(sorted(chosen))
 
 
-def _covering_rows(groups: set[tuple[str, ...]], grid: Mapping[str, Sequence[Any]], seen: Sequence[dict],
-                   rng: random.Random) -> list[dict]:
+def _covering_rows(
+    groups: set[tuple[str, ...]], grid: Mapping[str, Sequence[Any]], seen: Sequence[dict], rng: random.Random
+) -> list[dict]:
     """Architectures that, with ``seen``, show every combination of values of every label set in ``groups``."""
     hgrid = {x: [hashable_value(v) for v in vs] for x, vs in grid.items()}
-    missing = {g: set(itertools.product(*(hgrid[x] for x in g))) - {tuple(r[x] for x in g) for r in seen}
-               for g in groups}
+    missing = {
+        g: set(itertools.product(*(hgrid[x] for x in g))) - {tuple(r[x] for x in g) for r in seen}
+        for g in groups
+    }
     rows = []
     while any(missing.values()):
         row: dict[str, Any] = {}
@@ -154,9 +173,17 @@ def _covering_rows(groups: set[tuple[str, ...]], grid: Mapping[str, Sequence[Any
     return rows
 
 
-def fit_tables(measure: Measure, grid: Mapping[str, Sequence[Any]], *,
-               prior: Callable[[str], Sequence[str]] | None = None, screen: int = 8, verify: int = 3,
-               rounds: int = 4, max_rows: int = 60, seed: int = 0) -> LabelTables:
+def fit_tables(
+    measure: Measure,
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    prior: Callable[[str], Sequence[str]] | None = None,
+    screen: int = 8,
+    verify: int = 3,
+    rounds: int = 4,
+    max_rows: int = 60,
+    seed: int = 0,
+) -> LabelTables:
     """Decompose ``measure`` (arch -> {path: own count}, or ``None`` when the architecture cannot run) into tables.
 
     ``grid`` gives every label's values in NNI's format; ``prior(path)`` optionally ranks the labels likely to
@@ -194,8 +221,13 @@ def fit_tables(measure: Measure, grid: Mapping[str, Sequence[Any]], *,
                 ranks[p] = prior(p) if prior is not None else ()
             deps[p] = _dependencies(rows, ys, labels, ranks[p])
         cover = _covering_rows(set(deps.values()), hgrid, rows, rng)
-        _log.debug("fit_tables: %d architectures measured, %d label sets (largest %d labels), %d more to cover them",
-                   len(rows), len(set(deps.values())), max(map(len, deps.values()), default=0), len(cover))
+        _log.debug(
+            "fit_tables: %d architectures measured, %d label sets (largest %d labels), %d more to cover them",
+            len(rows),
+            len(set(deps.values())),
+            max(map(len, deps.values()), default=0),
+            len(cover),
+        )
         _log.debug("fit_tables: largest label sets: %s", sorted(set(deps.values()), key=len)[-3:])
         for row in cover:
             run(row)
@@ -205,16 +237,21 @@ def fit_tables(measure: Measure, grid: Mapping[str, Sequence[Any]], *,
             before = len(rows)
             for row in checks:
                 run(row)
-            if all(_predict(tables, rows[i]) == sum(counts[i].values()) for i in range(before, len(rows))) and all(
-                    p in deps for c in counts[before:] for p in c):
+            if all(
+                _predict(tables, rows[i]) == sum(counts[i].values()) for i in range(before, len(rows))
+            ) and all(p in deps for c in counts[before:] for p in c):
                 constant = sum(tables.pop((), {(): 0.0}).values())
-                return LabelTables(grid, {g: {(k[0] if len(g) == 1 else k): v for k, v in t.items()}
-                                          for g, t in tables.items()}, constant)
+                return LabelTables(
+                    grid,
+                    {g: {(k[0] if len(g) == 1 else k): v for k, v in t.items()} for g, t in tables.items()},
+                    constant,
+                )
     raise DecompositionError(f"the per-module decomposition did not check out after {rounds} refinements")
 
 
-def _tabulate(rows: Sequence[dict], counts: Sequence[Mapping[str, float]],
-              deps: Mapping[str, tuple[str, ...]]) -> dict[tuple[str, ...], dict[tuple, float]]:
+def _tabulate(
+    rows: Sequence[dict], counts: Sequence[Mapping[str, float]], deps: Mapping[str, tuple[str, ...]]
+) -> dict[tuple[str, ...], dict[tuple, float]]:
     """Per label set, the summed count of its module paths for every combination (all combinations were seen)."""
     per_path: dict[str, dict[tuple, float]] = {}
     for row, c in zip(rows, counts):

@@ -134,7 +134,9 @@ class CellNet(ModelSpace):
         self.stem = nn.Conv2d(1, 5, 7, stride=4)
         self.cells = Repeat(
             lambda index: Cell(
-                {"conv1": _cell_op(index, 1), "conv2": _cell_op(index, 3)}, 3, merge_op="loose_end",
+                {"conv1": _cell_op(index, 1), "conv2": _cell_op(index, 3)},
+                3,
+                merge_op="loose_end",
                 label=f"cell{index}",
             ),
             (1, 3),

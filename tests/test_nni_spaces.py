@@ -31,9 +31,17 @@ from evaluators.flops import fvcore_macs, space_grid
 from nni_bsn import BSN
 from tests.nni_models import EXPECT_SUCCESS, INPUT_SHAPES, MODELS
 
-TRAINER = dict(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
-               enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
-               num_sanity_val_steps=0)
+TRAINER = dict(
+    max_epochs=1,
+    limit_train_batches=2,
+    limit_val_batches=1,
+    accelerator="cpu",
+    logger=False,
+    enable_progress_bar=False,
+    enable_checkpointing=False,
+    enable_model_summary=False,
+    num_sanity_val_steps=0,
+)
 
 
 def reference(evaluator_name: str, model: nn.Module, shape) -> float:
@@ -71,6 +79,7 @@ def all_archs(space) -> list[dict]:
 
 # -- the evaluator on NNI's test spaces ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_counts_equal_fvcore_and_numel_on_the_frozen_model(name):
     space, evaluators = bound_costs(name)
@@ -79,11 +88,15 @@ def test_counts_equal_fvcore_and_numel_on_the_frozen_model(name):
     for bound in evaluators:
         for _ in range(6):
             arch = {k: rng.choice(v) for k, v in grid.items()}
-            assert bound(arch) == reference(bound.name, space.freeze(arch), INPUT_SHAPES[name]), (bound.name, arch)
+            assert bound(arch) == reference(bound.name, space.freeze(arch), INPUT_SHAPES[name]), (
+                bound.name,
+                arch,
+            )
 
 
-@pytest.mark.parametrize("name", ["simple", "simple_value_choice", "value_choice", "repeat", "custom_op",
-                                  "multihead_attention"])
+@pytest.mark.parametrize(
+    "name", ["simple", "simple_value_choice", "value_choice", "repeat", "custom_op", "multihead_attention"]
+)
 def test_full_and_min_cost_are_the_extremes_over_every_architecture(name):
     space, evaluators = bound_costs(name)
     archs = all_archs(space)
@@ -111,7 +124,9 @@ def test_architectures_that_cannot_run_cost_inf_and_extremes_skip_them():
     bad = {**valid, "cell0/input_2_0": [1], "rep": 1}
     assert bound(valid) == reference("macs", space.freeze(valid), INPUT_SHAPES["cell"]) < math.inf
     assert bound(bad) == math.inf
-    assert math.isfinite(bound.full_cost()) and bound.min_cost() is None  # too many architectures to enumerate
+    assert (
+        math.isfinite(bound.full_cost()) and bound.min_cost() is None
+    )  # too many architectures to enumerate
 
 
 def test_evaluator_is_bound_to_a_copy_that_nni_mutation_leaves_alone():
@@ -139,6 +154,7 @@ def test_cost_call_takes_microseconds(name):
 
 
 # -- the reproductions of issue 11 --------------------------------------------------------------------------------
+
 
 class OneWidth(ModelSpace):
     """The only mutable is a conv width."""
@@ -189,20 +205,30 @@ def test_issue_repro_full_cost_is_the_dearest_candidate_not_the_last():
 
 def test_issue_repro_custom_op_raises_what_nni_raises():
     with pytest.raises(TypeError, match="not supported"):
-        BSN(cost=MacsCost(input_shape=INPUT_SHAPES["custom_op"]), budget="50%").mutate_model(MODELS["custom_op"]())
+        BSN(cost=MacsCost(input_shape=INPUT_SHAPES["custom_op"]), budget="50%").mutate_model(
+            MODELS["custom_op"]()
+        )
 
 
 # -- BSN on NNI's one-shot strategy matrix --------------------------------------------------------------------------
+
 
 def _evaluator(name: str):
     if name == "multihead_attention":
         q = torch.rand(8, 1, 128)
         data = list(zip(zip(q, q.flip(0), q.roll(1, 0)), torch.rand(8, 1, 1)))
-        return Regression(train_dataloaders=DataLoader(data, batch_size=4), val_dataloaders=DataLoader(data, batch_size=4),
-                          **TRAINER)
+        return Regression(
+            train_dataloaders=DataLoader(data, batch_size=4),
+            val_dataloaders=DataLoader(data, batch_size=4),
+            **TRAINER,
+        )
     data = TensorDataset(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
-    return Classification(train_dataloaders=DataLoader(data, batch_size=4), val_dataloaders=DataLoader(data, batch_size=4),
-                          num_classes=10, **TRAINER)
+    return Classification(
+        train_dataloaders=DataLoader(data, batch_size=4),
+        val_dataloaders=DataLoader(data, batch_size=4),
+        num_classes=10,
+        **TRAINER,
+    )
 
 
 # Needs the strategy.py patch of the nni-spaces report (BSN accepts min_cost() None): the loose-end Cell.
@@ -212,7 +238,9 @@ NEEDS_STRATEGY_PATCH = {"cell"}
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_bsn_on_nni_one_shot_test_matrix(name, request):
     if name in NEEDS_STRATEGY_PATCH:
-        request.applymarker(pytest.mark.xfail(reason="needs the strategy.py patch (min_cost None)", strict=False))
+        request.applymarker(
+            pytest.mark.xfail(reason="needs the strategy.py patch (min_cost None)", strict=False)
+        )
     cost = costs_for(name)[0]
     strategy = BSN(cost=cost, budget="50%", export_samples=20)
     model_space = RawFormatModelSpace(MODELS[name](), _evaluator(name))
@@ -228,3 +256,55 @@ def test_bsn_on_nni_one_shot_test_matrix(name, request):
     x = torch.rand(1, 1, 128) if name == "multihead_attention" else torch.rand(1, 1, 28, 28)
     fresh((x, x, x) if name == "multihead_attention" else x)
     assert reference(cost.name, fresh, INPUT_SHAPES[name]) <= strategy.budgets[0].limit
+
+
+# -- BSN with MacsCost on NNI's hub spaces ----------------------------------------------------------------------
+
+
+def _hub(name: str):
+    import nni.nas.hub.pytorch as hub
+
+    if name == "nasbench201":
+        return hub.NasBench201(stem_out_channels=4, num_modules_per_stack=1, num_labels=10)
+    if name == "proxylessnas":
+        return hub.ProxylessNAS(width_mult=0.25, num_labels=10)
+    if name == "mobilenetv3":
+        return hub.MobileNetV3Space(num_labels=10, width_multipliers=(0.25, 0.5), expand_ratios=(1, 2))
+    if name == "shufflenet":
+        return hub.ShuffleNetSpace(num_labels=10, channel_search=False)
+    if name == "autoformer":
+        return hub.AutoformerSpace(
+            search_embed_dim=(48, 64),
+            search_mlp_ratio=(1.0, 2.0),
+            search_num_heads=(1, 2),
+            search_depth=(2, 3),
+            img_size=32,
+            patch_size=8,
+            num_labels=10,
+            qkv_bias=True,
+        )
+    return getattr(hub, name.upper())(width=4, num_cells=3, dataset="cifar")  # darts, enas, pnas, ...
+
+
+HUBS = ["nasbench201"] + [
+    pytest.param(h, marks=pytest.mark.slow)
+    for h in ["proxylessnas", "mobilenetv3", "shufflenet", "autoformer", "darts", "pnas"]
+]
+
+
+@pytest.mark.parametrize("hub", HUBS)
+def test_bsn_with_macs_searches_nni_hub_spaces_within_budget(hub):
+    shape = (1, 3, 32, 32)
+    data = TensorDataset(torch.randn(8, *shape[1:]), torch.randint(0, 10, (8,)))
+    ev = Classification(
+        train_dataloaders=DataLoader(data, batch_size=4),
+        val_dataloaders=DataLoader(data, batch_size=4),
+        num_classes=10,
+        **TRAINER,
+    )
+    strategy = BSN(cost=MacsCost(input_shape=shape), budget="50%", export_samples=20)
+    strategy(RawFormatModelSpace(_hub(hub), ev), SequentialExecutionEngine())
+    arch = next(strategy.list_models()).sample
+    model = _hub(hub).freeze(arch).eval()
+    assert model(torch.randn(*shape)).shape == (1, 10)
+    assert fvcore_macs(model, shape) <= strategy.budgets[0].limit
