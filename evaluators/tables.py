@@ -180,8 +180,8 @@ def fit_tables(
     prior: Callable[[str], Sequence[str]] | None = None,
     screen: int = 8,
     verify: int = 3,
-    rounds: int = 4,
-    max_rows: int = 60,
+    rounds: int = 8,
+    max_rows: int = 80,
     seed: int = 0,
 ) -> LabelTables:
     """Decompose ``measure`` (arch -> {path: own count}, or ``None`` when the architecture cannot run) into tables.
