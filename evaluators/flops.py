@@ -296,8 +296,9 @@ class MacsCost(_FrozenCount):
 
     Per-choice counts are read once at bind from fvcore's ``by_module()`` on a few frozen architectures (for a
     gate space: all gates off, all gates on), so ``cost(arch)`` equals fvcore's count of
-    ``space.freeze(space.prune(arch))`` exactly, without tracing. Spaces whose cost is not additive over their
-    ``LayerChoice``s (e.g. width choices) are counted per architecture, memoised (see ``AdditiveCost``).
+    ``space.freeze(space.prune(arch))`` exactly, without tracing. On any other NNI space (widths, kernel sizes,
+    Repeat, Cell, InputChoice) the count is read into per-label-set tables on a copy of the space, or counted per
+    architecture when it does not decompose (see ``_FrozenCount``).
 
     Parameters
     ----------
