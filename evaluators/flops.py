@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
+import logging
+import math
+import random
 import warnings
 from collections.abc import Iterator, Sequence
 from importlib.metadata import version
@@ -11,9 +16,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from .base import Arch
+from .blocks import arch_key, is_gate_space
+from .label_tables import DecompositionError, LabelTables, fit_tables, hashable_value, own_costs
 from .table import AdditiveCost
 
-__all__ = ["MacsCost", "ParamsCost", "fvcore_macs"]
+__all__ = ["MacsCost", "ParamsCost", "fvcore_macs", "space_grid"]
+
+_log = logging.getLogger(__name__)
+
+_ENUMERABLE = 512  # spaces with at most this many architectures get exact extremes by enumeration
 
 
 @contextlib.contextmanager
@@ -41,7 +53,238 @@ def fvcore_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
         return int(_analysis(model, torch.zeros(*input_shape)).total())
 
 
-class MacsCost(AdditiveCost):
+def space_grid(space: nn.Module) -> dict[str, list[Any]]:
+    """Every label of ``space`` with its values in NNI's architecture format (an InputChoice value is ``[i]``).
+
+    Raises ``TypeError`` (the error NNI's one-shot strategies raise) on a mutable no one-shot strategy samples:
+    an InputChoice choosing several inputs, or a continuous distribution.
+    """
+    from nni.mutable import Categorical, CategoricalMultiple, MutableAnnotation
+
+    grid: dict[str, list[Any]] = {}
+    for label, mutable in space.simplify().items():
+        if isinstance(mutable, MutableAnnotation):
+            continue
+        if isinstance(mutable, CategoricalMultiple) and mutable.n_chosen == 1:
+            grid[label] = [[v] for v in mutable.values]
+        elif isinstance(mutable, Categorical):
+            grid[label] = list(mutable.values)
+        else:
+            raise TypeError(
+                f"{mutable!r} is not supported: costs are counted on categorical choices "
+                "(LayerChoice, InputChoice with n_chosen=1, Repeat depth, nni.choice)"
+            )
+    return grid
+
+
+class _FrozenCount(AdditiveCost):
+    """A count of the frozen model: per-gate sums on gate spaces, per-label-set tables on any other NNI space.
+
+    On a space without gates, ``bind`` works on a deep copy of the space (NNI's ``mutate_model`` later turns the
+    space itself into the super network, in place) and decomposes the count with :func:`~evaluators.label_tables.fit_tables`:
+    ``cost(arch)`` is then exact (equal to the count of ``space.freeze(arch)``) and a few microseconds, and
+    ``full_cost()`` / ``min_cost()`` are the exact maximum / minimum over every architecture (mode ``'tables'``,
+    or ``'additive'`` when every table holds one label). When the count does not decompose (e.g. a Cell whose
+    output width depends on which of its nodes are loose ends), the mode is ``'exact'``: each architecture is frozen
+    and counted once (memoised), an architecture that cannot be frozen or run costs ``inf``, and the extremes are
+    exact by enumeration on spaces of at most 512 architectures; beyond that ``full_cost()`` is the dearest of a few
+    random architectures improved by one coordinate sweep on small grids (a lower bound, logged) and ``min_cost()``
+    is ``None``.
+    """
+
+    _generic = False  # bound to a space without gates (tables or exact mode)
+
+    def _bind(self, space: Any) -> None:
+        if is_gate_space(space):
+            super()._bind(space)
+            return
+        self._generic = True
+        self.space = space = copy.deepcopy(space)
+        self.grid = space_grid(space)
+        self._labels = frozenset(space.simplify())
+        self._prune, self._gated, self._memo = None, False, {}
+        self.table, self.fixed = {}, 0.0
+        self._tables: LabelTables | None = None
+        self._extremes: dict[str, tuple[float, dict[str, Any]] | None] = {}
+        self._rebuild = False
+        self._rebuild = self._can_rebuild()
+        try:
+            self._tables = fit_tables(
+                self._own_counts,
+                self.grid,
+                prior=_LocalLabels(space),
+                verify=max(self.verify, 2),
+                seed=self.seed,
+            )
+        except DecompositionError as e:
+            _log.info("%s: %s; counting each architecture exactly (memoised)", type(self).__name__, e)
+            self.mode = "exact"
+            return
+        self.mode = "tables"
+        if all(len(labels) == 1 for labels in self._tables.tables):
+            self.mode = "additive"
+            self.fixed = self._tables.constant
+            # keyed like expected_cost's probabilities: an InputChoice by the index it chooses
+            self.table = {
+                labels[0]: {
+                    (v[0] if isinstance(v, list) else v): t[hashable_value(v)] for v in self.grid[labels[0]]
+                }
+                for labels, t in self._tables.tables.items()
+            }
+
+    def _build(self, arch: Arch) -> nn.Module:
+        """``space.freeze(arch)``, or the same network built afresh (cheaper than freeze's deep copy)."""
+        if not self._rebuild:
+            return self.space.freeze(dict(arch))
+        from nni.nas.space import model_context
+
+        # A fresh build draws initial weights: keep the caller's random stream untouched.
+        with torch.random.fork_rng(devices=[]), model_context(dict(arch)):
+            return type(self.space)(*self.space.trace_args, **self.space.trace_kwargs)
+
+    def _can_rebuild(self) -> bool:
+        """Whether building afresh counts like ``freeze`` (the space was not edited after construction)."""
+        if not hasattr(self.space, "trace_args"):
+            return False
+        arch = {label: values[-1] for label, values in self.grid.items()}
+        try:
+            self._rebuild = True
+            fresh = self._exact(self._build(arch))
+            self._rebuild = False
+            return fresh == self._exact(self._build(arch))
+        except Exception:
+            self._rebuild = False
+            return False
+
+    def _own_counts(self, arch: dict[str, Any]) -> dict[str, float] | None:
+        try:
+            model = self._build(arch)
+            total, cumulative = self._measure(model)
+        except Exception:  # an architecture that cannot be built or run: fit_tables gives up on the space
+            return None
+        own = own_costs(cumulative)
+        if sum(own.values()) != total:  # e.g. shared parameters: the per-module counts do not add up
+            return None
+        return own
+
+    def _frozen_count(self, arch: Arch) -> float:
+        key = arch_key(arch)
+        if key not in self._memo:
+            try:
+                self._memo[key] = float(self._exact(self._build(arch)))
+            except Exception as e:
+                _log.debug(
+                    "%s: architecture %s cannot be frozen and run (%s): cost inf", type(self).__name__, key, e
+                )
+                self._memo[key] = math.inf
+        return self._memo[key]
+
+    def cost(self, arch: Arch) -> float:
+        """Count of ``space.freeze(arch)`` (of ``space.prune(arch)`` on a gate space); see the class docstring."""
+        if not self._generic:
+            return super().cost(arch)
+        if len(arch) > len(self._labels):
+            unknown = sorted(map(str, set(arch) - self._labels))
+            raise KeyError(
+                f"{type(self).__name__}: architecture has labels this space does not have: {unknown[:5]}"
+            )
+        if self._tables is not None:
+            return float(self._tables(arch))
+        return self._frozen_count(arch)
+
+    def _extreme(self, kind: str) -> tuple[float, dict[str, Any]] | None:
+        if kind not in self._extremes:
+            self._extremes[kind] = self._search(kind)
+        return self._extremes[kind]
+
+    def _search(self, kind: str) -> tuple[float, dict[str, Any]] | None:
+        best = max if kind == "max" else min
+        if self._tables is not None:
+            return self._tables.extreme(best)
+        labels = sorted(self.grid)
+        if math.prod(len(self.grid[x]) for x in labels) <= _ENUMERABLE:
+            archs = [dict(zip(labels, combo)) for combo in itertools.product(*(self.grid[x] for x in labels))]
+            finite = [(c, a) for a in archs if math.isfinite(c := self.cost(a))]
+            return best(finite, key=lambda ca: ca[0]) if finite else None
+        if kind == "min":
+            return None
+        return self._coordinate_ascent()
+
+    def _coordinate_ascent(self) -> tuple[float, dict[str, Any]]:
+        # Each probe freezes and counts a network (a fraction of a second): keep the search to ~100 probes.
+        rng = random.Random(self.seed)
+        archs = [{x: rng.choice(v) for x, v in self.grid.items()} for _ in range(8)]
+        found = max(((self.cost(a), a) for a in archs), key=lambda ca: ca[0] if math.isfinite(ca[0]) else -1)
+        arch = dict(found[1])
+        if sum(len(v) for v in self.grid.values()) <= 100:
+            for x, values in self.grid.items():
+                scored = [(c, v) for v in values if math.isfinite(c := self.cost({**arch, x: v}))]
+                if scored:
+                    arch[x] = max(scored, key=lambda cv: cv[0])[1]
+            found = max(found, (self.cost(arch), arch), key=lambda ca: ca[0] if math.isfinite(ca[0]) else -1)
+        _log.warning(
+            "%s: full_cost() on this space is the dearest architecture a short search found (%.6g), "
+            "a lower bound of the maximum",
+            type(self).__name__,
+            found[0],
+        )
+        return found[0], dict(found[1])
+
+    def full_cost(self) -> float:
+        """The most expensive architecture's cost (every gate on, on a gate space); see the class docstring."""
+        self._require_bound()
+        if not self._generic:
+            return super().full_cost()
+        found = self._extreme("max")
+        if found is None:
+            raise ValueError(
+                f"{type(self).__name__}: no architecture of this space can be frozen and counted"
+            )
+        return float(found[0])
+
+    def min_cost(self) -> float | None:
+        """The cheapest architecture's cost (cheapest connected one on a gate space), or ``None`` when unknown."""
+        self._require_bound()
+        if not self._generic:
+            return super().min_cost()
+        found = self._extreme("min")
+        return None if found is None else float(found[0])
+
+    def full_arch(self) -> dict[str, Any] | None:
+        """An architecture whose cost is ``full_cost()`` (spaces without gates)."""
+        self._require_bound()
+        found = self._extreme("max")
+        return None if found is None else found[1]
+
+    def min_arch(self) -> dict[str, Any] | None:
+        """An architecture whose cost is ``min_cost()`` (spaces without gates), or ``None`` when unknown."""
+        self._require_bound()
+        found = self._extreme("min")
+        return None if found is None else found[1]
+
+
+class _LocalLabels:
+    """The labels of the mutables on the way to a module path of the space, nearest first (a tie-breaker)."""
+
+    def __init__(self, space: nn.Module) -> None:
+        self.modules = dict(space.named_modules())
+        self._cache: dict[str, list[str]] = {}
+
+    def _at(self, path: str) -> list[str]:
+        if path not in self._cache:
+            module = self.modules.get(path)
+            self._cache[path] = list(module.simplify()) if hasattr(module, "simplify") and path else []
+        return self._cache[path]
+
+    def __call__(self, path: str) -> list[str]:
+        parts = path.split(".") if path else []
+        out: list[str] = []
+        for i in range(len(parts), 0, -1):
+            out += [x for x in self._at(".".join(parts[:i])) if x not in out]
+        return out
+
+
+class MacsCost(_FrozenCount):
     """Multiply-accumulates of the pruned architecture, counted by fvcore (``FlopCountAnalysis``).
 
     fvcore's numbers are MACs (one per multiply-add; a FLOP count would be about twice as large). What it counts:
@@ -54,8 +297,9 @@ class MacsCost(AdditiveCost):
 
     Per-choice counts are read once at bind from fvcore's ``by_module()`` on a few frozen architectures (for a
     gate space: all gates off, all gates on), so ``cost(arch)`` equals fvcore's count of
-    ``space.freeze(space.prune(arch))`` exactly, without tracing. Spaces whose cost is not additive over their
-    ``LayerChoice``s (e.g. width choices) are counted per architecture, memoised (see ``AdditiveCost``).
+    ``space.freeze(space.prune(arch))`` exactly, without tracing. On any other NNI space (widths, kernel sizes,
+    Repeat, Cell, InputChoice) the count is read into per-label-set tables on a copy of the space, or counted per
+    architecture when it does not decompose (see ``_FrozenCount``).
 
     Parameters
     ----------
@@ -88,7 +332,7 @@ class MacsCost(AdditiveCost):
         return d
 
 
-class ParamsCost(AdditiveCost):
+class ParamsCost(_FrozenCount):
     """Number of parameters of the pruned architecture: ``sum(p.numel() for p in frozen.parameters())``.
 
     Buffers (BN running statistics) are not parameters and are not counted. Exact integer, per-gate cached.

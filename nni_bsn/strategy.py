@@ -339,6 +339,14 @@ class BSN(OneShotStrategy):
             )
         except ValueError as e:
             raise ValueError(f"BSN: {e}") from None
+        if cheapest is None and callable(min_fn):
+            _logger.warning(
+                "BSN: the cheapest architecture's %s is not known on this space, so the budget (%.6g %s) is "
+                "not checked before training",
+                name,
+                limit,
+                unit,
+            )
         number, pct = spec
         return Budget(
             evaluator=evaluate,

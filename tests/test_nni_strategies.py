@@ -48,16 +48,27 @@ def small_space(kind: str):
 def classification(train, val, **trainer_kwargs) -> Classification:
     kwargs = dict(max_epochs=1, limit_train_batches=TRAIN_BATCHES, limit_val_batches=VAL_BATCHES)
     kwargs.update(trainer_kwargs)
-    return Classification(num_classes=10, train_dataloaders=train, val_dataloaders=val, accelerator="cpu",
-                          logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                          enable_model_summary=False, **kwargs)
+    return Classification(
+        num_classes=10,
+        train_dataloaders=train,
+        val_dataloaders=val,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
 
 
 STRATEGIES = {
     "DARTS": DARTS,
     "GumbelDARTS": GumbelDARTS,
-    "ENAS": lambda: TaggedENAS(reward_metric_name="val_acc", batches_per_update=2,
-                               update_kwargs={"batch_size": 8, "repeat": 1, "update_times": 1}),
+    "ENAS": lambda: TaggedENAS(
+        reward_metric_name="val_acc",
+        batches_per_update=2,
+        update_kwargs={"batch_size": 8, "repeat": 1, "update_times": 1},
+    ),
     "Proxyless": Proxyless,
     "RandomOneShot": RandomOneShot,
 }
@@ -129,14 +140,18 @@ def test_nni_experiment_manifest_goes_to_the_private_test_home():
     assert Path(NNI_HOME_DIR).parent == Path(os.environ["HOME"])
 
 
-@pytest.mark.skipif(Version(pytorch_lightning.__version__) < Version("2.1"),
-                    reason="ENAS works unmodified on pytorch-lightning < 2.1")
+@pytest.mark.skipif(
+    Version(pytorch_lightning.__version__) < Version("2.1"),
+    reason="ENAS works unmodified on pytorch-lightning < 2.1",
+)
 def test_stock_enas_breaks_on_this_lightning_which_is_why_tagged_enas_exists(digits_loaders):
     train, val, _, _ = digits_loaders
     space = small_space("resnet")
     strategy = ENAS(reward_metric_name="val_acc")
     with pytest.raises(ValueError, match="unpack"):
-        strategy(RawFormatModelSpace.from_model(space, classification(train, val)), SequentialExecutionEngine())
+        strategy(
+            RawFormatModelSpace.from_model(space, classification(train, val)), SequentialExecutionEngine()
+        )
 
 
 # ------------------------------------------------------------------------------------------ penalty fix
@@ -146,7 +161,9 @@ class GateCount(ExpressionProfiler):
     """Cost = number of 'on' gates, as an NNI expression (what ExpectationProfilerPenalty needs)."""
 
     def __init__(self, space):
-        terms = [SymbolicExpression.switch_case(m, {"off": 0.0, "on": 1.0}) for m in space.simplify().values()]
+        terms = [
+            SymbolicExpression.switch_case(m, {"off": 0.0, "on": 1.0}) for m in space.simplify().values()
+        ]
         expression = terms[0]
         for term in terms[1:]:
             expression = expression + term
@@ -159,18 +176,26 @@ def _p_on_after_search(strategy_cls, with_penalty: bool) -> torch.Tensor:
     data = DataLoader(TensorDataset(torch.randn(64, 1, 4, 4), torch.randint(0, 10, (64,))), batch_size=16)
     kwargs = {"arc_learning_rate": 0.1}
     if with_penalty:
-        kwargs["penalty"] = {"profiler": GateCount(space), "baseline": float(len(space.gate_labels)), "scale": 10.0}
+        kwargs["penalty"] = {
+            "profiler": GateCount(space),
+            "baseline": float(len(space.gate_labels)),
+            "scale": 10.0,
+        }
     strategy = strategy_cls(**kwargs)
     # Direct strategy call (NNI's documented bypass): no experiment manifest needed for this check.
-    strategy(RawFormatModelSpace.from_model(space, classification(data, data, limit_train_batches=None,
-                                                                  limit_val_batches=None)),
-             SequentialExecutionEngine())
+    strategy(
+        RawFormatModelSpace.from_model(
+            space, classification(data, data, limit_train_batches=None, limit_val_batches=None)
+        ),
+        SequentialExecutionEngine(),
+    )
     probs = strategy.oneshot_module.export_probs()
     return torch.tensor([probs[label]["on"] for label in space.gate_labels])
 
 
-@pytest.mark.parametrize("stock, fixed", [(DARTS, DartsWithPenalty), (Proxyless, ProxylessWithPenalty)],
-                         ids=["DARTS", "Proxyless"])
+@pytest.mark.parametrize(
+    "stock, fixed", [(DARTS, DartsWithPenalty), (Proxyless, ProxylessWithPenalty)], ids=["DARTS", "Proxyless"]
+)
 def test_stock_penalty_is_inert_and_the_fixed_one_moves_alpha(stock, fixed):
     unpenalised = _p_on_after_search(stock, with_penalty=False)
     stock_penalised = _p_on_after_search(stock, with_penalty=True)
@@ -186,7 +211,9 @@ def test_live_arch_probs_match_export_probs_and_carry_gradients(digits_loaders):
     train, val, _, _ = digits_loaders
     space = small_space("cnf")
     strategy = DartsWithPenalty()
-    strategy.initialize(RawFormatModelSpace.from_model(space, classification(train, val)), SequentialExecutionEngine())
+    strategy.initialize(
+        RawFormatModelSpace.from_model(space, classification(train, val)), SequentialExecutionEngine()
+    )
     module = strategy.oneshot_module
     module.set_model(strategy.supernet)
     live, floats = live_arch_probs(module), module.export_probs()
@@ -200,8 +227,10 @@ def test_live_arch_probs_match_export_probs_and_carry_gradients(digits_loaders):
 def test_make_differentiable_penalty_leaves_a_module_without_penalty_alone(digits_loaders):
     train, val, _, _ = digits_loaders
     strategy = DARTS()
-    strategy.initialize(RawFormatModelSpace.from_model(small_space("resnet"), classification(train, val)),
-                        SequentialExecutionEngine())
+    strategy.initialize(
+        RawFormatModelSpace.from_model(small_space("resnet"), classification(train, val)),
+        SequentialExecutionEngine(),
+    )
     module = strategy.oneshot_module
     assert compat.make_differentiable_penalty(module) is module and module.penalty is None
 

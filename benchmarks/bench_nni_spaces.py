@@ -1,0 +1,150 @@
+"""Benchmark of MacsCost and ParamsCost on NNI 3.0's hub spaces: bind time, cost-call time, error against fvcore.
+
+Usage: python benchmarks/bench_nni_spaces.py [--archs 8 --calls 2000 --spaces darts,enas] [--append]
+
+For each hub space (at small widths and depths, so that the whole run takes minutes on 2 cores): binds MacsCost
+and ParamsCost, times ``cost(arch)`` (median over ``--calls`` calls on random architectures), and compares it with
+fvcore (MACs) and ``numel`` (parameters) on ``space.freeze(arch)`` for ``--archs`` random architectures (the max
+relative error; 0 means exact on every one). In ``exact`` mode (the count did not decompose) the call time is that of
+a new architecture (a fresh build and an fvcore count; repeated architectures are memoised). ``full``/``min`` say whether ``full_cost()`` / ``min_cost()`` are
+exact (tables, enumeration) and whether the architecture behind ``full_cost()`` counts the same with fvcore.
+Prints a Markdown table; ``--append`` adds it to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from evaluators import MacsCost, ParamsCost  # noqa: E402
+from evaluators.flops import fvcore_macs, space_grid  # noqa: E402
+
+
+def hub_spaces() -> dict:
+    """Each hub space at a small size, with the input shape its MACs are counted on."""
+    import nni.nas.hub.pytorch as hub
+
+    cifar = (1, 3, 32, 32)
+    nds = dict(width=4, num_cells=3, dataset="cifar")
+    return {
+        "NasBench201": (lambda: hub.NasBench201(stem_out_channels=4, num_modules_per_stack=1), cifar),
+        "DARTS": (lambda: hub.DARTS(**nds), cifar),
+        "ENAS": (lambda: hub.ENAS(**nds), cifar),
+        "NASNet": (lambda: hub.NASNet(**nds), cifar),
+        "AmoebaNet": (lambda: hub.AmoebaNet(**nds), cifar),
+        "PNAS": (lambda: hub.PNAS(**nds), cifar),
+        "DARTS (width, depth)": (lambda: hub.DARTS(width=(4, 8), num_cells=(2, 3), dataset="cifar"), cifar),
+        "ProxylessNAS": (lambda: hub.ProxylessNAS(width_mult=0.25, num_labels=10), cifar),
+        "MobileNetV3": (
+            lambda: hub.MobileNetV3Space(num_labels=10, width_multipliers=(0.25, 0.5), expand_ratios=(1, 2)),
+            cifar,
+        ),
+        "ShuffleNet": (lambda: hub.ShuffleNetSpace(num_labels=10, channel_search=False), cifar),
+        "Autoformer": (
+            lambda: hub.AutoformerSpace(
+                search_embed_dim=(48, 64),
+                search_mlp_ratio=(1.0, 2.0),
+                search_num_heads=(1, 2),
+                search_depth=(2, 3),
+                img_size=32,
+                patch_size=8,
+                num_labels=10,
+                qkv_bias=True,
+            ),
+            cifar,
+        ),
+    }
+
+
+def reference(name: str, model: torch.nn.Module, shape: tuple[int, ...]) -> float:
+    return fvcore_macs(model, shape) if name == "macs" else sum(p.numel() for p in model.parameters())
+
+
+def bench_one(make, shape, evaluator, archs: int, calls: int, seed: int = 0) -> dict:
+    space = make()
+    t0 = time.perf_counter()
+    bound = evaluator.bind(space)
+    bind_s = time.perf_counter() - t0
+    grid = space_grid(space)
+    rng = random.Random(seed)
+    sample = [{k: rng.choice(v) for k, v in grid.items()} for _ in range(min(calls, 200))]
+    if bound.mode == "exact":  # each new architecture is frozen and counted: time first calls, not memo hits
+        calls, sample = min(calls, archs), sample[:archs]
+    times = []
+    for i in range(calls):
+        arch = sample[i % len(sample)]
+        t = time.perf_counter()
+        bound(arch)
+        times.append(time.perf_counter() - t)
+    err = 0.0
+    for arch in sample[:archs]:
+        ref = reference(evaluator.name, space.freeze(arch), shape)
+        err = max(err, abs(bound(arch) - ref) / max(ref, 1))
+    full_arch = bound.full_arch()
+    full_ok = (
+        full_arch is not None
+        and reference(evaluator.name, space.freeze(full_arch), shape) == bound.full_cost()
+    )
+    return dict(
+        mode=bound.mode,
+        bind=bind_s,
+        call_ms=1e3 * statistics.median(times),
+        err=err,
+        full=bound.full_cost(),
+        full_ok=full_ok,
+        min=bound.min_cost(),
+    )
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", type=int, default=8, help="random architectures checked against fvcore")
+    parser.add_argument("--calls", type=int, default=2000, help="timed cost calls")
+    parser.add_argument("--spaces", default="", help="comma-separated subset of the spaces (default: all)")
+    parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    spaces = hub_spaces()
+    chosen = [s.strip() for s in args.spaces.split(",") if s.strip()] or list(spaces)
+    lines = [
+        "| space | cost | mode | bind (s) | cost call (ms, median) | max rel. error vs fvcore/numel | "
+        "full_cost (exact arch?) | min_cost |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in chosen:
+        make, shape = spaces[name]
+        for evaluator in (MacsCost(input_shape=shape), ParamsCost()):
+            try:
+                r = bench_one(make, shape, evaluator, args.archs, args.calls)
+            except Exception as e:  # one space failing must not hide the others
+                lines.append(
+                    f"| {name} | {evaluator.name} | failed: {type(e).__name__}: {str(e)[:80]} |||||||"
+                )
+                continue
+            lines.append(
+                f"| {name} | {evaluator.name} | {r['mode']} | {r['bind']:.1f} | {r['call_ms']:.4f} | "
+                f"{r['err']:.2g} | {r['full']:.6g} ({'yes' if r['full_ok'] else 'no'}) | {r['min']} |"
+            )
+            print(lines[-1], file=sys.stderr, flush=True)
+    table = "\n".join(lines)
+    print(table)
+    if args.append:
+        from _results import append
+
+        append("MacsCost / ParamsCost on NNI hub spaces", table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

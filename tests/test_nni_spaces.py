@@ -1,0 +1,302 @@
+"""MacsCost / ParamsCost and BSN on NNI's own spaces: NNI 3.0's one-shot test matrix and its hub spaces.
+
+Evaluator side: counts equal fvcore / ``numel`` on ``space.freeze(arch)``, ``full_cost()`` / ``min_cost()`` are the
+true extremes, InputChoice values keep NNI's list format, the evaluator survives NNI mutating the space in place,
+and a cost call is microseconds. Strategy side: NNI's ``test_strategy.py`` matrix with BSN and the documented
+``MacsCost`` (``ParamsCost`` for the attention model): one short epoch on random tensors, export, a fresh space
+frozen to the exported architecture runs, and its fvcore count is within the budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+import time
+
+import nni
+import pytest
+import torch
+from nni.nas.evaluator.pytorch import Classification, DataLoader, Regression
+from nni.nas.execution import SequentialExecutionEngine
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableConv2d
+from nni.nas.space import RawFormatModelSpace, model_context
+from nni.nas.strategy import RandomOneShot
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from evaluators import MacsCost, ParamsCost
+from evaluators.flops import fvcore_macs, space_grid
+from nni_bsn import BSN
+from tests.nni_models import EXPECT_SUCCESS, INPUT_SHAPES, MODELS
+
+TRAINER = dict(
+    max_epochs=1,
+    limit_train_batches=2,
+    limit_val_batches=1,
+    accelerator="cpu",
+    logger=False,
+    enable_progress_bar=False,
+    enable_checkpointing=False,
+    enable_model_summary=False,
+    num_sanity_val_steps=0,
+)
+
+
+def reference(evaluator_name: str, model: nn.Module, shape) -> float:
+    """fvcore's MACs (inf when the frozen network cannot run) or the parameter count of a frozen model."""
+    if evaluator_name == "params":
+        return sum(p.numel() for p in model.parameters())
+    try:
+        return fvcore_macs(model, shape)
+    except RuntimeError:
+        return math.inf
+
+
+def costs_for(name: str):
+    if name == "multihead_attention":  # its input is a (q, k, v) triple: counted in parameters, as NNI's test
+        return [ParamsCost()]
+    return [MacsCost(input_shape=INPUT_SHAPES[name]), ParamsCost()]
+
+
+_BOUND: dict[str, tuple] = {}
+
+
+def bound_costs(name: str):
+    """``(space, [bound evaluators])`` for a test space, bound once per session (binding measures networks)."""
+    if name not in _BOUND:
+        space = MODELS[name]()
+        _BOUND[name] = space, [ev.bind(space) for ev in costs_for(name)]
+    return _BOUND[name]
+
+
+def all_archs(space) -> list[dict]:
+    grid = space_grid(space)
+    labels = sorted(grid)
+    return [dict(zip(labels, combo)) for combo in itertools.product(*(grid[x] for x in labels))]
+
+
+# -- the evaluator on NNI's test spaces ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_counts_equal_fvcore_and_numel_on_the_frozen_model(name):
+    space, evaluators = bound_costs(name)
+    rng = random.Random(0)
+    grid = space_grid(space)
+    for bound in evaluators:
+        for _ in range(6):
+            arch = {k: rng.choice(v) for k, v in grid.items()}
+            assert bound(arch) == reference(bound.name, space.freeze(arch), INPUT_SHAPES[name]), (
+                bound.name,
+                arch,
+            )
+
+
+@pytest.mark.parametrize(
+    "name", ["simple", "simple_value_choice", "value_choice", "repeat", "custom_op", "multihead_attention"]
+)
+def test_full_and_min_cost_are_the_extremes_over_every_architecture(name):
+    space, evaluators = bound_costs(name)
+    archs = all_archs(space)
+    for bound in evaluators:
+        assert bound.mode in ("additive", "tables")
+        costs = [bound(a) for a in archs]
+        assert bound.full_cost() == max(costs) and bound.min_cost() == min(costs)
+        for arch, value in ((bound.full_arch(), bound.full_cost()), (bound.min_arch(), bound.min_cost())):
+            assert reference(bound.name, space.freeze(arch), INPUT_SHAPES[name]) == value
+
+
+def test_input_choice_keeps_nni_list_format_in_the_extreme_architectures():
+    space, (bound, _) = bound_costs("simple_value_choice")
+    full = bound.full_arch()
+    assert isinstance(full["input"], list) and full["input"] in ([0], [1])
+    space.freeze(full)  # NNI accepts it (an int here made freeze raise TypeError)
+    # The second input runs one more linear layer (fvcore counts only what reaches the output).
+    assert bound({**full, "input": [1]}) > bound({**full, "input": [0]})
+
+
+def test_architectures_that_cannot_run_cost_inf_and_extremes_skip_them():
+    space, (bound, _) = bound_costs("cell")  # NNI's loose-end Cell: most frozen networks do not run
+    assert bound.mode == "exact"
+    valid = {label: values[0] for label, values in space_grid(space).items()}  # every node on the cell input
+    bad = {**valid, "cell0/input_2_0": [1], "rep": 1}
+    assert bound(valid) == reference("macs", space.freeze(valid), INPUT_SHAPES["cell"]) < math.inf
+    assert bound(bad) == math.inf
+    assert (
+        math.isfinite(bound.full_cost()) and bound.min_cost() is None
+    )  # too many architectures to enumerate
+
+
+def test_evaluator_is_bound_to_a_copy_that_nni_mutation_leaves_alone():
+    space = MODELS["value_choice"]()
+    bound = MacsCost(input_shape=INPUT_SHAPES["value_choice"]).bind(space)
+    archs = all_archs(space)
+    before = [bound(a) for a in archs]
+    RandomOneShot().mutate_model(space)  # turns the space into the supernet in place
+    assert [bound(a) for a in archs] == before
+    assert bound.space is not space
+
+
+@pytest.mark.parametrize("name", ["simple_value_choice", "repeat"])
+def test_cost_call_takes_microseconds(name):
+    space, (bound, _) = bound_costs(name)
+    grid = space_grid(space)
+    rng = random.Random(0)
+    archs = [{k: rng.choice(v) for k, v in grid.items()} for _ in range(300)]
+    times = []
+    for arch in archs:
+        t0 = time.perf_counter()
+        bound(arch)
+        times.append(time.perf_counter() - t0)
+    assert statistics.median(times) < 0.1e-3
+
+
+# -- the reproductions of issue 11 --------------------------------------------------------------------------------
+
+
+class OneWidth(ModelSpace):
+    """The only mutable is a conv width."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = MutableConv2d(1, nni.choice("ch", [8, 16]), 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class KernelThenLayerChoice(ModelSpace):
+    """A kernel size ``nni.choice([1, 3])`` and a LayerChoice whose *first* candidate (5x5) is the dearest.
+
+    Rebuilt from the issue's numbers on a ``1 x 1 x 8 x 8`` input: 4 channels after the first conv and 64 after
+    the second give 64 * 4 * 9 + 64 * 4 * 64 * 1 = 18,688 MACs with the 1x1 candidate (what the old ``full_cost``
+    reported: last candidate) and 64 * 4 * 9 + 64 * 4 * 64 * 25 = 411,904 with the 5x5 one (the maximum).
+    """
+
+    def __init__(self):
+        super().__init__()
+        kernel = nni.choice("kernel", [1, 3])
+        self.conv1 = MutableConv2d(1, 4, kernel, padding=kernel // 2)
+        self.conv2 = LayerChoice([nn.Conv2d(4, 64, 5, padding=2), nn.Conv2d(4, 64, 1)], label="op")
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x))
+
+
+def test_issue_repro_a_width_choice_no_longer_crashes_bsn_set_up():
+    space = OneWidth()
+    macs = MacsCost(input_shape=(1, 1, 8, 8)).bind(space)
+    assert macs.full_cost() == 16 * 9 * 36 and macs.min_cost() == 8 * 9 * 36
+    strategy = BSN(cost=MacsCost(input_shape=(1, 1, 8, 8)), budget="50%")
+    strategy.mutate_model(space)
+    assert strategy.budgets[0].limit == 0.5 * 16 * 9 * 36
+
+
+def test_issue_repro_full_cost_is_the_dearest_candidate_not_the_last():
+    space = KernelThenLayerChoice()
+    macs = MacsCost(input_shape=(1, 1, 8, 8)).bind(space)
+    assert macs.full_cost() == 411_904 and macs.full_arch() == {"kernel": 3, "op": 0}
+    assert macs({"kernel": 3, "op": 1}) == 18_688
+    assert fvcore_macs(space.freeze(macs.full_arch()), (1, 1, 8, 8)) == 411_904
+    assert macs.min_cost() == fvcore_macs(space.freeze({"kernel": 1, "op": 1}), (1, 1, 8, 8))
+
+
+def test_issue_repro_custom_op_raises_what_nni_raises():
+    with pytest.raises(TypeError, match="not supported"):
+        BSN(cost=MacsCost(input_shape=INPUT_SHAPES["custom_op"]), budget="50%").mutate_model(
+            MODELS["custom_op"]()
+        )
+
+
+# -- BSN on NNI's one-shot strategy matrix --------------------------------------------------------------------------
+
+
+def _evaluator(name: str):
+    if name == "multihead_attention":
+        q = torch.rand(8, 1, 128)
+        data = list(zip(zip(q, q.flip(0), q.roll(1, 0)), torch.rand(8, 1, 1)))
+        return Regression(
+            train_dataloaders=DataLoader(data, batch_size=4),
+            val_dataloaders=DataLoader(data, batch_size=4),
+            **TRAINER,
+        )
+    data = TensorDataset(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
+    return Classification(
+        train_dataloaders=DataLoader(data, batch_size=4),
+        val_dataloaders=DataLoader(data, batch_size=4),
+        num_classes=10,
+        **TRAINER,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_bsn_on_nni_one_shot_test_matrix(name):
+    cost = costs_for(name)[0]
+    strategy = BSN(cost=cost, budget="50%", export_samples=20)
+    model_space = RawFormatModelSpace(MODELS[name](), _evaluator(name))
+    if not EXPECT_SUCCESS[name]:
+        with pytest.raises(TypeError, match="not supported"):
+            strategy(model_space, SequentialExecutionEngine())
+        return
+    strategy(model_space, SequentialExecutionEngine())
+    arch = next(strategy.list_models()).sample
+    with model_context(arch):
+        fresh = MODELS[name]()  # a fresh space frozen to the exported architecture
+    fresh.eval()
+    x = torch.rand(1, 1, 128) if name == "multihead_attention" else torch.rand(1, 1, 28, 28)
+    fresh((x, x, x) if name == "multihead_attention" else x)
+    assert reference(cost.name, fresh, INPUT_SHAPES[name]) <= strategy.budgets[0].limit
+
+
+# -- BSN with MacsCost on NNI's hub spaces ----------------------------------------------------------------------
+
+
+def _hub(name: str):
+    import nni.nas.hub.pytorch as hub
+
+    if name == "nasbench201":
+        return hub.NasBench201(stem_out_channels=4, num_modules_per_stack=1, num_labels=10)
+    if name == "proxylessnas":
+        return hub.ProxylessNAS(width_mult=0.25, num_labels=10)
+    if name == "mobilenetv3":
+        return hub.MobileNetV3Space(num_labels=10, width_multipliers=(0.25, 0.5), expand_ratios=(1, 2))
+    if name == "shufflenet":
+        return hub.ShuffleNetSpace(num_labels=10, channel_search=False)
+    if name == "autoformer":
+        return hub.AutoformerSpace(
+            search_embed_dim=(48, 64),
+            search_mlp_ratio=(1.0, 2.0),
+            search_num_heads=(1, 2),
+            search_depth=(2, 3),
+            img_size=32,
+            patch_size=8,
+            num_labels=10,
+            qkv_bias=True,
+        )
+    return getattr(hub, name.upper())(width=4, num_cells=3, dataset="cifar")  # darts, enas, pnas, ...
+
+
+HUBS = ["nasbench201"] + [
+    pytest.param(h, marks=pytest.mark.slow)
+    for h in ["proxylessnas", "mobilenetv3", "shufflenet", "autoformer", "darts", "pnas"]
+]
+
+
+@pytest.mark.parametrize("hub", HUBS)
+def test_bsn_with_macs_searches_nni_hub_spaces_within_budget(hub):
+    shape = (1, 3, 32, 32)
+    data = TensorDataset(torch.randn(8, *shape[1:]), torch.randint(0, 10, (8,)))
+    ev = Classification(
+        train_dataloaders=DataLoader(data, batch_size=4),
+        val_dataloaders=DataLoader(data, batch_size=4),
+        num_classes=10,
+        **TRAINER,
+    )
+    strategy = BSN(cost=MacsCost(input_shape=shape), budget="50%", export_samples=20)
+    strategy(RawFormatModelSpace(_hub(hub), ev), SequentialExecutionEngine())
+    arch = next(strategy.list_models()).sample
+    model = _hub(hub).freeze(arch).eval()
+    assert model(torch.randn(*shape)).shape == (1, 10)
+    assert fvcore_macs(model, shape) <= strategy.budgets[0].limit
