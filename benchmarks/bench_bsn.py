@@ -105,7 +105,9 @@ def _overhead_child(mode: str, epochs: int, logits_file: str) -> dict:
     from search_spaces import ConvolutionalNeuralFabric
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(
+        1
+    )  # one thread per process: a 2-thread pool under other load runs many times slower
     train, val, _, info = get_dataloaders("digits", batch_size=64, image_size=8, seed=0)
     saved = torch.load(logits_file, weights_only=True)
     space = ConvolutionalNeuralFabric(layers=6, channels=32, image_size=8, in_channels=1)

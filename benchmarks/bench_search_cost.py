@@ -47,7 +47,9 @@ def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -
     from search_spaces import ConvolutionalNeuralFabric
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(
+        1
+    )  # one thread per process: a 2-thread pool under other load runs many times slower
     train, val, _, _ = get_dataloaders("digits", batch_size=64, image_size=image_size, seed=0)
     space = ConvolutionalNeuralFabric(layers=layers, channels=channels, image_size=image_size, in_channels=1)
     timer = StepTimer()
