@@ -6,7 +6,8 @@
 each checkout runs every strategy of ``bench_search_cost.py`` in a fresh process, from its own code (its own
 ``bench_search_cost.py _child``), so before and after share the machine's state at the same moments; then each
 checkout runs ``bench_bsn.py overhead`` once (BSN's step against plain training of its converged deterministic
-sub-network). Medians over repeats, and the after/before ratio. Appends a section to benchmarks/RESULTS.md.
+sub-network). Medians over repeats, and the median of the after/before ratios paired by round (the
+order alternates between rounds), which cancels most of the load a shared machine adds. Appends a section to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -55,13 +56,16 @@ def overhead(tree: Path, a: argparse.Namespace) -> dict[str, float]:
 
 
 def _table(rows: dict[str, dict[str, list[float]]], keys: tuple[str, ...]) -> list[str]:
-    head = " | ".join(f"{k} before | {k} after | ratio" for k in keys)
+    """Medians before and after, and the median of the paired ratios (after / before of the same round)."""
+    head = " | ".join(f"{k} before | {k} after | paired ratio" for k in keys)
     lines = [f"| run | {head} |", "|---|" + "---|" * (3 * len(keys))]
     for name, vals in rows.items():
         cells = []
         for k in keys:
-            b, f = statistics.median(vals[f"{k}:base"]), statistics.median(vals[f"{k}:this"])
-            cells.append(f"{b:.3f} | {f:.3f} | {f / b:.2f}" if b else f"{b:.3f} | {f:.3f} | -")
+            before, after = vals[f"{k}:base"], vals[f"{k}:this"]
+            ratios = [f / b for b, f in zip(before, after) if b]
+            ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
+            cells.append(f"{statistics.median(before):.3f} | {statistics.median(after):.3f} | {ratio}")
         lines.append(f"| {name} | {' | '.join(cells)} |")
     return lines
 
@@ -71,6 +75,7 @@ def main() -> None:
     p.add_argument("--base", required=True, type=Path, help="the other checkout (before the change)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--overhead-repeats", type=int, default=3)
+    p.add_argument("--overhead-rounds", type=int, default=2, help="overhead runs per checkout, alternating")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--channels", type=int, default=32)
@@ -81,14 +86,15 @@ def main() -> None:
     names = a.strategies.split(",")
     search: dict[str, dict[str, list[float]]] = {n: {} for n in names}
     for rep in range(a.repeats):
-        for side, tree in trees.items():
+        order = list(trees.items()) if rep % 2 == 0 else list(trees.items())[::-1]  # balance the order
+        for side, tree in order:
             for n in names:
                 res = search_cost(tree, n, a)
                 for k in SEARCH_KEYS:
                     search[n].setdefault(f"{k}:{side}", []).append(res[k])
                 print(rep, side, n, {k: res[k] for k in SEARCH_KEYS}, file=sys.stderr, flush=True)
     over: dict[str, dict[str, list[float]]] = {"bsn_k1": {}, "fixed": {}, "bsn_k1 / fixed": {}}
-    for side, tree in trees.items():
+    for side, tree in list(trees.items()) * a.overhead_rounds:
         res = overhead(tree, a)
         print(side, "overhead", res, file=sys.stderr, flush=True)
         for mode in ("bsn_k1", "fixed"):
@@ -102,7 +108,8 @@ def main() -> None:
         "",
         *_table(search, SEARCH_KEYS),
         "",
-        f"Overhead (`bench_bsn.py overhead --repeats {a.overhead_repeats} --epochs 2`, once per checkout):",
+        f"Overhead (`bench_bsn.py overhead --repeats {a.overhead_repeats} --epochs 2`, {a.overhead_rounds} rounds per "
+        "checkout, alternating):",
         "",
         *_table(over, ("step_ms",)),
     ]
