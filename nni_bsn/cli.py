@@ -94,10 +94,11 @@ def _progress(message: str) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)  # arguments are checked before torch and NNI load
+
     from .outputs import atomic_output_dir, partial_dir
     from .workflow import run_search
 
-    cfg = config_from_args(args)
     if int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0:
         # A DDP worker that Lightning started by re-running this command: it trains, rank 0 writes the outputs.
         import tempfile
@@ -145,9 +146,6 @@ def _print_summary(report: dict, out: str) -> None:
 
 def _sweep(args: argparse.Namespace) -> int:
     from .budget import parse_budget
-    from .outputs import atomic_output_dir
-    from .plots import plot_accuracy_vs_cost
-    from .workflow import run_search
 
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     if not budgets:
@@ -158,6 +156,11 @@ def _sweep(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise UsageError(str(e)) from None
     base = config_from_args(args)
+
+    from .outputs import atomic_output_dir
+    from .plots import plot_accuracy_vs_cost
+    from .workflow import run_search
+
     rows = []
     with atomic_output_dir(base.out, base.force) as tmp:
         for b in budgets:
@@ -276,11 +279,12 @@ def _export(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import shlex
 
+    cfg = compare_config_from_args(args)
+
     from .compare import run_compare
     from .compare_report import equivalent_command, markdown_table
     from .outputs import atomic_output_dir
 
-    cfg = compare_config_from_args(args)
     typed = Path(sys.argv[0]).name == "nni-bsn" and sys.argv[1:2] == ["compare"]
     command = shlex.join(["nni-bsn", *sys.argv[1:]]) if typed else equivalent_command(cfg)
     with atomic_output_dir(cfg.out, cfg.force) as tmp:
@@ -300,10 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     if not args.verbose:
-        from . import compat
+        from . import quiet
 
-        compat.quiet_library_warnings()
-        compat.quiet_library_logs()
+        quiet.quiet_library_warnings()
+        quiet.quiet_library_logs()
     handlers = {"search": _search, "sweep": _sweep, "export": _export, "compare": _compare}
     try:
         return handlers[args.command](args)

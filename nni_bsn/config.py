@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -81,10 +83,27 @@ class UsageError(ValueError):
 
 
 def bsn_defaults() -> dict[str, Any]:
-    """BSN's keyword options and their defaults, read from the one place they are written: BSN's signature."""
-    from .strategy import BSN
+    """BSN's keyword options and their defaults, read from the one place they are written: BSN's signature.
 
-    return BSN.option_defaults()
+    Read from ``strategy.py``'s source (what :meth:`BSN.option_defaults` reads by introspection), so that the
+    configurations and the command line have them without importing torch and NNI; a test checks both agree.
+    """
+    tree = ast.parse((Path(__file__).with_name("strategy.py")).read_text())
+    module = {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    not_options = ast.literal_eval(module["_NOT_OPTIONS"])
+    bsn = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "BSN")
+    init = next(n for n in bsn.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    return {
+        arg.arg: ast.literal_eval(default)
+        for arg, default in zip(init.args.kwonlyargs, init.args.kw_defaults)
+        if arg.arg not in not_options
+    }
 
 
 _BSN = bsn_defaults()

@@ -8,6 +8,10 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+# compat first: it imports gym quietly (NNI imports it) and guards NNI's experiment lock
+from . import compat as _compat  # noqa: F401
+
+# isort: split
 import torch
 import torch.distributed as dist
 from nni.nas.evaluator.pytorch.lightning import LightningModule

@@ -7,6 +7,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+# compat first: it imports gym quietly (NNI imports it) and guards NNI's experiment lock
+from . import compat as _compat  # noqa: F401
+
+# isort: split
 from nni.mutable import Categorical, CategoricalMultiple, MutableAnnotation
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 from nni.nas.nn.pytorch import ModelSpace

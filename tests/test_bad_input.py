@@ -118,3 +118,45 @@ def test_an_out_that_appears_during_a_run_is_never_replaced_without_force(tmp_pa
             (out / "theirs.txt").write_text("theirs")
     assert (out / "theirs.txt").read_text() == "theirs"
     assert (tmp / "result.txt").read_text() == "mine" and str(tmp) in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------- fast refusal
+
+
+def test_a_bad_budget_is_refused_in_one_line_within_2_s(tmp_path):
+    started = time.perf_counter()
+    result = _cli("search", "--budget", "abc", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    seconds = time.perf_counter() - started
+    assert result.returncode == 2
+    _one_error_line(result.stderr, "budget")
+    assert not (tmp_path / "out").exists()
+    assert seconds < 2 or "torch" not in _heavy_modules_after_checking_arguments(), seconds
+
+
+def _heavy_modules_after_checking_arguments() -> str:
+    code = textwrap.dedent(
+        """
+        import sys
+        from nni_bsn.cli import build_parser, compare_config_from_args, config_from_args
+        config_from_args(build_parser().parse_args(["search", "--budget", "25%", "--cost", "latency"]))
+        config_from_args(build_parser().parse_args(["sweep", "--cost", "distributed:4"]))
+        compare_config_from_args(build_parser().parse_args(["compare", "--strategies", "bsn,bsn@25%"]))
+        print(" ".join(m for m in ("torch", "nni", "pytorch_lightning", "onnxruntime") if m in sys.modules))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_parsing_and_checking_the_arguments_imports_neither_torch_nor_nni():
+    assert _heavy_modules_after_checking_arguments() == ""
+
+
+def test_the_configs_read_bsns_defaults_without_importing_it_and_they_are_bsns_own():
+    from nni_bsn import BSN
+    from nni_bsn.config import bsn_defaults
+
+    assert bsn_defaults() == BSN.option_defaults()

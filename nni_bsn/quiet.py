@@ -1,0 +1,39 @@
+"""The filters for NNI's and Lightning's noise: their import-time warnings, and the warnings and logs of every run.
+
+Light (no torch, no NNI), so that ``import nni_bsn`` sets the import-time filters before NNI is imported and the
+command line can check its arguments before the heavy libraries load. :mod:`nni_bsn.compat` re-exports them.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+__all__ = ["NOISY_MODULES", "filter_import_warnings", "quiet_library_warnings", "quiet_library_logs"]
+
+#: Modules whose warnings the command line hides: NNI's and Lightning's advice that holds for every search here
+#: (e.g. ModelCheckpoint with manual optimization, few dataloader workers, NNI's unclosed experiment log).
+NOISY_MODULES = r"(nni|pytorch_lightning|lightning|lightning_fabric)(\.|$)"
+
+
+def filter_import_warnings() -> None:
+    """Hide the warnings NNI raises while it is imported (to take effect, call it before NNI is imported)."""
+    # NNI regenerates wrappers for every class of torch.nn at import; torch 2.14 has two that are not modules.
+    warnings.filterwarnings("ignore", message=r".*is found to be not a nn\.Module.*", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+
+
+def quiet_library_warnings() -> None:
+    """Hide the warnings raised from NNI's and Lightning's modules, and keep BSN's own visible.
+
+    BSN warns from its ``training_step`` with ``stacklevel=2``, which attributes the warning to Lightning's
+    caller: the last filter, which wins, shows every warning whose message starts with ``BSN:``.
+    """
+    warnings.filterwarnings("ignore", module=NOISY_MODULES)
+    warnings.filterwarnings("default", message=r"BSN: ")
+
+
+def quiet_library_logs() -> None:
+    """Show only the errors of NNI's and Lightning's loggers (their INFO and WARNING lines come at every run)."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "nni"):
+        logging.getLogger(name).setLevel(logging.ERROR)
