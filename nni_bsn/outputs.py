@@ -107,8 +107,9 @@ def atomic_output_dir(out: str | os.PathLike, force: bool = False) -> Iterator[P
 
 
 def _keep_checkpoints(tmp: Path, out: Path) -> None:
+    """Move the checkpoints of a failed job to ``<out>.partial`` (a job without one leaves an earlier one)."""
     ckpt = tmp / "checkpoints"
-    if ckpt.is_dir() and any(ckpt.iterdir()):
+    if ckpt.is_dir() and any(ckpt.glob("*.ckpt")):
         partial = partial_dir(out)
         shutil.rmtree(partial, ignore_errors=True)
         shutil.move(str(ckpt), str(partial))

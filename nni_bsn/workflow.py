@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import resource
 import shutil
 import tempfile
@@ -16,11 +17,11 @@ from typing import Any
 import torch
 
 from .builders import RepeatChannels, all_costs, build_cost, build_space, needs_rgb, rebuild_space
-from .config import SearchConfig, UsageError
+from .config import SearchConfig, UsageError, distributed_devices
 from .evaluation import evaluate_accuracy, finetune, recalibrate_batchnorm
 from .outputs import partial_dir, versions, write_json
 
-__all__ = ["run_search"]
+__all__ = ["run_search", "check_devices", "RESUMABLE_CHANGES"]
 
 
 @dataclass
@@ -56,6 +57,10 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
     from .training import StepTimer
 
     started = time.time()
+    note = check_devices(cfg.accelerator, cfg.devices, torch.cuda.device_count(), os.cpu_count() or 1)
+    if note:
+        progress(note)
+    _save_config(cfg, workdir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = _load_data(cfg)
     space, space_spec = build_space(cfg, data.in_channels, data.info.num_classes, data.info.image_size)
@@ -75,7 +80,7 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
         return {"rank": rank}  # a DDP worker: rank 0 writes the outputs
     progress(f"found an architecture ({found.bsn_report['method']}); evaluating it")
     model, accuracy = _evaluate_found(cfg, found.model, data)
-    costs = all_costs(space_spec, found.arch, data.input_shape)
+    costs = all_costs(space_spec, found.arch, data.input_shape, distributed_devices(cfg.cost) or 2)
     _write_network(found.arch, model, workdir)
     onnx_info = _export_onnx(model, data, workdir) if cfg.onnx else None
     if onnx_info:
@@ -86,6 +91,70 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
     if cfg.resume:
         shutil.rmtree(partial_dir(cfg.out), ignore_errors=True)
     return report
+
+
+def check_devices(accelerator: str, devices: int, gpus: int, cores: int) -> str | None:
+    """What ``--accelerator``/``--devices`` will run, as a note to print (or None); :class:`UsageError` if they
+    ask for GPUs that are not there or more CPU processes than cores."""
+    on_gpu = accelerator == "gpu" or (accelerator == "auto" and gpus > 0)
+    if on_gpu and devices > gpus:
+        found = (
+            f"{gpus} CUDA GPU(s) are visible to torch here"
+            if gpus
+            else "no CUDA GPU is visible to torch here"
+        )
+        raise UsageError(
+            f"--accelerator {accelerator} --devices {devices}: {found}; use --accelerator cpu, or fewer --devices"
+        )
+    if on_gpu or devices == 1:
+        return None
+    if devices > cores:
+        raise UsageError(
+            f"--devices {devices} on CPU would run {devices} DDP processes on {cores} core(s); "
+            f"give --devices {cores} or less (1: no DDP)"
+        )
+    return f"--devices {devices} on CPU: Lightning runs {devices} DDP processes (gloo), one per device"
+
+
+#: The options a resumed search may change; any other difference from the checkpoint's is refused.
+RESUMABLE_CHANGES = (
+    "epochs",
+    "resume",
+    "force",
+    "out",
+    "accelerator",
+    "devices",
+    "onnx",
+    "finetune_epochs",
+    "extra",
+)
+_CONFIG_FILE = "search_config.json"
+
+
+def _save_config(cfg: SearchConfig, workdir: Path) -> None:
+    """Keep the configuration beside the checkpoints, so that ``--resume`` can tell what changed."""
+    (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    write_json(workdir / "checkpoints" / _CONFIG_FILE, cfg.as_dict())
+
+
+def _check_resumed_config(cfg: SearchConfig, partial: Path) -> None:
+    """Raise :class:`UsageError` naming the first option that differs from the interrupted search's."""
+    saved_path = partial / _CONFIG_FILE
+    if not saved_path.is_file():
+        return  # a checkpoint from before the configuration was kept
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (OSError, ValueError):
+        return
+    now = cfg.as_dict()
+    for name, value in saved.items():
+        if name not in RESUMABLE_CHANGES and name in now and now[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"--resume: the checkpoint in {partial} was written with {flag} {value!r}, this command gives "
+                f"{now[name]!r}; resume with the same options (only the epochs may grow), or start anew "
+                f"without --resume"
+            )
 
 
 def _load_data(cfg: SearchConfig) -> _Data:
@@ -190,6 +259,7 @@ def _resume_from_checkpoint(cfg: SearchConfig, evaluator, progress) -> None:
         raise UsageError(
             f"nothing to resume: {ckpt} does not exist (it is written when a search is interrupted)"
         )
+    _check_resumed_config(cfg, partial)
     done = _epochs_trained(torch.load(ckpt, map_location="cpu", weights_only=False))
     if done >= cfg.epochs:
         raise UsageError(

@@ -45,8 +45,13 @@ def _one_error_line(stderr: str, needle: str) -> str:
 
 
 def _refused(argv: list[str], needle: str, capsys) -> str:
-    """Run ``main(argv)``: exit 2, one ``nni-bsn: error:`` line containing ``needle``, no traceback."""
-    assert main(argv) == 2
+    """Run ``main(argv)``: exit 2 (returned, or argparse's SystemExit), one ``nni-bsn: error:`` line containing
+    ``needle``, no traceback."""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
     return _one_error_line(capsys.readouterr().err, needle)
 
 
@@ -160,3 +165,140 @@ def test_the_configs_read_bsns_defaults_without_importing_it_and_they_are_bsns_o
     from nni_bsn.config import bsn_defaults
 
     assert bsn_defaults() == BSN.option_defaults()
+
+
+# ----------------------------------------------------------------------------- search, sweep, compare: one line
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["search", "--space", "resnet-fabric", "--shortcuts", "xyz"], "--shortcuts"),
+        (["compare", "--space", "resnet-fabric", "--shortcuts", "xyz"], "--shortcuts"),
+        (["search", "--space", "resnet-fabric", "--maps", ","], "--maps"),
+        (["sweep", "--budgets", "50%,50%"], "twice"),
+        (["search", "--cost", "distributed:"], "distributed:N"),
+        (["search", "--cost", "distributed"], "distributed:N"),
+        (["compare", "--strategy-timeout", "-5"], "--strategy-timeout"),
+        (["compare", "--strategy-timeout", "nan"], "--strategy-timeout"),
+    ],
+)
+def test_bad_options_are_refused_in_one_line_before_anything_runs(argv, needle, capsys, tmp_path):
+    out = tmp_path / "out"
+    _refused([*argv, "--out", str(out)], needle, capsys)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_accelerator_gpu_without_a_gpu_is_refused_in_one_line(capsys, tmp_path):
+    out = tmp_path / "out"
+    _refused(["search", "--accelerator", "gpu", *TINY, "--out", str(out)], "no CUDA GPU", capsys)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_devices_are_checked_against_the_gpus_and_cores_and_cpu_ddp_is_announced():
+    from nni_bsn.workflow import check_devices
+
+    with pytest.raises(UsageError, match="no CUDA GPU"):
+        check_devices("gpu", 1, 0, 16)
+    with pytest.raises(UsageError, match="2 CUDA GPU"):
+        check_devices("auto", 4, 2, 16)
+    with pytest.raises(UsageError, match="--devices 3 on CPU.*3 DDP processes on 2 core"):
+        check_devices("cpu", 3, 0, 2)
+    assert "3 DDP processes" in check_devices("cpu", 3, 0, 16)
+    assert check_devices("cpu", 1, 0, 2) is None and check_devices("gpu", 2, 2, 2) is None
+
+
+def test_resume_after_changing_channels_names_the_option_and_keeps_the_checkpoint(capsys, tmp_path):
+    import torch
+
+    from nni_bsn.config import SearchConfig
+    from nni_bsn.outputs import partial_dir, write_json
+
+    out = tmp_path / "run"
+    partial = partial_dir(out)
+    partial.mkdir()
+    torch.save({"epoch": 0}, partial / "last.ckpt")
+    write_json(partial / "search_config.json", SearchConfig(channels=4, out=str(out)).as_dict())
+    line = _refused(
+        ["search", "--resume", "--channels", "8", "--epochs", "2", "--out", str(out)], "--channels", capsys
+    )
+    assert "4" in line and "8" in line
+    assert (
+        not out.exists() and (partial / "last.ckpt").is_file() and (partial / "search_config.json").is_file()
+    )
+
+
+def test_an_unwritable_search_out_is_one_line(capsys, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    _refused(["search", "--out", str(tmp_path / "file" / "out")], "cannot write", capsys)
+
+
+# ------------------------------------------------------------------------------------------------------ export
+
+
+@pytest.fixture
+def found(tmp_path) -> Path:
+    """What ``nni-bsn search`` leaves for export: arch.json, report.json and weights.pt of a tiny CNF."""
+    import json
+
+    from evaluators.blocks import GATE_ON
+    from nni_bsn.builders import rebuild_space
+    from nni_bsn.export import load_frozen_model, save_weights
+
+    spec = {"name": "cnf", "layers": 2, "channels": 2, "image_size": 8, "in_channels": 1, "num_classes": 10}
+    folder = tmp_path / "found"
+    folder.mkdir()
+    space = rebuild_space(spec)
+    arch = {label: GATE_ON for label in space.simplify()}  # every CNF choice is a gate
+    (folder / "arch.json").write_text(json.dumps(arch))
+    report = {"space": spec, "dataset": {"image_size": 8}, "config": {"dataset": "digits"}}
+    (folder / "report.json").write_text(json.dumps(report))
+    save_weights(load_frozen_model(lambda: rebuild_space(spec), arch), folder / "weights.pt")
+    return folder / "arch.json"
+
+
+def _export_refused(found: Path, capsys, needle: str, *extra: str) -> None:
+    """Export refuses in one line naming ``needle``, writes no ONNX file and leaves the search's files as they were."""
+    out = found.parent / "model.onnx"
+    before = {p.name: p.read_bytes() for p in found.parent.iterdir()}
+    _refused(["export", str(found), "--out", str(out), *extra], needle, capsys)
+    assert not out.exists()
+    assert {p.name: p.read_bytes() for p in found.parent.iterdir()} == before
+
+
+def test_export_with_a_truncated_weights_file_names_the_file(found, capsys):
+    weights = found.with_name("weights.pt")
+    weights.write_bytes(weights.read_bytes()[:100])
+    _export_refused(found, capsys, str(weights))
+
+
+def test_export_with_a_corrupt_report_names_it(found, capsys):
+    found.with_name("report.json").write_text('{"space": {"name": "cnf", ')
+    _export_refused(found, capsys, "report.json")
+
+
+def test_export_of_a_value_that_is_not_among_the_choices_values_names_the_choice(found, capsys):
+    import json
+
+    arch = json.loads(found.read_text())
+    label = next(iter(arch))
+    arch[label] = "no-such-value"
+    found.write_text(json.dumps(arch))
+    _export_refused(found, capsys, label)
+
+
+def test_export_without_weights_is_refused_unless_random_weights_are_asked_for(found, capsys):
+    found.with_name("weights.pt").unlink()
+    _export_refused(found, capsys, "--random-weights")
+
+
+@pytest.mark.parametrize("tolerance", ["nan", "-1", "0", "inf"])
+def test_export_refuses_a_tolerance_that_is_not_a_positive_number(tolerance, found, capsys):
+    _export_refused(found, capsys, "--tolerance", "--tolerance", tolerance)
+
+
+def test_export_to_an_unwritable_out_is_one_line(found, capsys, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "file" / "model.onnx"
+    _refused(["export", str(found), "--out", str(out)], "cannot write the ONNX file", capsys)
