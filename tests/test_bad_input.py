@@ -302,3 +302,70 @@ def test_export_to_an_unwritable_out_is_one_line(found, capsys, tmp_path):
     (tmp_path / "file").write_text("not a folder")
     out = tmp_path / "file" / "model.onnx"
     _refused(["export", str(found), "--out", str(out)], "cannot write the ONNX file", capsys)
+
+
+# ------------------------------------------------------------------------------------------- Python API: costs
+
+
+def _tiny_space():
+    from search_spaces import ConvolutionalNeuralFabric
+
+    return ConvolutionalNeuralFabric(layers=2, channels=4, image_size=8, in_channels=1)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), None, -1.0])
+@pytest.mark.parametrize("budget", ["50%", 3])
+def test_a_cost_returning_a_bad_value_is_one_error_at_set_up_naming_the_cost(value, budget):
+    from nni_bsn import BSN
+
+    def my_cost(arch):
+        return value
+
+    strategy = BSN(cost=my_cost, budget=budget)
+    with pytest.raises(ValueError, match=r"cost 'my_cost' returned .* finite number >= 0"):
+        strategy.mutate_model(_tiny_space())
+
+
+def test_a_cost_that_raises_at_set_up_is_named():
+    from nni_bsn import BSN
+    from nni_bsn.budget import CostEvaluationError
+
+    def broken_cost(arch):
+        raise ZeroDivisionError("division by zero")
+
+    with pytest.raises(CostEvaluationError, match=r"cost 'broken_cost' failed on .*ZeroDivisionError"):
+        BSN(cost=broken_cost, budget=3).mutate_model(_tiny_space())
+
+
+def test_an_evaluator_that_raises_while_binding_is_named():
+    from evaluators import ParamsCost
+    from nni_bsn import BSN
+    from nni_bsn.budget import CostEvaluationError
+
+    class Failing(ParamsCost):
+        name = "failing"
+
+        def _bind(self, space):
+            raise KeyError("no such module")
+
+    with pytest.raises(CostEvaluationError, match=r"cost 'failing' failed while binding.*KeyError"):
+        BSN(cost=Failing(), budget="50%").mutate_model(_tiny_space())
+
+
+def test_an_unbound_macs_cost_says_to_bind_it():
+    from evaluators import MacsCost
+
+    with pytest.raises(RuntimeError, match=r"MacsCost is not bound.*bind\(space\)"):
+        MacsCost(input_shape=(1, 1, 8, 8))({})
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 8, 8), (1, 1, 8)])
+def test_an_input_shape_that_does_not_fit_the_space_is_one_error_naming_input_shape(shape):
+    from evaluators import MacsCost
+    from nni_bsn import BSN
+
+    with pytest.raises(ValueError, match=r"input_shape=.* does not fit this space") as info:
+        MacsCost(input_shape=shape).bind(_tiny_space())
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"BSN: cost 'macs': MacsCost: input_shape="):
+        BSN(cost=MacsCost(input_shape=shape), budget="50%").mutate_model(_tiny_space())
