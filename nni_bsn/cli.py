@@ -138,8 +138,10 @@ def _print_summary(report: dict, out: str) -> None:
     budget = ", ".join(
         f"{b['cost']} <= {b['limit']:.4g} {b['unit']} ({b['spec']})" for b in report["budgets"]
     )
+    kept = report.get("kept_gates") or {}
     print(
         f"architecture: {report['selection']['method']}; within budget: {report['selection']['within_budget']}"
+        + (f"; {kept['kept']} of {kept['of']} gates kept" if kept.get("of") else "")
     )
     print(f"budget: {budget}")
     print(
@@ -152,6 +154,8 @@ def _print_summary(report: dict, out: str) -> None:
     )
     print(f"accuracy: val {report['accuracy']['val']:.4f}, test {report['accuracy']['test']:.4f}")
     print(f"search: {report['search_seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MB")
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}")
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(out).iterdir())
     print(f"outputs in {out}/: {' '.join(files)}")
 

@@ -87,6 +87,7 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
         costs["latency_ms"] = onnx_info["latency_ms"]
     _draw(space_spec, found.arch, strategy, workdir)
     report = _report(cfg, strategy, found, space_spec, data, costs, accuracy, onnx_info, timer)
+    report.update(_findings(strategy, found, space_spec, accuracy, data.info.num_classes))
     write_json(workdir / "report.json", report)
     if cfg.resume:
         shutil.rmtree(partial_dir(cfg.out), ignore_errors=True)
@@ -353,6 +354,16 @@ def _draw(space_spec: dict, arch: dict, strategy, workdir: Path) -> None:
         plot_gate_probabilities(
             module.keep_prob_history, module.distribution.gate_labels, workdir / "gate_probabilities.png"
         )
+
+
+def _findings(strategy, found: _Found, space_spec: dict, accuracy: dict, num_classes: int) -> dict[str, Any]:
+    """The report's ``kept_gates`` and ``warnings`` (:mod:`nni_bsn.findings`)."""
+    from .findings import kept_gates, search_warnings
+
+    labels = strategy.oneshot_module.distribution.gate_labels
+    kept = kept_gates(rebuild_space(space_spec), found.arch, labels)
+    warnings = search_warnings(strategy.budgets, accuracy, num_classes, kept, len(labels))
+    return {"kept_gates": {"kept": kept, "of": len(labels)}, "warnings": warnings}
 
 
 def _report(

@@ -369,3 +369,30 @@ def test_an_input_shape_that_does_not_fit_the_space_is_one_error_naming_input_sh
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match=r"BSN: cost 'macs': MacsCost: input_shape="):
         BSN(cost=MacsCost(input_shape=shape), budget="50%").mutate_model(_tiny_space())
+
+
+# ------------------------------------------------------------------------------ useless results said plainly
+
+
+def test_a_budget_that_does_not_bind_is_said_in_the_summary_and_the_report(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    result = _cli("search", *TINY, "--budget", "150%", "--out", str(out), cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "warning: the macs budget does not bind" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert any("does not bind" in w for w in report["warnings"])
+    assert report["kept_gates"]["of"] > 0
+
+
+def test_chance_accuracy_and_no_gate_kept_are_warned_and_a_binding_budget_is_not():
+    from nni_bsn.budget import Budget
+    from nni_bsn.findings import search_warnings
+
+    binding = Budget(evaluator=len, limit=5.0, name="macs", full=10.0)
+    assert search_warnings([binding], {"test": 0.9}, 10, kept=3, gates=14) == []
+    warnings = search_warnings([binding], {"test": 0.11}, 10, kept=0, gates=14)
+    assert any("chance level" in w for w in warnings) and any("0 of 14 gates" in w for w in warnings)
+    loose = Budget(evaluator=len, limit=15.0, name="params", full=10.0)
+    assert "params budget does not bind" in search_warnings([loose], {"test": 0.9}, 10, 3, 14)[0]
