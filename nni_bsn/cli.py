@@ -101,13 +101,23 @@ def compare_config_from_args(args: argparse.Namespace) -> CompareConfig:
     return cfg
 
 
+def _load_libraries(args: argparse.Namespace) -> None:
+    """Import torch, NNI and Lightning (once the arguments are checked), then quiet their loggers unless
+    ``--verbose``: importing them sets their levels, so this comes after."""
+    from . import compat  # noqa: F401  (imports them, and guards NNI's experiment lock)
+    from .quiet import quiet_library_logs
+
+    if not args.verbose:
+        quiet_library_logs()
+
+
 def _progress(message: str) -> None:
     print(f"nni-bsn: {message}", file=sys.stderr, flush=True)
 
 
 def _search(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # arguments are checked before torch and NNI load
-
+    _load_libraries(args)
     from .outputs import atomic_output_dir, partial_dir
     from .workflow import run_search
 
@@ -151,6 +161,12 @@ def _print_summary(report: dict, out: str) -> None:
             if "latency_ms" in report["costs"]
             else ""
         )
+        + (
+            f", makespan over {dist['devices']} devices {dist['makespan_ms']:.4g} ms"
+            if (dist := report["costs"].get("distributed"))
+            and report["config"]["cost"].startswith("distributed")
+            else ""
+        )
     )
     print(f"accuracy: val {report['accuracy']['val']:.4f}, test {report['accuracy']['test']:.4f}")
     print(f"search: {report['search_seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MB")
@@ -175,7 +191,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if repeated is not None:
         raise UsageError(f"--budgets gives {repeated} twice; give each budget once")
     base = config_from_args(args)
-
+    _load_libraries(args)
     from .outputs import atomic_output_dir
     from .plots import plot_accuracy_vs_cost
     from .workflow import run_search
@@ -296,6 +312,7 @@ def _export(args: argparse.Namespace) -> int:
     arch_path, out = Path(args.arch), Path(args.out)
     arch, report = _read_found(arch_path)
     _check_writable(out, args.force)
+    _load_libraries(args)
     from .builders import rebuild_space
     from .export import ExportError, export_and_time, load_frozen_model
 
@@ -338,7 +355,7 @@ def _compare(args: argparse.Namespace) -> int:
     import shlex
 
     cfg = compare_config_from_args(args)
-
+    _load_libraries(args)
     from .compare import run_compare
     from .compare_report import equivalent_command, markdown_table
     from .outputs import atomic_output_dir
@@ -365,7 +382,6 @@ def main(argv: list[str] | None = None) -> int:
         from . import quiet
 
         quiet.quiet_library_warnings()
-        quiet.quiet_library_logs()
     handlers = {"search": _search, "sweep": _sweep, "export": _export, "compare": _compare}
     try:
         return handlers[args.command](args)

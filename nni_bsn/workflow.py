@@ -220,11 +220,18 @@ def _evaluator(
             find_unused_parameters=True, process_group_backend="gloo" if cfg.accelerator == "cpu" else None
         )
     # A checkpoint every 10 batches (two optimizer steps a batch) and at every epoch end, so a killed search resumes.
+    # Both write the one last.ckpt (no version counter: it would add last-v1.ckpt beside it).
     callbacks = [
         ModelCheckpoint(
-            dirpath=workdir / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=20
+            dirpath=workdir / "checkpoints",
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=20,
+            enable_version_counter=False,
         ),
-        ModelCheckpoint(dirpath=workdir / "checkpoints", save_last=True, save_top_k=0),
+        ModelCheckpoint(
+            dirpath=workdir / "checkpoints", save_last=True, save_top_k=0, enable_version_counter=False
+        ),
         *extra_callbacks,
     ]
     module = ScheduledClassificationModule(
@@ -345,14 +352,20 @@ def _export_onnx(model, data: _Data, workdir: Path) -> dict[str, Any]:
 
 
 def _draw(space_spec: dict, arch: dict, strategy, workdir: Path) -> None:
+    from .findings import kept_gates
     from .plots import draw_architecture, plot_gate_probabilities
 
     module = strategy.oneshot_module
-    probs = dict(zip(module.distribution.gate_labels, module.distribution.keep_probs().tolist()))
-    draw_architecture(rebuild_space(space_spec), arch, workdir / "architecture.png", probs=probs or None)
-    if module.keep_prob_history and module.distribution.gate_labels:
+    labels = module.distribution.gate_labels
+    probs = dict(zip(labels, module.distribution.keep_probs().tolist()))
+    space = rebuild_space(space_spec)
+    draw_architecture(space, arch, workdir / "architecture.png", probs=probs or None)
+    if module.keep_prob_history and labels:
         plot_gate_probabilities(
-            module.keep_prob_history, module.distribution.gate_labels, workdir / "gate_probabilities.png"
+            module.keep_prob_history,
+            labels,
+            workdir / "gate_probabilities.png",
+            kept=kept_gates(space, arch, labels),  # counted as architecture.png counts them
         )
 
 
@@ -398,7 +411,7 @@ def _report(
         "skipped_samples": bsn.get("skipped_samples", 0),
         "costs": costs,
         "accuracy": accuracy,
-        "search_seconds": round(found.seconds, 2),
+        "search_seconds": round(found.seconds + timer.earlier_seconds, 2),  # with the interrupted runs' time
         "search_timing": timer.summary(),
         "final_epoch_metrics": found.final_metrics,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
