@@ -113,7 +113,7 @@ def _keep_checkpoints(tmp: Path, out: Path) -> None:
         partial = partial_dir(out)
         shutil.rmtree(partial, ignore_errors=True)
         shutil.move(str(ckpt), str(partial))
-        _logger.warning("search interrupted: checkpoints kept in %s", partial)
+        _logger.info("job interrupted: checkpoints kept in %s", partial)  # the CLI says it on its last line
 
 
 def _publish(tmp: Path, out: Path, force: bool) -> None:

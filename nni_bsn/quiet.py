@@ -34,6 +34,11 @@ def quiet_library_warnings() -> None:
 
 
 def quiet_library_logs() -> None:
-    """Show only the errors of NNI's and Lightning's loggers (their INFO and WARNING lines come at every run)."""
+    """Show only the errors of NNI's and Lightning's loggers (their INFO and WARNING lines come at every run).
+
+    Call it after importing them: importing Lightning sets its logger's level."""
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "nni"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # NNI logs an ERROR for each exception it re-raises (Ctrl-C included): the command line reports it itself.
+    for name in ("nni.nas.execution.sequential", "nni.nas.strategy.base"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)

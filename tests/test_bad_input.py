@@ -400,3 +400,34 @@ def test_chance_accuracy_and_no_gate_kept_are_warned_and_a_binding_budget_is_not
     assert any("chance level" in w for w in warnings) and any("0 of 14 gates" in w for w in warnings)
     loose = Budget(evaluator=len, limit=15.0, name="params", full=10.0)
     assert "params budget does not bind" in search_warnings([loose], {"test": 0.9}, 10, 3, 14)[0]
+
+
+def test_ctrl_c_prints_one_clear_line_and_keeps_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    argv = ["search", *TINY, "--epochs", "30", "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nni_bsn.cli", *argv],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores SIGINT
+    )
+    try:
+        deadline = time.time() + 240
+        while not list(tmp_path.glob(".run.tmp-*/checkpoints/last.ckpt")):
+            assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
+            time.sleep(0.3)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    lines = [
+        line for line in err.replace("\r", "\n").splitlines() if line.startswith(("nni-bsn", "ERROR", "WARN"))
+    ]
+    assert lines[1:] == [lines[-1]] and lines[-1].startswith("nni-bsn: interrupted: checkpoint kept"), lines
+    assert "Traceback" not in err and not out.exists() and (tmp_path / "run.partial" / "last.ckpt").is_file()
