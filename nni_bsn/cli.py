@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -192,44 +192,23 @@ def _sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--budgets gives {repeated} twice; give each budget once")
     base = config_from_args(args)
     _load_libraries(args)
-    from .outputs import atomic_output_dir
-    from .plots import plot_accuracy_vs_cost
-    from .workflow import run_search
+    from .outputs import atomic_output_dir, partial_dir
+    from .sweep import run_sweep
 
-    rows = []
-    with atomic_output_dir(base.out, base.force) as tmp:
-        for b in budgets:
-            cfg = dataclasses.replace(base, budget=b, onnx=False)
-            sub = tmp / f"budget_{b.replace('%', 'pct')}"
-            sub.mkdir()
-            _progress(f"budget {b}")
-            report = run_search(cfg, sub, progress=_progress)
-            rows.append(
-                {
-                    "budget": b,
-                    "macs": report["costs"]["macs"],
-                    "params": report["costs"]["params"],
-                    "val_acc": report["accuracy"]["val"],
-                    "test_acc": report["accuracy"]["test"],
-                    "within_budget": report["selection"]["within_budget"],
-                    "search_seconds": report["search_seconds"],
-                    "strategy": f"BSN {b}",
-                }
-            )
-        (tmp / "sweep.json").write_text(json.dumps(rows, indent=2))
-        lines = [
-            "| budget | MACs | params | val acc | test acc | within budget | search s |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['budget']} | {r['macs']:.4g} | {r['params']:.4g} | {r['val_acc']:.4f} | {r['test_acc']:.4f} "
-            f"| {r['within_budget']} | {r['search_seconds']:.1f} |"
-            for r in rows
-        ]
-        (tmp / "sweep.md").write_text("\n".join(lines) + "\n")
-        plot_accuracy_vs_cost(
-            rows, tmp / "accuracy_vs_cost.png", cost_key="macs", acc_key="test_acc", label_key="strategy"
+    if base.resume and not partial_dir(base.out).is_dir():
+        raise UsageError(
+            f"nothing to resume: {partial_dir(base.out)} does not exist (an interrupted sweep keeps it)"
         )
+    try:
+        with atomic_output_dir(base.out, base.force) as tmp:
+            lines = run_sweep(base, budgets, tmp, progress=_progress)
+    except (KeyboardInterrupt, SystemExit):
+        _progress(
+            f"interrupted: finished budgets and checkpoints kept in {partial_dir(base.out)}/; run the same "
+            "command with --resume to continue"
+        )
+        return 130
+    shutil.rmtree(partial_dir(base.out), ignore_errors=True)
     print("\n".join(lines))
     print(f"outputs in {base.out}/")
     return 0

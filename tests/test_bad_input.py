@@ -431,3 +431,49 @@ def test_ctrl_c_prints_one_clear_line_and_keeps_the_checkpoint(tmp_path):
     ]
     assert lines[1:] == [lines[-1]] and lines[-1].startswith("nni-bsn: interrupted: checkpoint kept"), lines
     assert "Traceback" not in err and not out.exists() and (tmp_path / "run.partial" / "last.ckpt").is_file()
+
+
+# --------------------------------------------------------------------------------------------- sweep --resume
+
+
+def test_an_interrupted_sweep_resumes_reusing_its_finished_budgets_and_checkpoints(
+    tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from nni_bsn import workflow
+
+    calls = []
+
+    def fake_search(cfg, workdir, progress=print):
+        calls.append((cfg.budget, cfg.resume))
+        (workdir / "checkpoints").mkdir()
+        (workdir / "checkpoints" / "last.ckpt").write_text(cfg.budget)
+        if cfg.budget == "25%" and len(calls) == 2:
+            raise KeyboardInterrupt
+        report = {
+            "costs": {"macs": 1.0, "params": 2.0},
+            "accuracy": {"val": 0.5, "test": 0.5},
+            "selection": {"within_budget": True},
+            "search_seconds": 1.0,
+        }
+        (workdir / "report.json").write_text(json.dumps(report))
+        return report
+
+    monkeypatch.setattr(workflow, "run_search", fake_search)
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--budgets", "50%,25%", "--out", str(out)]
+    assert main(argv) == 130
+    assert "--resume" in capsys.readouterr().err and not out.exists()
+    kept = tmp_path / "sweep.partial"
+    assert (kept / "budget_50pct" / "report.json").is_file()
+    assert (kept / "budget_25pct.partial" / "last.ckpt").read_text() == "25%"
+
+    assert main([*argv, "--resume"]) == 0
+    assert calls == [("50%", False), ("25%", False), ("25%", True)]  # 50% reused, 25% resumed
+    assert [r["budget"] for r in json.loads((out / "sweep.json").read_text())] == ["50%", "25%"]
+    assert not kept.exists()
+
+
+def test_sweep_resume_without_an_interrupted_sweep_is_one_line(capsys, tmp_path):
+    _refused(["sweep", "--resume", "--out", str(tmp_path / "sweep")], "nothing to resume", capsys)
