@@ -1,6 +1,6 @@
 """nni-bsn: Budgeted Super Networks as an NNI 3.0 one-shot strategy.
 
-``import nni_bsn`` is light: it sets the filters for NNI's import-time warnings (so import it before NNI) and
+``import nni_bsn`` is light: it sets the filters for NNI's import-time warnings and gym's banner (so import it before NNI) and
 loads :class:`BSN` (with torch, NNI and :mod:`nni_bsn.compat`, whose filelock guard applies then) on first use, so
 that the command line checks its arguments before the heavy libraries load.
 """
@@ -8,8 +8,10 @@ that the command line checks its arguments before the heavy libraries load.
 from typing import Any
 
 from .quiet import filter_import_warnings as _filter_import_warnings
+from .quiet import hide_gym_banner as _hide_gym_banner
 
 _filter_import_warnings()
+_hide_gym_banner()
 
 __version__ = "0.1.0"
 __all__ = ["BSN"]

@@ -18,38 +18,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
-import io
 import logging
 import os
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+from nni.nas.experiment import NasExperimentConfig
+from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
+from nni.nas.strategy import DARTS, ENAS, GumbelDARTS, Proxyless
+from packaging.version import Version
 
-def _import_gym_quietly() -> None:
-    """Import gym (needed by NNI's ENAS controller) without its 'unmaintained' banner on stderr.
-
-    gym 0.26.2 is pinned because NNI 3.0's ENAS needs it with tianshou 0.5.1; NNI only uses ``gym.Env`` and
-    ``gym.spaces``, which work with numpy 2. ``nni.nas.strategy`` imports it, so this runs first.
-    """
-    with contextlib.redirect_stderr(io.StringIO()):
-        try:
-            import gym  # noqa: F401
-        except ImportError:  # ENAS then reports that it needs tianshou and gym
-            pass
-
-
-_import_gym_quietly()
-
-import torch  # noqa: E402
-from nni.nas.experiment import NasExperimentConfig  # noqa: E402
-from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule  # noqa: E402
-from nni.nas.strategy import DARTS, ENAS, GumbelDARTS, Proxyless  # noqa: E402
-from packaging.version import Version  # noqa: E402
-
-from .quiet import NOISY_MODULES, quiet_library_logs, quiet_library_warnings  # noqa: E402,F401
+from .quiet import NOISY_MODULES, quiet_library_logs, quiet_library_warnings  # noqa: F401
 
 __all__ = [
     "apply_filelock_guard",

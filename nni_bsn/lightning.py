@@ -8,15 +8,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-# compat first: it imports gym quietly (NNI imports it) and guards NNI's experiment lock
-from . import compat as _compat  # noqa: F401
-
-# isort: split
 import torch
 import torch.distributed as dist
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 
+from . import compat as _compat  # noqa: F401  (guards NNI's experiment lock)
 from .budget import Budget, CostEvaluationError, budget_penalty, charged_costs
 from .policy import ArchitectureDistribution
 from .reward import (

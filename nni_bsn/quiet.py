@@ -6,10 +6,21 @@ command line can check its arguments before the heavy libraries load. :mod:`nni_
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.util
+import io
 import logging
+import sys
 import warnings
 
-__all__ = ["NOISY_MODULES", "filter_import_warnings", "quiet_library_warnings", "quiet_library_logs"]
+__all__ = [
+    "NOISY_MODULES",
+    "filter_import_warnings",
+    "hide_gym_banner",
+    "quiet_library_warnings",
+    "quiet_library_logs",
+]
 
 #: Modules whose warnings the command line hides: NNI's and Lightning's advice that holds for every search here
 #: (e.g. ModelCheckpoint with manual optimization, few dataloader workers, NNI's unclosed experiment log).
@@ -21,6 +32,35 @@ def filter_import_warnings() -> None:
     # NNI regenerates wrappers for every class of torch.nn at import; torch 2.14 has two that are not modules.
     warnings.filterwarnings("ignore", message=r".*is found to be not a nn\.Module.*", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+
+
+class _QuietGymImport(importlib.abc.MetaPathFinder):
+    """Finds ``gym`` as usual, and runs its ``__init__`` with stderr captured (it prints an 'unmaintained' banner).
+
+    gym 0.26.2 is pinned because NNI 3.0's ENAS needs it with tianshou 0.5.1; NNI only uses ``gym.Env`` and
+    ``gym.spaces``, which work with numpy 2. ``nni.nas.strategy`` imports it.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "gym":
+            return None
+        sys.meta_path.remove(self)  # once, and so that find_spec below finds the real gym
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def quietly(module) -> None:
+                with contextlib.redirect_stderr(io.StringIO()):
+                    exec_module(module)
+
+            spec.loader.exec_module = quietly
+        return spec
+
+
+def hide_gym_banner() -> None:
+    """Capture the banner gym prints on stderr when it is first imported (by NNI), without importing it now."""
+    if "gym" not in sys.modules and not any(isinstance(f, _QuietGymImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietGymImport())
 
 
 def quiet_library_warnings() -> None:

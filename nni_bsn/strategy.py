@@ -8,10 +8,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-# compat first: it imports gym quietly (NNI imports it) and guards NNI's experiment lock
-from . import compat as _compat  # noqa: F401
-
-# isort: split
 from nni.mutable import Categorical, CategoricalMultiple, MutableAnnotation
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 from nni.nas.nn.pytorch import ModelSpace
@@ -27,6 +23,7 @@ from nni.nas.oneshot.pytorch.supermodule.sampling import (
 
 from evaluators.blocks import GATE_ON
 
+from . import compat as _compat  # noqa: F401  (guards NNI's experiment lock)
 from .budget import (
     PENALTIES,
     Budget,
