@@ -162,7 +162,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_size", "batch size", positive_int),
     Option("seed", "random seed", int),
     Option("accelerator", "Lightning accelerator", choices=("auto", "cpu", "gpu"), commands=SEARCH),
-    Option("devices", "devices; > 1 on GPUs runs Lightning DDP", positive_int, commands=SEARCH),
+    Option(
+        "devices",
+        "devices; > 1 runs Lightning DDP (on GPUs; on CPU as many gloo processes, at most the cores)",
+        positive_int,
+        commands=SEARCH,
+    ),
     Option(
         "preset", "the paper's configuration", choices=tuple(sorted(PRESETS)), commands=SEARCH, none="none"
     ),
