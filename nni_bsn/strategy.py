@@ -391,7 +391,7 @@ class BSN(OneShotStrategy):
             limit = resolve_limit(spec, full, cheapest, name=name, unit=unit)
         except ValueError as e:
             raise ValueError(f"BSN: {e}") from None
-        if cheapest is None and callable(min_fn):
+        if cheapest is None and callable(getattr(bound, "min_cost", None)):
             _logger.warning(
                 "BSN: the cheapest architecture's %s is not known on this space, so the budget (%.6g %s) is "
                 "not checked before training",
