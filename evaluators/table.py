@@ -141,7 +141,7 @@ class AdditiveCost(TableCost):
         self._labels = frozenset(space.simplify())
         values = choice_values(space)
         modules = choice_modules(space)
-        if values and set(values) == set(modules) and self._decompose(space, values, modules):
+        if values and set(values) == set(modules) and self._decompose_checked(space, values, modules):
             self.mode = "additive"
         else:
             _log.info(
@@ -154,6 +154,20 @@ class AdditiveCost(TableCost):
             self._on = [self.table[label][GATE_ON] for label in graph.labels]
             self._off = [self.table[label][GATE_OFF] for label in graph.labels]
             self._off_zero = not any(self._off)
+
+    def _decompose_checked(self, space: Any, values: dict[str, list], modules: dict[str, list]) -> bool:
+        """:meth:`_decompose`; an input that the space cannot run is a ``ValueError`` naming ``input_shape``."""
+        try:
+            return self._decompose(space, values, modules)
+        except (RuntimeError, ValueError, IndexError) as e:
+            shape = getattr(self, "input_shape", None)
+            if shape is None:
+                raise
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"{type(self).__name__}: input_shape={tuple(shape)} does not fit this space ({first_line}); "
+                "give the shape of one input batch the space takes, e.g. (1, in_channels, size, size)"
+            ) from None
 
     def _decompose(self, space: Any, values: dict[str, list], modules: dict[str, list]) -> bool:
         k_max = max(len(v) for v in values.values())
@@ -189,6 +203,7 @@ class AdditiveCost(TableCost):
     # queries -----------------------------------------------------------------------------------------------------
     def cost(self, arch: Arch) -> float:
         """Cost of ``arch`` counted on ``space.prune(arch)`` (see the class docstring for how)."""
+        self._require_bound()
         if len(arch) > len(self._labels):  # cheap on the hot path: only an oversized dict is checked
             unknown = sorted(map(str, set(arch) - self._labels))
             raise KeyError(

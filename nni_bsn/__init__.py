@@ -1,7 +1,25 @@
-"""nni-bsn: Budgeted Super Networks as an NNI 3.0 one-shot strategy."""
+"""nni-bsn: Budgeted Super Networks as an NNI 3.0 one-shot strategy.
 
-from . import compat as _compat  # noqa: F401  (silences NNI/torch import noise, guards the filelock hang)
-from .strategy import BSN
+``import nni_bsn`` is light: it sets the filters for NNI's import-time warnings and gym's banner (so import it before NNI) and
+loads :class:`BSN` (with torch, NNI and :mod:`nni_bsn.compat`, whose filelock guard applies then) on first use, so
+that the command line checks its arguments before the heavy libraries load.
+"""
+
+from typing import Any
+
+from .quiet import filter_import_warnings as _filter_import_warnings
+from .quiet import hide_gym_banner as _hide_gym_banner
+
+_filter_import_warnings()
+_hide_gym_banner()
 
 __version__ = "0.1.0"
 __all__ = ["BSN"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BSN":
+        from .strategy import BSN
+
+        return BSN
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,10 +8,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
-from evaluators.blocks import GATE_OFF, GATE_ON
-
 __all__ = [
     "Budget",
     "parse_budget",
@@ -152,6 +148,10 @@ def calibrate_keep_prob(
     does (on a fabric, low ``p`` disconnects most samples and they are charged in full), the level with the
     smallest worst ratio cost/budget is returned. Returns ``(p, worst expected cost / budget at p)``.
     """
+    import torch
+
+    from evaluators.blocks import GATE_OFF, GATE_ON
+
     gen = torch.Generator().manual_seed(seed)
     u = torch.rand(samples, len(gate_labels), generator=gen).tolist()
     picks = [torch.randint(len(v), (samples,), generator=gen).tolist() for v in choice_values]

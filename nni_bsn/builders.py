@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import COSTS, SPACES, SearchConfig, UsageError
+from .config import COSTS, SPACES, SearchConfig, UsageError, distributed_devices
 
 __all__ = [
     "SPACE_KINDS",
@@ -144,22 +144,14 @@ def build_cost(name: str, input_shape: tuple[int, ...], cache_dir: str | None = 
         return ParamsCost()
     if name == "latency":
         return LatencyCost(input_shape=input_shape, cache_dir=cache_dir)
-    if name.startswith("distributed"):
-        _, _, n = name.partition(":")
-        try:
-            devices = int(n) if n else 2
-        except ValueError:
-            devices = 0
-        if devices < 1:
-            raise UsageError(
-                f"cost {name!r}: write distributed:N with N a positive number of devices, e.g. distributed:4"
-            )
+    devices = distributed_devices(name)
+    if devices is not None:
         return DistributedCost(devices=devices, input_shape=input_shape)
     raise UsageError(f"unknown cost {name!r}; choose one of {', '.join(COSTS)}")
 
 
-def all_costs(space_spec: dict, arch: dict, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """MACs, parameters and the 2-device makespan of ``arch``, counted on a fresh space."""
+def all_costs(space_spec: dict, arch: dict, input_shape: tuple[int, ...], devices: int = 2) -> dict[str, Any]:
+    """MACs, parameters and the makespan over ``devices`` devices of ``arch``, counted on a fresh space."""
     from evaluators import DistributedCost, MacsCost, ParamsCost
 
     space = rebuild_space(space_spec)
@@ -168,8 +160,8 @@ def all_costs(space_spec: dict, arch: dict, input_shape: tuple[int, ...]) -> dic
         "params": ParamsCost().bind(space).cost(arch),
     }
     try:
-        dc = DistributedCost(devices=2, input_shape=input_shape).bind(space)
-        costs["distributed"] = {"devices": 2, "makespan_ms": dc.cost(arch), "unit": "ms"}
+        dc = DistributedCost(devices=devices, input_shape=input_shape).bind(space)
+        costs["distributed"] = {"devices": devices, "makespan_ms": dc.cost(arch), "unit": "ms"}
     except TypeError:  # not a gated space: no block DAG to schedule
         costs["distributed"] = None
     return costs

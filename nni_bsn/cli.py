@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,14 +21,21 @@ from .config import (
     default_image_size,
     parse_strategies,
 )
-from .options import COMMAND_DEFAULTS, add_options, given_options
+from .options import COMMAND_DEFAULTS, add_options, given_options, positive_float
 
 __all__ = ["main", "build_parser", "config_from_args", "compare_config_from_args"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other bad input's (and the same exit code, 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"nni-bsn: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``nni-bsn`` parser; the jobs' options come from the one table :data:`nni_bsn.options.OPTIONS`."""
-    parser = argparse.ArgumentParser(prog="nni-bsn", description="Budgeted Super Networks for NNI 3.0")
+    parser = _Parser(prog="nni-bsn", description="Budgeted Super Networks for NNI 3.0")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and warnings")
     sub = parser.add_subparsers(dest="command", required=True)
     add_options(sub.add_parser("search", help="search an architecture within a budget"), "search")
@@ -47,9 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace the ONNX file if it exists")
     p.add_argument(
         "--tolerance",
-        type=float,
+        type=positive_float,
         default=1e-4,
-        help="max |torch - ONNX Runtime| allowed (default: %(default)s)",
+        help="max |torch - ONNX Runtime| allowed, a positive number (default: %(default)s)",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="export freshly initialised weights when weights.pt is missing (default: refuse)",
     )
 
     p = sub.add_parser(
@@ -89,15 +101,26 @@ def compare_config_from_args(args: argparse.Namespace) -> CompareConfig:
     return cfg
 
 
+def _load_libraries(args: argparse.Namespace) -> None:
+    """Import torch, NNI and Lightning (once the arguments are checked), then quiet their loggers unless
+    ``--verbose``: importing them sets their levels, so this comes after."""
+    from . import compat  # noqa: F401  (imports them, and guards NNI's experiment lock)
+    from .quiet import quiet_library_logs
+
+    if not args.verbose:
+        quiet_library_logs()
+
+
 def _progress(message: str) -> None:
     print(f"nni-bsn: {message}", file=sys.stderr, flush=True)
 
 
 def _search(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)  # arguments are checked before torch and NNI load
+    _load_libraries(args)
     from .outputs import atomic_output_dir, partial_dir
     from .workflow import run_search
 
-    cfg = config_from_args(args)
     if int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0:
         # A DDP worker that Lightning started by re-running this command: it trains, rank 0 writes the outputs.
         import tempfile
@@ -125,8 +148,10 @@ def _print_summary(report: dict, out: str) -> None:
     budget = ", ".join(
         f"{b['cost']} <= {b['limit']:.4g} {b['unit']} ({b['spec']})" for b in report["budgets"]
     )
+    kept = report.get("kept_gates") or {}
     print(
         f"architecture: {report['selection']['method']}; within budget: {report['selection']['within_budget']}"
+        + (f"; {kept['kept']} of {kept['of']} gates kept" if kept.get("of") else "")
     )
     print(f"budget: {budget}")
     print(
@@ -136,18 +161,23 @@ def _print_summary(report: dict, out: str) -> None:
             if "latency_ms" in report["costs"]
             else ""
         )
+        + (
+            f", makespan over {dist['devices']} devices {dist['makespan_ms']:.4g} ms"
+            if (dist := report["costs"].get("distributed"))
+            and report["config"]["cost"].startswith("distributed")
+            else ""
+        )
     )
     print(f"accuracy: val {report['accuracy']['val']:.4f}, test {report['accuracy']['test']:.4f}")
     print(f"search: {report['search_seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MB")
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}")
     files = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(out).iterdir())
     print(f"outputs in {out}/: {' '.join(files)}")
 
 
 def _sweep(args: argparse.Namespace) -> int:
     from .budget import parse_budget
-    from .outputs import atomic_output_dir
-    from .plots import plot_accuracy_vs_cost
-    from .workflow import run_search
 
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     if not budgets:
@@ -157,61 +187,87 @@ def _sweep(args: argparse.Namespace) -> int:
             parse_budget(b)
         except ValueError as e:
             raise UsageError(str(e)) from None
+    repeated = next((b for i, b in enumerate(budgets) if b in budgets[:i]), None)
+    if repeated is not None:
+        raise UsageError(f"--budgets gives {repeated} twice; give each budget once")
     base = config_from_args(args)
-    rows = []
-    with atomic_output_dir(base.out, base.force) as tmp:
-        for b in budgets:
-            cfg = dataclasses.replace(base, budget=b, onnx=False)
-            sub = tmp / f"budget_{b.replace('%', 'pct')}"
-            sub.mkdir()
-            _progress(f"budget {b}")
-            report = run_search(cfg, sub, progress=_progress)
-            rows.append(
-                {
-                    "budget": b,
-                    "macs": report["costs"]["macs"],
-                    "params": report["costs"]["params"],
-                    "val_acc": report["accuracy"]["val"],
-                    "test_acc": report["accuracy"]["test"],
-                    "within_budget": report["selection"]["within_budget"],
-                    "search_seconds": report["search_seconds"],
-                    "strategy": f"BSN {b}",
-                }
-            )
-        (tmp / "sweep.json").write_text(json.dumps(rows, indent=2))
-        lines = [
-            "| budget | MACs | params | val acc | test acc | within budget | search s |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['budget']} | {r['macs']:.4g} | {r['params']:.4g} | {r['val_acc']:.4f} | {r['test_acc']:.4f} "
-            f"| {r['within_budget']} | {r['search_seconds']:.1f} |"
-            for r in rows
-        ]
-        (tmp / "sweep.md").write_text("\n".join(lines) + "\n")
-        plot_accuracy_vs_cost(
-            rows, tmp / "accuracy_vs_cost.png", cost_key="macs", acc_key="test_acc", label_key="strategy"
+    _load_libraries(args)
+    from .outputs import atomic_output_dir, partial_dir
+    from .sweep import run_sweep
+
+    if base.resume and not partial_dir(base.out).is_dir():
+        raise UsageError(
+            f"nothing to resume: {partial_dir(base.out)} does not exist (an interrupted sweep keeps it)"
         )
+    try:
+        with atomic_output_dir(base.out, base.force) as tmp:
+            lines = run_sweep(base, budgets, tmp, progress=_progress)
+    except (KeyboardInterrupt, SystemExit):
+        _progress(
+            f"interrupted: finished budgets and checkpoints kept in {partial_dir(base.out)}/; run the same "
+            "command with --resume to continue"
+        )
+        return 130
+    shutil.rmtree(partial_dir(base.out), ignore_errors=True)
     print("\n".join(lines))
     print(f"outputs in {base.out}/")
     return 0
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path} is not {what} (is it truncated or edited?): {e}") from None
 
 
 def _read_found(arch_path: Path) -> tuple[dict, dict]:
     """The architecture of ``arch.json`` and the ``report.json`` beside it; a missing or bad file is a usage error."""
     if not arch_path.is_file():
         raise UsageError(f"architecture file {arch_path} does not exist")
-    try:
-        arch = json.loads(arch_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UsageError(f"{arch_path} is not a JSON architecture: {e}") from None
+    arch = _read_json(arch_path, "a JSON architecture")
     report_path = arch_path.with_name("report.json")
     if not report_path.is_file():
         raise UsageError(
             f"{report_path} not found: export needs the report.json written beside arch.json by "
             "`nni-bsn search` (it names the space)"
         )
-    return arch, json.loads(report_path.read_text())
+    report = _read_json(report_path, "the report.json of `nni-bsn search`")
+    if not isinstance(arch, dict) or not isinstance(report, dict) or "name" not in report.get("space", {}):
+        raise UsageError(
+            f"{arch_path} and {report_path} are not an architecture and report of `nni-bsn search`"
+        )
+    return arch, report
+
+
+def _check_arch_fits(arch: dict, space, arch_path: Path) -> None:
+    """Raise :class:`UsageError` unless ``arch`` gives each choice of ``space`` one of its values."""
+    mutables = space.simplify()
+    unknown, missing = set(arch) - set(mutables), set(mutables) - set(arch)
+    if unknown or missing:
+        raise UsageError(
+            f"{arch_path} does not fit the space of {arch_path.with_name('report.json')}: "
+            + (
+                f"unknown labels {sorted(unknown)[:5]}"
+                if unknown
+                else f"missing labels {sorted(missing)[:5]}"
+            )
+        )
+    for label, mutable in mutables.items():
+        values = getattr(mutable, "values", None)
+        if values is not None and arch[label] not in list(values):
+            raise UsageError(
+                f"{arch_path}: {label} = {arch[label]!r} is not one of the choice's values {list(values)[:8]}"
+            )
+
+
+def _check_writable(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise UsageError(f"{out} already exists; pass --force to replace it")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK) or out.is_dir():
+        reason = "is a folder" if out.is_dir() else f"{parent} is not a writable folder"
+        raise UsageError(f"cannot write the ONNX file {out}: {reason}")
 
 
 def _example_input(report: dict):
@@ -232,31 +288,30 @@ def _example_input(report: dict):
 
 
 def _export(args: argparse.Namespace) -> int:
+    arch_path, out = Path(args.arch), Path(args.out)
+    arch, report = _read_found(arch_path)
+    _check_writable(out, args.force)
+    _load_libraries(args)
     from .builders import rebuild_space
     from .export import ExportError, export_and_time, load_frozen_model
 
-    arch_path, out = Path(args.arch), Path(args.out)
-    arch, report = _read_found(arch_path)
-    if out.exists() and not args.force:
-        raise UsageError(f"{out} already exists; pass --force to replace it")
-    labels = set(rebuild_space(report["space"]).simplify())
-    unknown, missing = set(arch) - labels, labels - set(arch)
-    if unknown or missing:
-        raise UsageError(
-            f"{arch_path} does not fit the space of {arch_path.with_name('report.json')}: "
-            + (
-                f"unknown labels {sorted(unknown)[:5]}"
-                if unknown
-                else f"missing labels {sorted(missing)[:5]}"
-            )
-        )
+    _check_arch_fits(arch, rebuild_space(report["space"]), arch_path)
     weights = arch_path.with_name("weights.pt")
+    if not weights.is_file() and not args.random_weights:
+        raise UsageError(
+            f"no {weights.name} beside {arch_path.name} ({weights}): export needs the trained weights; pass "
+            "--random-weights to export freshly initialised ones"
+        )
     try:
         model = load_frozen_model(
             lambda: rebuild_space(report["space"]), arch, weights if weights.is_file() else None
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
+    except (
+        Exception
+    ) as e:  # torch.load on a truncated or foreign file: OSError, RuntimeError, UnpicklingError
+        raise UsageError(f"cannot read the weights {weights}: {type(e).__name__}: {e}") from None
     if weights.is_file():
         _progress(f"loaded trained weights from {weights}")
     else:
@@ -266,6 +321,8 @@ def _export(args: argparse.Namespace) -> int:
         info, lat = export_and_time(model, example, out, (1, *example.shape[1:]), tolerance=args.tolerance)
     except ExportError as e:
         raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot write the ONNX file {out}: {e.strerror or e}") from None
     print(
         f"wrote {out}: max |torch - ONNX Runtime| = {info['max_abs_diff']:.2e}, "
         f"ONNX Runtime latency {lat['median_ms']:.3f} ms (batch 1, {lat['threads']} thread(s), median)"
@@ -276,11 +333,12 @@ def _export(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import shlex
 
+    cfg = compare_config_from_args(args)
+    _load_libraries(args)
     from .compare import run_compare
     from .compare_report import equivalent_command, markdown_table
     from .outputs import atomic_output_dir
 
-    cfg = compare_config_from_args(args)
     typed = Path(sys.argv[0]).name == "nni-bsn" and sys.argv[1:2] == ["compare"]
     command = shlex.join(["nni-bsn", *sys.argv[1:]]) if typed else equivalent_command(cfg)
     with atomic_output_dir(cfg.out, cfg.force) as tmp:
@@ -300,10 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     if not args.verbose:
-        from . import compat
+        from . import quiet
 
-        compat.quiet_library_warnings()
-        compat.quiet_library_logs()
+        quiet.quiet_library_warnings()
     handlers = {"search": _search, "sweep": _sweep, "export": _export, "compare": _compare}
     try:
         return handlers[args.command](args)

@@ -1,6 +1,7 @@
 """Compatibility fixes for NNI 3.0 on today's stack (torch 2.14, Lightning 2.6, numpy 2).
 
-- warning filters for NNI's import-time noise (set before NNI is imported);
+- the filters for NNI's and Lightning's noise, from :mod:`nni_bsn.quiet` (``import nni_bsn`` sets the import-time
+  ones before this module imports NNI);
 - :func:`apply_filelock_guard`: with filelock >= 3.12 every ``NasExperiment`` spins forever on NNI's
   experiment lock; the guard swaps NNI's lock for a plain OS file lock (applied at import, only then);
 - :class:`TaggedENAS`: NNI's ENAS on Lightning >= 2.1, which stopped passing the ``dataloader_idx`` that
@@ -17,41 +18,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
-import io
 import logging
 import os
-import warnings
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
-# NNI regenerates wrappers for every class of torch.nn at import; torch 2.14 has two that are not modules.
-warnings.filterwarnings("ignore", message=r".*is found to be not a nn\.Module.*", category=RuntimeWarning)
-warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+import torch
+from nni.nas.experiment import NasExperimentConfig
+from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
+from nni.nas.strategy import DARTS, ENAS, GumbelDARTS, Proxyless
+from packaging.version import Version
 
-
-def _import_gym_quietly() -> None:
-    """Import gym (needed by NNI's ENAS controller) without its 'unmaintained' banner on stderr.
-
-    gym 0.26.2 is pinned because NNI 3.0's ENAS needs it with tianshou 0.5.1; NNI only uses ``gym.Env`` and
-    ``gym.spaces``, which work with numpy 2. ``nni.nas.strategy`` imports it, so this runs first.
-    """
-    with contextlib.redirect_stderr(io.StringIO()):
-        try:
-            import gym  # noqa: F401
-        except ImportError:  # ENAS then reports that it needs tianshou and gym
-            pass
-
-
-_import_gym_quietly()
-
-import torch  # noqa: E402
-from nni.nas.experiment import NasExperimentConfig  # noqa: E402
-from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule  # noqa: E402
-from nni.nas.strategy import DARTS, ENAS, GumbelDARTS, Proxyless  # noqa: E402
-from packaging.version import Version  # noqa: E402
+from .quiet import NOISY_MODULES, quiet_library_logs, quiet_library_warnings  # noqa: F401
 
 __all__ = [
     "apply_filelock_guard",
@@ -253,30 +233,6 @@ def quiet_experiment_config(working_dir: str | os.PathLike, **fields: Any) -> Na
     for key, value in fields.items():
         setattr(config, key, value)
     return config
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# warnings of every run
-
-#: Modules whose warnings the command line hides: NNI's and Lightning's advice that holds for every search here
-#: (e.g. ModelCheckpoint with manual optimization, few dataloader workers, NNI's unclosed experiment log).
-NOISY_MODULES = r"(nni|pytorch_lightning|lightning|lightning_fabric)(\.|$)"
-
-
-def quiet_library_warnings() -> None:
-    """Hide the warnings raised from NNI's and Lightning's modules, and keep BSN's own visible.
-
-    BSN warns from its ``training_step`` with ``stacklevel=2``, which attributes the warning to Lightning's
-    caller: the last filter, which wins, shows every warning whose message starts with ``BSN:``.
-    """
-    warnings.filterwarnings("ignore", module=NOISY_MODULES)
-    warnings.filterwarnings("default", message=r"BSN: ")
-
-
-def quiet_library_logs() -> None:
-    """Show only the errors of NNI's and Lightning's loggers (their INFO and WARNING lines come at every run)."""
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "nni"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -25,7 +28,9 @@ __all__ = [
     "bsn_row_budget",
     "row_label",
     "parse_strategies",
+    "distributed_devices",
     "check_data_cost_budget",
+    "check_space_shape",
     "check_search_config",
     "check_compare_config",
 ]
@@ -81,10 +86,27 @@ class UsageError(ValueError):
 
 
 def bsn_defaults() -> dict[str, Any]:
-    """BSN's keyword options and their defaults, read from the one place they are written: BSN's signature."""
-    from .strategy import BSN
+    """BSN's keyword options and their defaults, read from the one place they are written: BSN's signature.
 
-    return BSN.option_defaults()
+    Read from ``strategy.py``'s source (what :meth:`BSN.option_defaults` reads by introspection), so that the
+    configurations and the command line have them without importing torch and NNI; a test checks both agree.
+    """
+    tree = ast.parse((Path(__file__).with_name("strategy.py")).read_text())
+    module = {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    not_options = ast.literal_eval(module["_NOT_OPTIONS"])
+    bsn = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "BSN")
+    init = next(n for n in bsn.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    return {
+        arg.arg: ast.literal_eval(default)
+        for arg, default in zip(init.args.kwonlyargs, init.args.kw_defaults)
+        if arg.arg not in not_options
+    }
 
 
 _BSN = bsn_defaults()
@@ -235,13 +257,25 @@ def parse_strategies(text: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def distributed_devices(cost: str) -> int | None:
+    """The device count of a ``distributed:N`` cost, else None; raises :class:`UsageError` on a bad ``N``."""
+    if not str(cost).startswith("distributed"):
+        return None
+    name, colon, n = str(cost).partition(":")
+    if name != "distributed" or not colon or not n.strip().isdigit() or int(n) < 1:
+        raise UsageError(
+            f"cost {cost!r}: write distributed:N with N a positive number of devices, e.g. distributed:4"
+        )
+    return int(n)
+
+
 def check_data_cost_budget(dataset: str, cost: str, budget: Any) -> None:
     """Raise :class:`UsageError` (one line) for an unknown dataset or cost, or a malformed budget."""
     from .budget import parse_budget
 
     if canonical_dataset(dataset) is None:
         raise UsageError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    if cost not in COSTS[:-1] and not str(cost).startswith("distributed"):
+    if cost not in COSTS[:-1] and distributed_devices(cost) is None:
         raise UsageError(f"unknown cost {cost!r}; choose one of {', '.join(COSTS)}")
     try:
         parse_budget(budget)
@@ -249,15 +283,29 @@ def check_data_cost_budget(dataset: str, cost: str, budget: Any) -> None:
         raise UsageError(str(e)) from None
 
 
+def check_space_shape(cfg: JobConfig) -> None:
+    """Raise :class:`UsageError` for a ResNet-fabric shape the space would refuse deep in its constructor."""
+    if cfg.space != "resnet-fabric":
+        return
+    if not isinstance(cfg.shortcuts, str) or set(cfg.shortcuts) - set("slr"):
+        raise UsageError(
+            f"--shortcuts must use only the letters s, l, r ('' for none), got {cfg.shortcuts!r}"
+        )
+    if not cfg.maps or min(cfg.maps) < 1:
+        raise UsageError(f"--maps must be comma-separated positive channel counts, got {cfg.maps!r}")
+
+
 def check_search_config(cfg: SearchConfig) -> None:
-    """Raise :class:`UsageError` if ``cfg`` names an unknown space, dataset or cost, or a bad budget."""
+    """Raise :class:`UsageError` if ``cfg`` names an unknown space, dataset or cost, or a bad budget or shape."""
     if cfg.space not in SPACES:
         raise UsageError(f"unknown space {cfg.space!r}; choose one of {', '.join(SPACES)}")
+    check_space_shape(cfg)
     check_data_cost_budget(cfg.dataset, cfg.cost, cfg.budget)
 
 
 def check_compare_config(cfg: CompareConfig) -> None:
-    """Raise :class:`UsageError` if ``cfg`` names an unknown strategy or space, or a bad budget or epoch count."""
+    """Raise :class:`UsageError` if ``cfg`` names an unknown strategy or space, or a bad budget, shape, epoch
+    count or timeout."""
     parse_strategies(cfg.strategies)
     if cfg.space not in COMPARE_SPACES:
         raise UsageError(
@@ -266,4 +314,8 @@ def check_compare_config(cfg: CompareConfig) -> None:
         )
     if cfg.epochs < 1 or cfg.retrain < 1:
         raise UsageError(f"epochs must be >= 1, got search {cfg.epochs} and retrain {cfg.retrain}")
+    timeout = cfg.strategy_timeout
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise UsageError(f"--strategy-timeout must be a positive number of seconds, got {timeout!r}")
+    check_space_shape(cfg)
     check_data_cost_budget(cfg.dataset, cfg.cost, cfg.budget)

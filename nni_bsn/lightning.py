@@ -13,6 +13,7 @@ import torch.distributed as dist
 from nni.nas.evaluator.pytorch.lightning import LightningModule
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 
+from . import compat as _compat  # noqa: F401  (guards NNI's experiment lock)
 from .budget import Budget, CostEvaluationError, budget_penalty, charged_costs
 from .policy import ArchitectureDistribution
 from .reward import (

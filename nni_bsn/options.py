@@ -8,6 +8,7 @@ configuration as a command line (:func:`command_line`).
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -61,6 +62,17 @@ def _int_at_least(low: int, wording: str) -> Callable[[str], int]:
 
 positive_int = _int_at_least(1, "a positive integer")
 non_negative_int = _int_at_least(0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -150,7 +162,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_size", "batch size", positive_int),
     Option("seed", "random seed", int),
     Option("accelerator", "Lightning accelerator", choices=("auto", "cpu", "gpu"), commands=SEARCH),
-    Option("devices", "devices; > 1 on GPUs runs Lightning DDP", positive_int, commands=SEARCH),
+    Option(
+        "devices",
+        "devices; > 1 runs Lightning DDP (on GPUs; on CPU as many gloo processes, at most the cores)",
+        positive_int,
+        commands=SEARCH,
+    ),
     Option(
         "preset", "the paper's configuration", choices=tuple(sorted(PRESETS)), commands=SEARCH, none="none"
     ),
@@ -235,7 +252,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "strategy_timeout",
         "seconds allowed per strategy (search and retraining); it then fails",
-        float,
+        positive_float,
         commands=("compare",),
         none="no limit",
     ),

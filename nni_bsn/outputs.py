@@ -4,6 +4,7 @@ files written atomically, and the versions every report records."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ from typing import Any
 
 from .config import UsageError
 
-__all__ = ["partial_dir", "atomic_output_dir", "write_json", "versions"]
+__all__ = ["partial_dir", "lock_path", "output_lock", "atomic_output_dir", "write_json", "versions"]
 
 _logger = logging.getLogger(__name__)
 
@@ -26,36 +27,102 @@ def partial_dir(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def lock_path(out: str | os.PathLike) -> Path:
+    """The lock file beside ``out`` that a job holds while it writes ``out`` (and its ``.partial`` folder)."""
+    out = Path(out)
+    return out.with_name(out.name + ".lock")
+
+
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike) -> Iterator[None]:
+    """Hold the lock of ``out`` for the block; raise :class:`UsageError` if another job holds it.
+
+    An OS lock (``flock``): the kernel releases it when its process dies, so a killed job never leaves it stuck.
+    The lock file is removed on release; a job that opened it just before checks it still locks the file at the
+    path, and otherwise tries again on the new file.
+    """
+    path = lock_path(out)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UsageError(f"cannot write the output folder {out}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(
+                f"another nni-bsn run is writing {out} (it holds {path}); wait for it or choose another --out"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed that file as we opened it: lock the new one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """A temporary folder beside ``out`` that becomes ``out`` only when the block succeeds.
 
     Nothing half-written is ever left at ``out``: on failure the temporary folder is removed (its checkpoints
-    are kept in ``<out>.partial`` so a search can be resumed).
+    are kept in ``<out>.partial`` so a search can be resumed). The job holds :func:`output_lock` throughout, so a
+    second job on the same ``out`` is refused; an ``out`` that appeared during the job is never replaced without
+    ``force`` (the result is then kept in the temporary folder, and the error names it).
     """
     out = Path(out)
+    parent = out.parent if str(out.parent) else Path(".")
     if out.exists() and not force:
         raise UsageError(
             f"output folder {out} already exists; pass --force to replace it or choose another --out"
         )
-    parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
     except OSError as e:
         raise UsageError(f"cannot write the output folder {out}: {e.strerror or e}") from None
-    try:
-        yield tmp
-    except BaseException:
-        ckpt = tmp / "checkpoints"
-        if ckpt.is_dir() and any(ckpt.iterdir()):
-            partial = partial_dir(out)
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.move(str(ckpt), str(partial))
-            _logger.warning("search interrupted: checkpoints kept in %s", partial)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with output_lock(out):
+        if out.exists() and not force:  # written by a job that finished while this one started
+            raise UsageError(
+                f"output folder {out} already exists; pass --force to replace it or choose another --out"
+            )
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+        except OSError as e:
+            raise UsageError(f"cannot write the output folder {out}: {e.strerror or e}") from None
+        try:
+            yield tmp
+        except BaseException:
+            _keep_checkpoints(tmp, out)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _publish(tmp, out, force)
+
+
+def _keep_checkpoints(tmp: Path, out: Path) -> None:
+    """Move the checkpoints of a failed job to ``<out>.partial`` (a job without one leaves an earlier one)."""
+    ckpt = tmp / "checkpoints"
+    if ckpt.is_dir() and any(ckpt.glob("*.ckpt")):
+        partial = partial_dir(out)
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.move(str(ckpt), str(partial))
+        _logger.info("job interrupted: checkpoints kept in %s", partial)  # the CLI says it on its last line
+
+
+def _publish(tmp: Path, out: Path, force: bool) -> None:
+    """Rename the finished ``tmp`` to ``out``; an ``out`` that appeared meanwhile is replaced only with ``force``."""
     if out.exists():
+        if not force:
+            raise UsageError(
+                f"output folder {out} appeared while this run wrote its result; the result is kept in {tmp}"
+            )
         shutil.rmtree(out)
     os.replace(tmp, out)
 

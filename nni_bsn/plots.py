@@ -343,12 +343,16 @@ def draw_architecture(
 
 
 def plot_gate_probabilities(
-    history: Sequence[Sequence[float]], labels: Sequence[str], path: str | os.PathLike
+    history: Sequence[Sequence[float]],
+    labels: Sequence[str],
+    path: str | os.PathLike,
+    kept: int | None = None,
 ) -> str:
     """Keep-probability of every gate over the epochs; return ``path``.
 
     ``history[e][i]`` is the keep-probability of gate ``labels[i]`` after epoch ``e``. Top: one thin line per gate
-    and their mean in bold. Bottom: the same numbers as a heatmap (gates x epochs), readable with 100+ gates.
+    and their mean in bold. Bottom: the same numbers as a heatmap (gates x epochs), readable with 100+ gates. The
+    title adds ``kept``, the exported architecture's kept gates (as :func:`draw_architecture` counts them).
     """
     lengths = sorted({len(row) for row in history})
     if not lengths or lengths != [len(labels)]:
@@ -377,8 +381,8 @@ def plot_gate_probabilities(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     top.set_xlabel("epoch")
     top.set_ylabel("keep-probability")
-    above = int((data[-1] > 0.5).sum())
-    top.set_title(f"{gates} gates over {epochs} epoch(s); {above} above 0.5 at the end", fontsize=10)
+    title = f"{gates} gates over {epochs} epoch(s); {int((data[-1] > 0.5).sum())} above 0.5 at the end"
+    top.set_title(title + ("" if kept is None else f"; {kept}/{gates} kept when exported"), fontsize=10)
     top.legend(fontsize=8, loc="best")
 
     shade = {"cmap": PROB_CMAP, "vmin": 0.0, "vmax": 1.0, "extent": (-0.5, epochs - 0.5, gates - 0.5, -0.5)}

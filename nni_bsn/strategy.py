@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,16 @@ from nni.nas.oneshot.pytorch.supermodule.sampling import (
 
 from evaluators.blocks import GATE_ON
 
-from .budget import PENALTIES, Budget, calibrate_keep_prob, charged_costs, parse_budget, resolve_limit
+from . import compat as _compat  # noqa: F401  (guards NNI's experiment lock)
+from .budget import (
+    PENALTIES,
+    Budget,
+    CostEvaluationError,
+    calibrate_keep_prob,
+    charged_costs,
+    parse_budget,
+    resolve_limit,
+)
 from .lightning import BSNLightningModule
 from .policy import ArchitectureDistribution, is_gate
 from .reward import BASELINES
@@ -87,6 +97,52 @@ def _check_costs_and_budgets(cost: Any, budget: Any) -> tuple[list[Any], list[tu
 def _describe(cost: Any) -> tuple[str, str]:
     name = getattr(cost, "name", None) or getattr(cost, "__name__", None) or type(cost).__name__
     return str(name), str(getattr(cost, "unit", ""))
+
+
+def _checked_cost(value: Any, name: str, what: str) -> float | None:
+    """``value`` as a float if it is a finite number >= 0 (None for the cheapest architecture: not known), else a
+    ``ValueError`` naming the cost."""
+    if value is None and what == "the cheapest architecture":
+        return None
+    number = float(value) if _is_number(value) or hasattr(value, "item") else math.nan
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(
+            f"BSN: cost {name!r} returned {value!r} for {what}; a cost must return a finite number >= 0 for "
+            "every architecture: fix the cost (or its input_shape) before searching"
+        )
+    return number
+
+
+def _set_up_costs(bound: Any, measure: Callable[[Arch], Any], mutables: dict, name: str):
+    """``(full, cheapest)``: the cost of the whole super network and of its cheapest connected architecture
+    (``None``: the evaluator cannot tell cheaply). These are the cost's first evaluations: a value that is not a
+    finite number >= 0 is a ``ValueError``, an exception a :class:`CostEvaluationError`, each naming the cost.
+    ``measure`` is the cost of an architecture as the cost returns it."""
+
+    def first(fn: Callable[[], Any], what: str) -> float:
+        try:
+            value = fn()
+        except Exception as e:
+            raise CostEvaluationError(
+                f"BSN: cost {name!r} failed on {what} (BSN's first evaluation of it): {type(e).__name__}: {e}"
+            ) from e
+        return _checked_cost(value, name, what)
+
+    full_fn = getattr(bound, "full_cost", None)
+    if callable(full_fn):
+        full = first(full_fn, "the whole super network")
+    else:  # every gate on, and for other choices the value that costs most (one coordinate pass)
+        arch = {label: (GATE_ON if is_gate(m) else m.default()) for label, m in mutables.items()}
+        for label, m in mutables.items():
+            if not is_gate(m):
+                candidates = {
+                    v: first(lambda a={**arch, label: v}: measure(a), "the super network") for v in m.grid()
+                }
+                arch[label] = max(candidates, key=candidates.get)
+        full = first(lambda: measure(arch), "the whole super network")
+    min_fn = getattr(bound, "min_cost", None)
+    cheapest = first(min_fn, "the cheapest architecture") if callable(min_fn) else None
+    return full, cheapest
 
 
 class BSN(OneShotStrategy):
@@ -315,31 +371,27 @@ class BSN(OneShotStrategy):
 
     def _make_budget(self, cost: Any, spec: tuple[float, bool], model: ModelSpace, mutables: dict) -> Budget:
         # Evaluators of the protocol count on the pruned architecture themselves; plain callables get it pruned.
-        bound = cost.bind(model) if hasattr(cost, "bind") else cost
+        name, _ = _describe(cost)
+        try:
+            bound = cost.bind(model) if hasattr(cost, "bind") else cost
+        except ValueError as e:  # a bad argument of the evaluator, e.g. an input_shape that does not fit
+            raise ValueError(f"BSN: cost {name!r}: {str(e).removeprefix('BSN: ')}") from None
+        except Exception as e:
+            raise CostEvaluationError(
+                f"BSN: cost {name!r} failed while binding to the model space: {type(e).__name__}: {e}"
+            ) from e
         name, unit = _describe(bound)
         prune = (lambda a: a) if hasattr(cost, "bind") or self._prune is None else self._prune
 
         def evaluate(arch: Arch) -> float:
             return float(bound(prune(arch)))
 
-        full_fn = getattr(bound, "full_cost", None)
-        if callable(full_fn):
-            full = float(full_fn())
-        else:  # every gate on, and for other choices the value that costs most (one coordinate pass)
-            arch = {label: (GATE_ON if is_gate(m) else m.default()) for label, m in mutables.items()}
-            for label, m in mutables.items():
-                if not is_gate(m):
-                    arch[label] = max(m.grid(), key=lambda v: evaluate({**arch, label: v}))
-            full = evaluate(arch)
-        min_fn = getattr(bound, "min_cost", None)
-        cheapest = min_fn() if callable(min_fn) else None  # None: the evaluator cannot tell cheaply
+        full, cheapest = _set_up_costs(bound, lambda arch: bound(prune(arch)), mutables, name)
         try:
-            limit = resolve_limit(
-                spec, full, None if cheapest is None else float(cheapest), name=name, unit=unit
-            )
+            limit = resolve_limit(spec, full, cheapest, name=name, unit=unit)
         except ValueError as e:
             raise ValueError(f"BSN: {e}") from None
-        if cheapest is None and callable(min_fn):
+        if cheapest is None and callable(getattr(bound, "min_cost", None)):
             _logger.warning(
                 "BSN: the cheapest architecture's %s is not known on this space, so the budget (%.6g %s) is "
                 "not checked before training",

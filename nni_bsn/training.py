@@ -52,6 +52,20 @@ class StepTimer(Callback):
         self.epochs: list[float] = []
         self._step_start: float | None = None
         self._epoch_start: float | None = None
+        self._fit_start: float | None = None
+        #: Training seconds of the interrupted runs this one resumed (read back from the checkpoint).
+        self.earlier_seconds = 0.0
+
+    def on_fit_start(self, trainer, pl_module):
+        self._fit_start = time.perf_counter()
+
+    def state_dict(self) -> dict[str, float]:
+        """Saved in every checkpoint: the training seconds so far, over this run and the ones it resumed."""
+        now = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return {"seconds": self.earlier_seconds + now}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.earlier_seconds = float(state_dict.get("seconds", 0.0))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._step_start = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import resource
 import shutil
 import tempfile
@@ -16,11 +17,11 @@ from typing import Any
 import torch
 
 from .builders import RepeatChannels, all_costs, build_cost, build_space, needs_rgb, rebuild_space
-from .config import SearchConfig, UsageError
+from .config import SearchConfig, UsageError, distributed_devices
 from .evaluation import evaluate_accuracy, finetune, recalibrate_batchnorm
 from .outputs import partial_dir, versions, write_json
 
-__all__ = ["run_search"]
+__all__ = ["run_search", "check_devices", "RESUMABLE_CHANGES"]
 
 
 @dataclass
@@ -56,6 +57,10 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
     from .training import StepTimer
 
     started = time.time()
+    note = check_devices(cfg.accelerator, cfg.devices, torch.cuda.device_count(), os.cpu_count() or 1)
+    if note:
+        progress(note)
+    _save_config(cfg, workdir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = _load_data(cfg)
     space, space_spec = build_space(cfg, data.in_channels, data.info.num_classes, data.info.image_size)
@@ -75,17 +80,82 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
         return {"rank": rank}  # a DDP worker: rank 0 writes the outputs
     progress(f"found an architecture ({found.bsn_report['method']}); evaluating it")
     model, accuracy = _evaluate_found(cfg, found.model, data)
-    costs = all_costs(space_spec, found.arch, data.input_shape)
+    costs = all_costs(space_spec, found.arch, data.input_shape, distributed_devices(cfg.cost) or 2)
     _write_network(found.arch, model, workdir)
     onnx_info = _export_onnx(model, data, workdir) if cfg.onnx else None
     if onnx_info:
         costs["latency_ms"] = onnx_info["latency_ms"]
     _draw(space_spec, found.arch, strategy, workdir)
     report = _report(cfg, strategy, found, space_spec, data, costs, accuracy, onnx_info, timer)
+    report.update(_findings(strategy, found, space_spec, accuracy, data.info.num_classes))
     write_json(workdir / "report.json", report)
     if cfg.resume:
         shutil.rmtree(partial_dir(cfg.out), ignore_errors=True)
     return report
+
+
+def check_devices(accelerator: str, devices: int, gpus: int, cores: int) -> str | None:
+    """What ``--accelerator``/``--devices`` will run, as a note to print (or None); :class:`UsageError` if they
+    ask for GPUs that are not there or more CPU processes than cores."""
+    on_gpu = accelerator == "gpu" or (accelerator == "auto" and gpus > 0)
+    if on_gpu and devices > gpus:
+        found = (
+            f"{gpus} CUDA GPU(s) are visible to torch here"
+            if gpus
+            else "no CUDA GPU is visible to torch here"
+        )
+        raise UsageError(
+            f"--accelerator {accelerator} --devices {devices}: {found}; use --accelerator cpu, or fewer --devices"
+        )
+    if on_gpu or devices == 1:
+        return None
+    if devices > cores:
+        raise UsageError(
+            f"--devices {devices} on CPU would run {devices} DDP processes on {cores} core(s); "
+            f"give --devices {cores} or less (1: no DDP)"
+        )
+    return f"--devices {devices} on CPU: Lightning runs {devices} DDP processes (gloo), one per device"
+
+
+#: The options a resumed search may change; any other difference from the checkpoint's is refused.
+RESUMABLE_CHANGES = (
+    "epochs",
+    "resume",
+    "force",
+    "out",
+    "accelerator",
+    "devices",
+    "onnx",
+    "finetune_epochs",
+    "extra",
+)
+_CONFIG_FILE = "search_config.json"
+
+
+def _save_config(cfg: SearchConfig, workdir: Path) -> None:
+    """Keep the configuration beside the checkpoints, so that ``--resume`` can tell what changed."""
+    (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    write_json(workdir / "checkpoints" / _CONFIG_FILE, cfg.as_dict())
+
+
+def _check_resumed_config(cfg: SearchConfig, partial: Path) -> None:
+    """Raise :class:`UsageError` naming the first option that differs from the interrupted search's."""
+    saved_path = partial / _CONFIG_FILE
+    if not saved_path.is_file():
+        return  # a checkpoint from before the configuration was kept
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (OSError, ValueError):
+        return
+    now = cfg.as_dict()
+    for name, value in saved.items():
+        if name not in RESUMABLE_CHANGES and name in now and now[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"--resume: the checkpoint in {partial} was written with {flag} {value!r}, this command gives "
+                f"{now[name]!r}; resume with the same options (only the epochs may grow), or start anew "
+                f"without --resume"
+            )
 
 
 def _load_data(cfg: SearchConfig) -> _Data:
@@ -150,11 +220,18 @@ def _evaluator(
             find_unused_parameters=True, process_group_backend="gloo" if cfg.accelerator == "cpu" else None
         )
     # A checkpoint every 10 batches (two optimizer steps a batch) and at every epoch end, so a killed search resumes.
+    # Both write the one last.ckpt (no version counter: it would add last-v1.ckpt beside it).
     callbacks = [
         ModelCheckpoint(
-            dirpath=workdir / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=20
+            dirpath=workdir / "checkpoints",
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=20,
+            enable_version_counter=False,
         ),
-        ModelCheckpoint(dirpath=workdir / "checkpoints", save_last=True, save_top_k=0),
+        ModelCheckpoint(
+            dirpath=workdir / "checkpoints", save_last=True, save_top_k=0, enable_version_counter=False
+        ),
         *extra_callbacks,
     ]
     module = ScheduledClassificationModule(
@@ -190,6 +267,7 @@ def _resume_from_checkpoint(cfg: SearchConfig, evaluator, progress) -> None:
         raise UsageError(
             f"nothing to resume: {ckpt} does not exist (it is written when a search is interrupted)"
         )
+    _check_resumed_config(cfg, partial)
     done = _epochs_trained(torch.load(ckpt, map_location="cpu", weights_only=False))
     if done >= cfg.epochs:
         raise UsageError(
@@ -274,15 +352,31 @@ def _export_onnx(model, data: _Data, workdir: Path) -> dict[str, Any]:
 
 
 def _draw(space_spec: dict, arch: dict, strategy, workdir: Path) -> None:
+    from .findings import kept_gates
     from .plots import draw_architecture, plot_gate_probabilities
 
     module = strategy.oneshot_module
-    probs = dict(zip(module.distribution.gate_labels, module.distribution.keep_probs().tolist()))
-    draw_architecture(rebuild_space(space_spec), arch, workdir / "architecture.png", probs=probs or None)
-    if module.keep_prob_history and module.distribution.gate_labels:
+    labels = module.distribution.gate_labels
+    probs = dict(zip(labels, module.distribution.keep_probs().tolist()))
+    space = rebuild_space(space_spec)
+    draw_architecture(space, arch, workdir / "architecture.png", probs=probs or None)
+    if module.keep_prob_history and labels:
         plot_gate_probabilities(
-            module.keep_prob_history, module.distribution.gate_labels, workdir / "gate_probabilities.png"
+            module.keep_prob_history,
+            labels,
+            workdir / "gate_probabilities.png",
+            kept=kept_gates(space, arch, labels),  # counted as architecture.png counts them
         )
+
+
+def _findings(strategy, found: _Found, space_spec: dict, accuracy: dict, num_classes: int) -> dict[str, Any]:
+    """The report's ``kept_gates`` and ``warnings`` (:mod:`nni_bsn.findings`)."""
+    from .findings import kept_gates, search_warnings
+
+    labels = strategy.oneshot_module.distribution.gate_labels
+    kept = kept_gates(rebuild_space(space_spec), found.arch, labels)
+    warnings = search_warnings(strategy.budgets, accuracy, num_classes, kept, len(labels))
+    return {"kept_gates": {"kept": kept, "of": len(labels)}, "warnings": warnings}
 
 
 def _report(
@@ -317,7 +411,7 @@ def _report(
         "skipped_samples": bsn.get("skipped_samples", 0),
         "costs": costs,
         "accuracy": accuracy,
-        "search_seconds": round(found.seconds, 2),
+        "search_seconds": round(found.seconds + timer.earlier_seconds, 2),  # with the interrupted runs' time
         "search_timing": timer.summary(),
         "final_epoch_metrics": found.final_metrics,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

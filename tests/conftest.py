@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import nni_bsn  # noqa: E402,F401  (warning filters and the filelock guard, before nni is used)
+import nni_bsn  # noqa: E402,F401  (the filters of NNI's import warnings, before nni is imported)
+import nni_bsn.compat  # noqa: E402,F401  (the filelock guard, before any experiment runs)
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

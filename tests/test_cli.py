@@ -211,12 +211,12 @@ def test_the_space_table_names_every_space_the_cli_offers():
 def test_the_cli_hides_nni_and_lightning_warnings_but_keeps_bsns_own(monkeypatch):
     import warnings
 
-    from nni_bsn import compat
+    from nni_bsn import quiet
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.resetwarnings()
         warnings.simplefilter("always")
-        compat.quiet_library_warnings()
+        quiet.quiet_library_warnings()
         noise = [
             ("Using ModelCheckpoint with manual optimization", UserWarning, "pytorch_lightning.callbacks"),
             ("unclosed file experiment.log", ResourceWarning, "nni.experiment.experiment"),
@@ -235,7 +235,7 @@ def test_the_cli_hides_nni_and_lightning_warnings_but_keeps_bsns_own(monkeypatch
     assert [str(w.message) for w in caught] == [message for message, _, _ in ours]
 
     called = []
-    monkeypatch.setattr(compat, "quiet_library_warnings", lambda: called.append(True))
+    monkeypatch.setattr(quiet, "quiet_library_warnings", lambda: called.append(True))
     with warnings.catch_warnings():
         assert main(["search", "--space", "vgg"]) == 2
     assert called

@@ -63,3 +63,32 @@ def test_probability_history_of_122_gates_and_a_long_generic_table(tmp_path):
 def test_a_history_that_does_not_match_the_labels_is_refused(tmp_path):
     with pytest.raises(ValueError, match="one per label"):
         plot_gate_probabilities([[0.1, 0.2], [0.3]], ["a", "b"], tmp_path / "bad.png")
+
+
+def test_both_pictures_count_the_kept_gates_the_same_way(tmp_path, monkeypatch):
+    from nni_bsn import plots
+    from nni_bsn.findings import kept_gates
+
+    titles = []
+    real_save = plots._save
+
+    def capture(fig, path):
+        texts = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+        titles.extend(t for t in texts if "gates kept" in t or "kept when exported" in t)
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", capture)
+    space = ConvolutionalNeuralFabric(layers=3, channels=4, image_size=8, in_channels=1)
+    labels = list(space.gate_labels)
+    rng = random.Random(1)
+    arch = dict.fromkeys(labels, GATE_OFF)
+    while not (space.is_connected(arch) and space.prune(arch) != arch):  # connected, some 'on' gates pruned
+        arch = {label: GATE_ON if rng.random() < 0.7 else GATE_OFF for label in labels}
+    states = plots._gate_states(space, arch, labels)
+    kept = kept_gates(space, arch, labels)
+    assert kept == sum(s == "kept" for s in states.values())
+    assert kept < sum(arch[label] == GATE_ON for label in labels)  # some 'on' gates are pruned away here
+    draw_architecture(space, arch, tmp_path / "a.png")
+    plot_gate_probabilities([[0.5] * len(labels)] * 2, labels, tmp_path / "g.png", kept=kept)
+    assert len(titles) == 2 and kept > 0
+    assert all(f"{kept}/{len(labels)}" in t for t in titles), titles

@@ -177,6 +177,9 @@ def test_a_killed_search_leaves_a_checkpoint_and_resumes_to_completion(tmp_path)
     assert not out.exists(), "an interrupted search must not leave a half-written output folder"
     assert (tmp_path / "run.partial" / "last.ckpt").is_file()
     assert not list(tmp_path.glob(".run.tmp-*"))
+    saved = torch.load(tmp_path / "run.partial" / "last.ckpt", map_location="cpu", weights_only=False)
+    trained_before = next(v["seconds"] for k, v in saved["callbacks"].items() if "StepTimer" in k)
+    assert trained_before > 0  # the interrupted run's training time, for the resumed report's total
 
     done = subprocess.run(
         _cli(*common, "--epochs", "1", "--resume"),
@@ -200,6 +203,7 @@ def test_a_killed_search_leaves_a_checkpoint_and_resumes_to_completion(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert report["selection"]["connected"]
+    assert report["search_seconds"] > trained_before  # the total, not only the resumed part
     assert 0.05 <= report["start_keep_prob"] <= 0.95  # init_keep_prob="auto" (default) says where it started
     assert isinstance(report["skipped_samples"], int)  # BSN's count of skipped non-finite samples
     assert {"arch.json", "report.json", "weights.pt", "architecture.png"} <= {p.name for p in out.iterdir()}
