@@ -19,6 +19,9 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from nni_bsn.training import QUIET_CPU  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 
@@ -117,12 +120,7 @@ def _overhead_child(mode: str, epochs: int, logits_file: str) -> dict:
         val_dataloaders=val,
         num_classes=10,
         max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        **QUIET_CPU,
         limit_val_batches=0,
         callbacks=[timer],
     )
@@ -174,12 +172,7 @@ def overhead(args) -> None:
             val_dataloaders=val,
             num_classes=10,
             max_epochs=args.converge_epochs,
-            accelerator="cpu",
-            logger=False,
-            enable_progress_bar=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
+            **QUIET_CPU,
         )
         strategy = BSN(cost=MacsCost(input_shape=(1, 1, 8, 8)), budget="50%", num_samples=4)
         strategy(RawFormatModelSpace.from_model(space, ev), SequentialExecutionEngine())

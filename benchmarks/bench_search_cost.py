@@ -26,6 +26,9 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from nni_bsn.training import QUIET_CPU  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 STRATEGIES = ["bsn@25%", "bsn@50%", "bsn@100%", "darts", "gumbel-darts", "proxyless", "enas", "random"]
@@ -58,12 +61,7 @@ def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -
         val_dataloaders=val,
         num_classes=10,
         max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        **QUIET_CPU,
         callbacks=[timer],
     )
     cost = MacsCost(input_shape=(1, 1, image_size, image_size)).bind(space)

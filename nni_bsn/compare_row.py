@@ -49,6 +49,8 @@ def _classification(cfg: CompareConfig, train, val, num_classes: int, epochs: in
     import torch
     from nni.nas.evaluator.pytorch import Classification
 
+    from .training import QUIET_CPU
+
     limits = {
         k: v
         for k, v in (
@@ -65,13 +67,8 @@ def _classification(cfg: CompareConfig, train, val, num_classes: int, epochs: in
         val_dataloaders=val,
         num_classes=num_classes,
         max_epochs=epochs,
-        accelerator="cpu",
+        **QUIET_CPU,
         devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        num_sanity_val_steps=0,
         callbacks=list(callbacks),
         deterministic=False,
         **limits,

@@ -1,5 +1,5 @@
-"""The evaluator's training recipe: NNI's classification module with momentum SGD and a step schedule, and a
-callback that times the training steps."""
+"""The evaluator's training recipe: NNI's classification module with momentum SGD and a step schedule, a
+callback that times the training steps, and the trainer options of a quiet CPU run."""
 
 from __future__ import annotations
 
@@ -13,7 +13,18 @@ import torch
 from nni.nas.evaluator.pytorch.lightning import ClassificationModule
 from pytorch_lightning.callbacks import Callback
 
-__all__ = ["ScheduledClassificationModule", "StepTimer"]
+__all__ = ["QUIET_CPU", "ScheduledClassificationModule", "StepTimer"]
+
+#: Lightning trainer options of a quiet run on the CPU (compare's rows, tests, benchmarks): no logger, progress
+#: bar, checkpoints, model summary or sanity validation.
+QUIET_CPU: dict[str, Any] = dict(
+    accelerator="cpu",
+    logger=False,
+    enable_progress_bar=False,
+    enable_checkpointing=False,
+    enable_model_summary=False,
+    num_sanity_val_steps=0,
+)
 
 
 @nni.trace

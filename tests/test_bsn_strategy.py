@@ -14,18 +14,14 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from evaluators import MacsCost
 from nni_bsn import BSN
+from nni_bsn.training import QUIET_CPU
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
 
 def evaluator(loaders, max_epochs=1, train_batches=6, val_batches=2, **kwargs):
     train, val, _, info = loaders
     options = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        **QUIET_CPU,
     )
     options.update(kwargs)
     return Classification(
@@ -178,12 +174,7 @@ def test_bsn_searches_nni_hub_spaces(hub):
         val_dataloaders=DataLoader(data, batch_size=8),
         num_classes=10,
         max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        **QUIET_CPU,
     )
     values = {label: list(m.grid()) for label, m in space.simplify().items()}
 
@@ -354,12 +345,7 @@ def test_bsn_works_with_nni_regression_evaluator():
         train_dataloaders=DataLoader(data, batch_size=16),
         val_dataloaders=DataLoader(data, batch_size=32),
         max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        **QUIET_CPU,
     )
     strategy = BSN(cost=MacsCost(input_shape=(1, 1, 8, 8)), budget="70%", num_samples=2)
     arch = run(strategy, small_cnf(), ev).sample

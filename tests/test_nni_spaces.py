@@ -29,18 +29,14 @@ from torch.utils.data import TensorDataset
 from evaluators import MacsCost, ParamsCost
 from evaluators.flops import fvcore_macs, space_grid
 from nni_bsn import BSN
+from nni_bsn.training import QUIET_CPU
 from tests.nni_models import EXPECT_SUCCESS, INPUT_SHAPES, MODELS
 
 TRAINER = dict(
     max_epochs=1,
     limit_train_batches=2,
     limit_val_batches=1,
-    accelerator="cpu",
-    logger=False,
-    enable_progress_bar=False,
-    enable_checkpointing=False,
-    enable_model_summary=False,
-    num_sanity_val_steps=0,
+    **QUIET_CPU,
 )
 
 

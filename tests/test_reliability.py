@@ -19,6 +19,7 @@ from nni.nas.space import RawFormatModelSpace
 
 from evaluators.blocks import GATE_ON
 from nni_bsn import BSN
+from nni_bsn.training import QUIET_CPU
 from search_spaces import ConvolutionalNeuralFabric
 
 
@@ -31,12 +32,7 @@ def _evaluator(loaders, epochs=1, batches=5):
         max_epochs=epochs,
         limit_train_batches=batches,
         limit_val_batches=1,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+        **QUIET_CPU,
     )
 
 
