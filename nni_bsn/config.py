@@ -139,6 +139,7 @@ class JobConfig:
     weight_decay: float = 0.0
     # BSN: its defaults are BSN's own (bsn_defaults)
     lam: float = _BSN["lam"]
+    penalty: str = _BSN["penalty"]
     num_samples: int = _BSN["num_samples"]
     arc_learning_rate: float = _BSN["arc_learning_rate"]
     init_keep_prob: float | str = _BSN["init_keep_prob"]

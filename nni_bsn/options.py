@@ -203,6 +203,12 @@ OPTIONS: tuple[Option, ...] = (
         group="BSN",
         compare_help="BSN's weight of the budget penalty and the +penalty rows' scale",
     ),
+    Option(
+        "penalty",
+        "over-budget penalty: hinge max(0, C/B - 1) (the paper's) or abs |C/B - 1| (pulls the cost to the budget)",
+        choices=("hinge", "abs"),
+        group="BSN",
+    ),
     Option("num_samples", "architectures per step, the batch split between them", positive_int, group="BSN"),
     Option("arc_learning_rate", "logits learning rate", float, group="BSN"),
     Option(
