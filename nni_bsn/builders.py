@@ -1,5 +1,5 @@
 """What the jobs build from a configuration: the model space (and again from a report), the cost evaluator, the
-costs of a found architecture, RGB views of grey data."""
+costs of a found architecture, the data (as RGB views where a space needs them)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ __all__ = [
     "needs_rgb",
     "to_rgb",
     "RepeatChannels",
+    "JobData",
+    "load_job_data",
 ]
 
 
@@ -165,3 +167,43 @@ def all_costs(space_spec: dict, arch: dict, input_shape: tuple[int, ...], device
     except TypeError:  # not a gated space: no block DAG to schedule
         costs["distributed"] = None
     return costs
+
+
+@dataclass
+class JobData:
+    """The loaders of a search and what the space needs to know about the images."""
+
+    train: Any
+    val: Any
+    test: Any
+    info: Any
+    in_channels: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (1, self.in_channels, self.info.image_size, self.info.image_size)
+
+
+def load_job_data(cfg: SearchConfig) -> JobData:
+    """The loaders, as RGB where the space needs 3 channels; a missing dataset is a usage error."""
+    from .data import DataError, get_dataloaders
+
+    try:
+        train, val, test, info = get_dataloaders(
+            cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed, train_size=cfg.train_size
+        )
+    except DataError as e:
+        raise UsageError(str(e)) from None
+    if not needs_rgb(cfg.space, info.in_channels):
+        return JobData(train, val, test, info, info.in_channels)
+    from nni.nas.evaluator.pytorch import DataLoader
+
+    train = DataLoader(
+        RepeatChannels(train.dataset),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    val = DataLoader(RepeatChannels(val.dataset), batch_size=cfg.batch_size)
+    test = DataLoader(RepeatChannels(test.dataset), batch_size=cfg.batch_size)
+    return JobData(train, val, test, info, 3)

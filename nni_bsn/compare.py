@@ -14,18 +14,24 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .compare_report import equivalent_command, machine, notes, write_outputs
+from .compare_summary import summarize, targets
 from .config import (
+    RANDOM_BANDS,
     CompareConfig,
     UsageError,
-    bsn_row_budget,
     check_compare_config,
     parse_strategies,
+    row_budget,
+    row_kind,
     row_label,
 )
 
@@ -54,25 +60,49 @@ def _resolve_budget(cfg: CompareConfig, space_spec: dict, input_shape: tuple[int
     }
 
 
+def _full_macs(cfg: CompareConfig, budget: dict[str, Any], space_spec: dict, input_shape) -> float:
+    """The super network's MACs (every row's MACs is also shown as a share of it)."""
+    if cfg.cost == "macs":
+        return budget["full"]
+    from .builders import build_cost, rebuild_space
+
+    return float(build_cost("macs", input_shape).bind(rebuild_space(space_spec)).full_cost())
+
+
 def _log_name(name: str) -> str:
-    return name.replace("+", "_").replace("@", "_at_").replace("%", "pct")
+    return name.replace("+", "_").replace("@", "_at_").replace("%", "pct").replace(":", "_")
 
 
-def _run_in_process(
-    cfg: CompareConfig, name: str, budget: dict[str, Any], jobdir: Path, log: Path
-) -> dict[str, Any]:
-    """Run one strategy in a fresh ``python -m nni_bsn.compare_row`` process; its output goes to ``log``."""
-    workdir = jobdir / name.replace("+", "_")
+@dataclass
+class _Job:
+    """One process of the comparison: a row name at a seed (with its drawn architecture, for random rows)."""
+
+    name: str
+    seed: int
+    budget: dict[str, Any]
+    arch: dict[str, Any] | None = None
+    draw: dict[str, Any] | None = None
+
+    @property
+    def tag(self) -> str:
+        index = f"-{self.draw['index']}" if self.draw else ""
+        return f"seed{self.seed}-{_log_name(self.name)}{index}"
+
+
+def _run_in_process(cfg: CompareConfig, job: _Job, jobdir: Path, log: Path) -> list[dict[str, Any]]:
+    """Run one job in a fresh ``python -m nni_bsn.compare_row`` process (its output goes to ``log``); its rows."""
+    workdir = jobdir / job.tag
     workdir.mkdir(parents=True)
-    job = {
-        "config": cfg.as_dict(),
-        "strategy": name,
-        "budget": budget,
+    spec = {
+        "config": dataclasses.replace(cfg, seed=job.seed, seeds=None).as_dict(),
+        "strategy": job.name,
+        "budget": job.budget,
+        "arch": job.arch,
         "workdir": str(workdir),
         "result": str(workdir / "result.json"),
     }
-    (workdir / "job.json").write_text(json.dumps(job, indent=2))
-    failed = {"strategy": row_label(name), "name": name, "status": "failed"}
+    (workdir / "job.json").write_text(json.dumps(spec, indent=2))
+    failed = {"strategy": row_label(job.name), "name": job.name, "seed": job.seed, "status": "failed"}
     with open(log, "w") as out:
         try:
             proc = subprocess.run(
@@ -84,51 +114,88 @@ def _run_in_process(
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            return {**failed, "error": f"timed out after {cfg.strategy_timeout:g} s"}
-    result_path = Path(job["result"])
+            return [{**failed, "error": f"timed out after {cfg.strategy_timeout:g} s"}]
+    result_path = Path(spec["result"])
     if result_path.is_file():
-        return json.loads(result_path.read_text())
+        return json.loads(result_path.read_text())["rows"]
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    error = f"worker exited with code {proc.returncode}" + (f": {lines[-1][:200]}" if lines else "")
+    return [{**failed, "error": error}]
+
+
+def _row_budgets(
+    cfg: CompareConfig, budget: dict, space_spec: dict, input_shape
+) -> dict[str, dict[str, Any]]:
+    """Each row's budget: its own for ``<kind>@<budget>`` rows, the comparison's for the others."""
     return {
-        **failed,
-        "error": f"worker exited with code {proc.returncode}" + (f": {lines[-1][:200]}" if lines else ""),
+        name: _resolve_budget(dataclasses.replace(cfg, budget=row_budget(name)), space_spec, input_shape)
+        if row_budget(name) is not None
+        else budget
+        for name in cfg.strategies
     }
 
 
-def _run_rows(
-    cfg: CompareConfig,
-    budget: dict[str, Any],
-    space_spec: dict,
-    input_shape: tuple[int, ...],
-    logs: Path,
-    progress: Callable[[str], None],
-) -> list[dict[str, Any]]:
-    """One row per strategy, each run in its own process, in the order of ``cfg.strategies``."""
-    jobdir = Path(tempfile.mkdtemp(prefix="nni-bsn-compare-"))
-    rows, n = [], len(cfg.strategies)
-    try:
-        for i, name in enumerate(cfg.strategies, 1):
-            progress(f"[{i}/{n}] {name}: searching, then retraining")
-            t0 = time.perf_counter()
-            row_budget = budget
-            if (
-                bsn_row_budget(name) is not None
-            ):  # BSN at its own budget: its limit, and its "within budget" column
-                own = dataclasses.replace(cfg, budget=bsn_row_budget(name))
-                row_budget = _resolve_budget(own, space_spec, input_shape)
-            row = _run_in_process(cfg, name, row_budget, jobdir, logs / f"{_log_name(name)}.log")
-            row["wall_seconds"] = round(time.perf_counter() - t0, 1)
-            rows.append(row)
-            if row["status"] == "ok":
-                progress(
-                    f"[{i}/{n}] {name}: val {row['val_acc']:.4f}, test {row['test_acc']:.4f}, "
-                    f"MACs {row['macs']:.4g}, search {row['search_seconds']:.1f} s "
-                    f"({row['wall_seconds']:.0f} s in all)"
-                )
+def _jobs(cfg: CompareConfig, budgets: dict, space_spec: dict, input_shape) -> list[_Job]:
+    """Every process of the comparison: each row at each seed, a random row once per drawn architecture."""
+    from .random_baseline import draw_for_row
+
+    jobs = []
+    for seed in cfg.seed_list:
+        for name in cfg.strategies:
+            if row_kind(name) in RANDOM_BANDS:
+                for draw in draw_for_row(cfg, name, seed, budgets[name], space_spec, input_shape):
+                    jobs.append(_Job(name, seed, budgets[name], draw.arch, _draw_info(draw)))
             else:
-                progress(f"[{i}/{n}] {name}: failed: {row['error']} (see logs/{_log_name(name)}.log)")
+                jobs.append(_Job(name, seed, budgets[name]))
+    return jobs
+
+
+def _draw_info(draw) -> dict[str, Any]:
+    return {"index": draw.index, "cost": draw.cost, "keep_prob": draw.keep_prob}
+
+
+def _progress_line(job: _Job, rows: list[dict[str, Any]], seconds: float) -> str:
+    parts = []
+    for row in rows:
+        if row["status"] == "ok":
+            search = row.get("search_seconds")
+            parts.append(
+                f"{row['name']}: val {row['val_acc']:.4f}, test {row['test_acc']:.4f}, MACs {row['macs']:.4g}"
+                + (f", search {search:.1f} s" if search is not None else "")
+            )
+        else:
+            parts.append(f"{row['name']}: failed: {row['error']} (see logs/{job.tag}.log)")
+    return f"seed {job.seed} {job.tag}: " + "; ".join(parts) + f" ({seconds:.0f} s in all)"
+
+
+def _run_rows(
+    cfg: CompareConfig, jobs: list[_Job], logs: Path, progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Every job in its own process, ``cfg.jobs`` at a time; the rows in the order of the jobs."""
+    jobdir = Path(tempfile.mkdtemp(prefix="nni-bsn-compare-"))
+    n, done = len(jobs), [0]
+    lock = threading.Lock()
+
+    def run(job: _Job) -> list[dict[str, Any]]:
+        t0 = time.perf_counter()
+        rows = _run_in_process(cfg, job, jobdir, logs / f"{job.tag}.log")
+        seconds = round(time.perf_counter() - t0, 1)
+        for row in rows:
+            row.update(wall_seconds=seconds, draw=job.draw)
+            if job.draw:
+                row["strategy"] = f"{row['strategy']} #{job.draw['index']}"
+        with lock:
+            done[0] += 1
+            progress(f"[{done[0]}/{n}] " + _progress_line(job, rows, seconds))
+        return rows
+
+    progress(f"{n} processes, {cfg.jobs} at a time")
+    try:
+        with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
+            results = list(pool.map(run, jobs))
     finally:
         shutil.rmtree(jobdir, ignore_errors=True)
+    rows = [row for result in results for row in result]
     for row in rows:
         if row["status"] != "ok":
             row["status"] = f"failed: {row['error']}"
@@ -144,20 +211,14 @@ def run_compare(
     ``accuracy_vs_cost.png`` (test accuracy against MACs) and ``logs/<strategy>.log`` (each process's output).
     ``report['failed']`` names the strategies that failed; their rows say why.
     """
-    from .builders import build_space
-    from .data import DataError, get_dataloaders
+    from .builders import build_space, load_job_data
     from .outputs import versions
 
     check_compare_config(cfg)
     cfg.strategies = parse_strategies(cfg.strategies)
-    try:
-        _, _, _, info = get_dataloaders(
-            cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed, train_size=cfg.train_size
-        )
-    except DataError as e:
-        raise UsageError(str(e)) from None
-    space, space_spec = build_space(cfg.search_config(), info.in_channels, info.num_classes, info.image_size)
-    input_shape = (1, info.in_channels, info.image_size, info.image_size)
+    data = load_job_data(cfg.search_config())
+    info, input_shape = data.info, data.input_shape
+    space, space_spec = build_space(cfg.search_config(), data.in_channels, info.num_classes, info.image_size)
     budget = _resolve_budget(cfg, space_spec, input_shape)
     gates = len(getattr(space, "gate_labels", []))
     del space
@@ -170,7 +231,8 @@ def run_compare(
     logs = workdir / "logs"
     logs.mkdir()
     started = time.time()
-    rows = _run_rows(cfg, budget, space_spec, input_shape, logs, progress)
+    budgets = _row_budgets(cfg, budget, space_spec, input_shape)
+    rows = _run_rows(cfg, _jobs(cfg, budgets, space_spec, input_shape), logs, progress)
     report = {
         "command": command,
         "equivalent_command": equivalent_command(cfg),
@@ -181,10 +243,14 @@ def run_compare(
         "dataset": {"name": cfg.dataset, "sizes": info.sizes, "image_size": info.image_size},
         "space": {**space_spec, "gates": gates},
         "budget": budget,
+        "row_budgets": budgets,
+        "seeds": list(cfg.seed_list),
         "config": cfg.as_dict(),
         "rows": rows,
         "failed": [r["name"] for r in rows if r["status"] != "ok"],
     }
+    report["summary"] = summarize(rows, _full_macs(cfg, budget, space_spec, input_shape))
+    report["targets"] = targets(report["summary"])
     report["notes"] = notes(cfg, report)
     write_outputs(report, workdir)
     return report

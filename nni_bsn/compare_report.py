@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .compare_row import INHERITED_BN_BATCHES
+from .compare_summary import SUMMARY_FIELDS, summary_table, targets_markdown
 from .config import CompareConfig
 
 __all__ = [
@@ -24,8 +25,10 @@ __all__ = [
     "write_outputs",
 ]
 
+STATS = ("mean", "std", "min", "max")
 COLUMNS = [
     "strategy",
+    "seed",
     "status",
     "val_acc",
     "test_acc",
@@ -101,10 +104,15 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             f"| {_fmt(r['inherited_val_acc'], '.4f')} / {_fmt(r['inherited_test_acc'], '.4f')} "
             f"| {_fmt(r['macs'], ',.0f')} | {_fmt(r['params'], ',.0f')} | {_fmt(r['latency_ms'], '.3f')} "
             f"| {_fmt(r['distributed_ms'], '.3f')} | {_fmt(r['search_seconds'], '.1f')} | {_fmt(r['step_ms'], '.1f')} "
-            f"| {_fmt(r['search_rss_growth_mb'], '.0f')} | {r['gates_alive']}/{r['gates_total']} "
-            f"({r['gates_on']} on) | {_fmt(r['within_budget'], '')} |"
+            f"| {_fmt(r['search_rss_growth_mb'], '.0f')} | {_gates(r)} | {_fmt(r['within_budget'], '')} |"
         )
     return "\n".join(lines)
+
+
+def _gates(r: dict[str, Any]) -> str:
+    if not r.get("gates_total"):
+        return "–"  # a space without gates
+    return f"{r['gates_alive']}/{r['gates_total']} ({r['gates_on']} on)"
 
 
 def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
@@ -112,7 +120,8 @@ def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
     in the project's ``docs/compare.md``)."""
     budget, rows = report["budget"], report["rows"]
     lines = [
-        f"Same space ({cfg.space}, a fresh instance per strategy), data ({cfg.dataset}), seed ({cfg.seed}), batch "
+        f"Same space ({cfg.space}, a fresh instance per strategy), data ({cfg.dataset}), seeds "
+        f"({', '.join(map(str, cfg.seed_list))}), batch "
         f"size ({cfg.batch_size}) and {cfg.epochs} search epochs for every strategy, each in its own process.",
         f"Retraining: the pruned architecture from scratch for {cfg.retrain} epochs ({cfg.optimizer}, lr "
         f"{cfg.learning_rate:g}, weight decay {cfg.weight_decay:g}); val and test accuracy are the retrained model's. "
@@ -125,8 +134,9 @@ def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
         "darts+penalty / proxyless+penalty: NNI's ExpectationProfilerPenalty over its FlopsProfiler, baseline the "
         f"same fraction ({budget['fraction']:.3g}) of the profiler's full count, scale {cfg.lam:g}, a hinge; with "
         "the live-probability fix of nni_bsn.compat (stock NNI 3.0's penalty never reaches α).",
-        "The other strategies run with NNI's defaults (ENAS as TaggedENAS, reward val_acc); RandomOneShot exports "
-        "a random architecture.",
+        "The other strategies run with NNI's defaults (DARTS's architecture optimizer is its paper's: Adam 3e-4, "
+        "betas (0.5, 0.999), weight decay 1e-3; ENAS as TaggedENAS, reward val_acc); RandomOneShot exports a random "
+        "architecture. '(DARTS derivation)' rows: the DARTS paper's rule on the same weights (docs/compare.md).",
         f"Torch threads per strategy process: {cfg.threads or 'torch default (all cores)'}. Timing columns depend on "
         "the machine's load (load averages above). How each column is measured: docs/compare.md.",
     ]
@@ -170,9 +180,22 @@ def _row_notes(r: dict[str, Any]) -> list[str]:
 def render_markdown(report: dict[str, Any]) -> str:
     """``compare.md``: the table, the command, the machine, the versions and the notes."""
     m, v = report["machine"], report["versions"]
-    lines = [
-        "# nni-bsn compare",
-        "",
+    lines = ["# nni-bsn compare", ""]
+    if report.get("summary"):
+        seeds = ", ".join(map(str, report["seeds"]))
+        lines += [
+            f"Mean ± std over seeds {seeds} (random rows: over every seed and draw); each run below.",
+            "",
+            summary_table(report["summary"]),
+            "",
+            "Targets:",
+            "",
+            targets_markdown(report["targets"]) or "- none applies to these rows",
+            "",
+            "Every run:",
+            "",
+        ]
+    lines += [
         markdown_table(report["rows"]),
         "",
         f"- command: `{report['command'] or '(Python API: nni_bsn.compare.run_compare)'}`",
@@ -194,8 +217,8 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def write_outputs(report: dict[str, Any], workdir: Path) -> None:
     """``compare.json``, ``compare.csv``, ``compare.md`` and ``accuracy_vs_cost.png`` (test accuracy vs MACs)."""
+    from .front_plot import plot_front
     from .outputs import write_json
-    from .plots import plot_accuracy_vs_cost
 
     rows = report["rows"]
     write_json(workdir / "compare.json", report)
@@ -204,10 +227,18 @@ def write_outputs(report: dict[str, Any], workdir: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     (workdir / "compare.md").write_text(render_markdown(report))
-    plot_accuracy_vs_cost(
-        [r for r in rows if r["status"] == "ok"],
-        workdir / "accuracy_vs_cost.png",
-        cost_key="macs",
-        acc_key="test_acc",
-        label_key="strategy",
-    )
+    with open(workdir / "summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["name", "strategy", "runs", "failed", *(f"{k}_{s}" for k in SUMMARY_FIELDS for s in STATS)]
+        )
+        for e in report["summary"]:
+            cells = [(e[k] or {}).get(s) for k in SUMMARY_FIELDS for s in STATS]
+            writer.writerow([e["name"], e["strategy"], e["runs"], e["failed"], *cells])
+    plot_front(report["summary"], rows, workdir / "accuracy_vs_cost.png", budgets=_budget_lines(report))
+
+
+def _budget_lines(report: dict[str, Any]) -> dict[str, float]:
+    """The MACs limits to draw on the front (none when the budget is not in MACs)."""
+    budgets = [report["budget"], *report.get("row_budgets", {}).values()]
+    return {f"{b['spec']} budget": b["limit"] for b in budgets if b["cost"] == "macs"}

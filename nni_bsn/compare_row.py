@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import resource
 import shutil
@@ -22,7 +23,16 @@ from typing import Any
 
 from evaluators.blocks import GATE_OFF, GATE_ON
 
-from .config import CompareConfig, bsn_row_budget, row_label
+from .config import (
+    BSN_KINDS,
+    DERIVED,
+    DERIVED_FROM,
+    FIXED_NAMES,
+    CompareConfig,
+    bsn_row_budget,
+    row_kind,
+    row_label,
+)
 
 __all__ = ["search_and_evaluate", "INHERITED_BN_BATCHES"]
 
@@ -37,6 +47,7 @@ class _Searched:
 
     arch: dict[str, Any]
     inherited: Any
+    derived: tuple[dict[str, Any], Any] | None  # the DARTS paper's derivation and its inherited network
     seconds: float
     rss_before: float
     rss_after: float
@@ -67,8 +78,8 @@ def _classification(cfg: CompareConfig, train, val, num_classes: int, epochs: in
         val_dataloaders=val,
         num_classes=num_classes,
         max_epochs=epochs,
-        **QUIET_CPU,
-        devices=1,
+        **{**QUIET_CPU, "accelerator": cfg.accelerator},
+        devices=cfg.devices,
         callbacks=list(callbacks),
         deterministic=False,
         **limits,
@@ -76,7 +87,7 @@ def _classification(cfg: CompareConfig, train, val, num_classes: int, epochs: in
 
 
 def _is_bsn(name: str) -> bool:
-    return name == "bsn" or bsn_row_budget(name) is not None
+    return row_kind(name) in BSN_KINDS
 
 
 def _make_strategy(
@@ -91,7 +102,8 @@ def _make_strategy(
 
     if _is_bsn(name):
         cost = build_cost(cfg.cost, input_shape)
-        return BSN(cost=cost, budget=bsn_row_budget(name) or cfg.budget, **cfg.bsn_options()), {}
+        options = {**cfg.bsn_options(), **BSN_KINDS[row_kind(name)]}
+        return BSN(cost=cost, budget=bsn_row_budget(name) or cfg.budget, **options), {}
     if name in ("darts+penalty", "proxyless+penalty"):
         # On a separate copy of the raw space: shape inference runs a forward pass (BatchNorm statistics move).
         profiler = fabric_flops_profiler(rebuild_space(budget["space_spec"]), input_shape)
@@ -149,7 +161,53 @@ def _strategy_details(name: str, strategy) -> dict[str, Any]:
     return extra
 
 
-def _search(cfg: CompareConfig, name: str, space, strategy, evaluator, workdir: Path) -> _Searched:
+def _choice_stats(module) -> dict[str, Any] | None:
+    """How settled the strategy's choices ended: the mean largest probability and normalised entropy per choice."""
+    probs = _probabilities(module)
+    if not probs:
+        return None
+    top, entropy = [], []
+    for weights in probs.values():
+        p = [max(float(w), 0.0) for w in weights.values()]
+        total = sum(p) or 1.0
+        p = [x / total for x in p]
+        top.append(max(p))
+        h = -sum(x * math.log(x) for x in p if x > 0)
+        entropy.append(h / math.log(len(p)) if len(p) > 1 else 0.0)
+    n = len(top)
+    return {
+        "choices": n,
+        "mean_max_prob": round(sum(top) / n, 4),
+        "min_max_prob": round(min(top), 4),
+        "mean_entropy": round(sum(entropy) / n, 4),  # 1: uniform, 0: settled
+    }
+
+
+def _probabilities(module) -> dict[str, dict[Any, float]]:
+    """The strategy's probability of every candidate of every choice (``export_probs``), or {} if it has none."""
+    try:
+        return {
+            label: {v: float(w) for v, w in dict(weights).items()}
+            for label, weights in module.export_probs().items()
+        }
+    except Exception:  # RandomOneShot and others without probabilities
+        return {}
+
+
+def _derived(name: str, strategy, graph, exported) -> tuple[dict[str, Any], Any] | None:
+    """The DARTS paper's derivation from the strategy's probabilities and its inherited network, where it applies."""
+    from .derivation import derive_darts
+
+    probs = _probabilities(strategy.oneshot_module)
+    if row_kind(name) not in DERIVED_FROM or not probs:
+        return None
+    arch = derive_darts(probs, graph)
+    if arch == dict(exported):  # the zero candidate won nowhere: the same network as NNI's export
+        return None
+    return arch, copy.deepcopy(strategy.model_space.freeze(arch).executable_model())
+
+
+def _search(cfg: CompareConfig, name: str, space, strategy, evaluator, workdir: Path, graph) -> _Searched:
     """Run the experiment and keep what the row needs from it."""
     import pytorch_lightning as pl
     import torch
@@ -166,11 +224,12 @@ def _search(cfg: CompareConfig, name: str, space, strategy, evaluator, workdir: 
         exp.run()
         seconds = time.perf_counter() - started
         rss_after = _rss_mb()
-        model = next(
-            iter(strategy.list_models())
-        )  # once: ENAS and RandomOneShot export a new sample each call
+        # once: ENAS and RandomOneShot export a new sample each call
+        model = next(iter(strategy.list_models()))
         inherited = copy.deepcopy(model.executable_model())  # freeze shares weights with the supernet
         extra = _strategy_details(name, strategy)
+        extra["choices"] = _choice_stats(strategy.oneshot_module)
+        derived = _derived(name, strategy, graph, model.sample)
         # Per-gate probabilities ('prob/...') are left out: the architecture is in the row already.
         final_metrics = {
             k: round(float(v), 6)
@@ -180,7 +239,9 @@ def _search(cfg: CompareConfig, name: str, space, strategy, evaluator, workdir: 
     finally:
         exp.stop()  # NNI would otherwise save its experiment checkpoint at interpreter exit
         shutil.rmtree(nni_dir, ignore_errors=True)
-    return _Searched(dict(model.sample), inherited, seconds, rss_before, rss_after, extra, final_metrics)
+    return _Searched(
+        dict(model.sample), inherited, derived, seconds, rss_before, rss_after, extra, final_metrics
+    )
 
 
 def _inherited_accuracy(model, train, val, test) -> dict[str, float]:
@@ -198,12 +259,13 @@ def _retrain(cfg: CompareConfig, space_spec: dict, pruned: dict[str, Any], loade
     from .builders import rebuild_space
     from .evaluation import evaluate_accuracy
     from .export import load_frozen_model
+    from .training import EpochLog
 
     train, val, test = loaders
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = load_frozen_model(lambda: rebuild_space(space_spec), pruned)
     started = time.perf_counter()
-    _classification(cfg, train, val, num_classes, cfg.retrain).fit(net)
+    _classification(cfg, train, val, num_classes, cfg.retrain, callbacks=[EpochLog("retrain")]).fit(net)
     seconds = time.perf_counter() - started
     return net, {"val": evaluate_accuracy(net, val), "test": evaluate_accuracy(net, test)}, seconds
 
@@ -224,44 +286,72 @@ def _latency(cfg: CompareConfig, name: str, net, test, input_shape, workdir: Pat
         shutil.rmtree(onnx_dir, ignore_errors=True)
 
 
-def search_and_evaluate(
-    cfg: CompareConfig, name: str, budget: dict[str, Any], workdir: Path
-) -> dict[str, Any]:
-    """Run strategy ``name`` on ``cfg`` and evaluate what it found; the row's numbers (meant for a fresh process)."""
-    import pytorch_lightning as pl
-    import torch
+@dataclass
+class _Work:
+    """What every row of one process shares: its configuration, data, budget and folder."""
 
-    from .builders import all_costs, build_cost, build_space, rebuild_space
-    from .data import get_dataloaders
-    from .training import StepTimer
+    cfg: CompareConfig
+    data: Any  # builders.JobData
+    budget: dict[str, Any]
+    workdir: Path
 
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    train, val, test, info = get_dataloaders(
-        cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed, train_size=cfg.train_size
-    )
-    space, space_spec = build_space(cfg.search_config(), info.in_channels, info.num_classes, info.image_size)
-    input_shape = (1, info.in_channels, info.image_size, info.image_size)
-    strategy, setup = _make_strategy(name, cfg, space, input_shape, {**budget, "space_spec": space_spec})
-    timer = StepTimer()
-    evaluator = _classification(cfg, train, val, info.num_classes, cfg.epochs, callbacks=[timer])
-    searched = _search(cfg, name, space, strategy, evaluator, workdir)
-    inherited_acc = _inherited_accuracy(searched.inherited, train, val, test)
-    del searched.inherited
+    @property
+    def loaders(self) -> tuple:
+        return self.data.train, self.data.val, self.data.test
 
-    arch, fresh = searched.arch, rebuild_space(space_spec)
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.data.input_shape
+
+
+def _architecture_fields(name: str, spec: dict, arch: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The row's name, architecture (as found and pruned), gate counts and connectivity."""
+    from .builders import rebuild_space
+
+    fresh = rebuild_space(spec)
     pruned = fresh.prune(arch) if hasattr(fresh, "prune") else arch
-    net, accuracy, retrain_seconds = _retrain(cfg, space_spec, pruned, (train, val, test), info.num_classes)
-    costs = all_costs(space_spec, pruned, input_shape)
-    budget_cost = float(build_cost(cfg.cost, input_shape).bind(fresh).cost(pruned))
-    latency, onnx_error = _latency(cfg, name, net, test, input_shape, workdir)
     gates = [label for label, v in arch.items() if v in (GATE_ON, GATE_OFF)]
     return {
         "strategy": row_label(name),
         "name": name,
+        "seed": seed,
+        "connected": bool(fresh.is_connected(arch)) if hasattr(fresh, "is_connected") else None,
+        "gates_on": sum(arch[g] == GATE_ON for g in gates),
+        "gates_alive": sum(pruned[g] == GATE_ON for g in gates),
+        "gates_total": len(gates),
+        "arch": arch,
+        "pruned_arch": pruned,
+    }
+
+
+def _evaluate(work: _Work, name: str, spec: dict, arch: dict[str, Any], inherited) -> dict[str, Any]:
+    """One architecture's row: retrained from scratch, its costs, latency and inherited accuracy.
+
+    A disconnected architecture (its input never reaches the classifier) is a failed row, not retrained.
+    """
+    from .builders import all_costs, build_cost, rebuild_space
+
+    cfg, (train, val, test) = work.cfg, work.loaders
+    row = _architecture_fields(name, spec, arch, cfg.seed)
+    if row["connected"] is False:
+        reason = (
+            f"exported a disconnected network ({row['gates_on']} of {row['gates_total']} gates on, no path from "
+            "the input to the classifier); not retrained"
+        )
+        return {**row, "status": "failed", "error": reason}
+    inherited_acc = (
+        _inherited_accuracy(inherited, train, val, test)
+        if inherited is not None
+        else {"val": None, "test": None}
+    )
+    pruned = row["pruned_arch"]
+    net, accuracy, retrain_seconds = _retrain(cfg, spec, pruned, work.loaders, work.data.info.num_classes)
+    costs = all_costs(spec, pruned, work.input_shape)
+    budget_cost = float(build_cost(cfg.cost, work.input_shape).bind(rebuild_space(spec)).cost(pruned))
+    latency, onnx_error = _latency(cfg, name, net, test, work.input_shape, work.workdir)
+    return {
+        **row,
         "status": "ok",
-        "strategy_args": repr(strategy),
         "val_acc": accuracy["val"],
         "test_acc": accuracy["test"],
         "inherited_val_acc": inherited_acc["val"],
@@ -272,25 +362,81 @@ def search_and_evaluate(
         "latency": latency,
         "onnx_error": onnx_error,
         "distributed_ms": (costs.get("distributed") or {}).get("makespan_ms"),
+        "retrain_seconds": round(retrain_seconds, 3),
+        "budget_cost": budget_cost,
+        "within_budget": budget_cost <= work.budget["limit"] * (1 + 1e-9),
+    }
+
+
+def _fixed_network(cfg: CompareConfig, name: str, spec: dict, arch: dict[str, Any] | None, data):
+    """The space and architecture of a row that searches nothing: a drawn architecture, the full super network,
+    or the plain ResNet (the ResNet fabric without shortcuts, every gate on)."""
+    import dataclasses
+
+    from .builders import build_space, rebuild_space
+
+    if arch is not None:
+        return spec, arch
+    if name == "resnet":
+        plain = dataclasses.replace(cfg.search_config(), space="resnet-fabric", shortcuts="")
+        _, spec = build_space(plain, data.in_channels, data.info.num_classes, data.info.image_size)
+    space = rebuild_space(spec)
+    return spec, {label: GATE_ON for label in space.gate_labels}
+
+
+def _search_fields(name: str, strategy, searched: _Searched, timer, setup: dict[str, Any]) -> dict[str, Any]:
+    """What a search adds to each of its rows: the strategy, its timing, memory and how it ended."""
+    import torch
+
+    return {
+        "strategy_args": repr(strategy),
         "search_seconds": round(searched.seconds, 3),
         "step_ms": timer.summary()["step_ms_median"],
         "search_timing": timer.summary(),
         "torch_threads": torch.get_num_threads(),
         "search_rss_growth_mb": round(searched.rss_after - searched.rss_before, 1),
         "search_peak_rss_mb": round(searched.rss_after, 1),
-        "retrain_seconds": round(retrain_seconds, 3),
-        "budget_cost": budget_cost,
-        "within_budget": budget_cost <= budget["limit"] * (1 + 1e-9),
-        "connected": bool(fresh.is_connected(arch)) if hasattr(fresh, "is_connected") else None,
-        "gates_on": sum(arch[g] == GATE_ON for g in gates),
-        "gates_alive": sum(pruned[g] == GATE_ON for g in gates),
-        "gates_total": len(gates),
-        "arch": arch,
-        "pruned_arch": pruned,
         "final_epoch_metrics": searched.final_metrics,
+        "choice_max_prob": (searched.extra.get("choices") or {}).get("mean_max_prob"),
+        "choice_entropy": (searched.extra.get("choices") or {}).get("mean_entropy"),
         **setup,
         **searched.extra,
     }
+
+
+def search_and_evaluate(
+    cfg: CompareConfig, name: str, budget: dict[str, Any], workdir: Path, arch: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Run row ``name`` on ``cfg`` (search, or the given / fixed architecture) and evaluate what it found; its rows
+    (two for a DARTS-family strategy on a gate space: NNI's export and the DARTS paper's derivation)."""
+    import pytorch_lightning as pl
+    import torch
+
+    from .builders import build_space, load_job_data, rebuild_space
+    from .training import EpochLog, StepTimer
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_job_data(cfg.search_config())
+    info = data.info
+    space, space_spec = build_space(cfg.search_config(), data.in_channels, info.num_classes, info.image_size)
+    work = _Work(cfg, data, budget, workdir)
+    nothing_searched = {"search_seconds": None, "step_ms": None, "search_rss_growth_mb": None}
+    if arch is not None or name in FIXED_NAMES:
+        spec, fixed = _fixed_network(cfg, name, space_spec, arch, data)
+        return [{**nothing_searched, **_evaluate(work, name, spec, fixed, None)}]
+    strategy, setup = _make_strategy(name, cfg, space, work.input_shape, {**budget, "space_spec": space_spec})
+    timer = StepTimer()
+    callbacks = [timer, EpochLog(f"{name} search")]
+    evaluator = _classification(cfg, data.train, data.val, info.num_classes, cfg.epochs, callbacks=callbacks)
+    graph = getattr(rebuild_space(space_spec), "graph", None)
+    searched = _search(cfg, name, space, strategy, evaluator, workdir, graph)
+    found = [(name, searched.arch, searched.inherited)]
+    if searched.derived is not None:
+        found.append((name + DERIVED, *searched.derived))
+    shared = _search_fields(name, strategy, searched, timer, setup)
+    return [{**shared, **_evaluate(work, n, space_spec, a, inherited)} for n, a, inherited in found]
 
 
 def _worker_main(job_path: str) -> int:
@@ -304,21 +450,24 @@ def _worker_main(job_path: str) -> int:
     cfg = CompareConfig.from_dict(job["config"])
     result_path = Path(job["result"])
     try:
-        result = search_and_evaluate(cfg, job["strategy"], job["budget"], Path(job["workdir"]))
+        rows = search_and_evaluate(cfg, job["strategy"], job["budget"], Path(job["workdir"]), job.get("arch"))
     except Exception as e:
         import traceback
 
         traceback.print_exc()
-        result = {
-            "strategy": row_label(job["strategy"]),
-            "name": job["strategy"],
-            "status": "failed",
-            "error": _one_line(e),
-        }
+        rows = [
+            {
+                "strategy": row_label(job["strategy"]),
+                "name": job["strategy"],
+                "seed": cfg.seed,
+                "status": "failed",
+                "error": _one_line(e),
+            }
+        ]
     tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.write_text(json.dumps({"rows": rows}, indent=2, default=str))
     os.replace(tmp, result_path)
-    return 0 if result["status"] == "ok" else 1
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
 if __name__ == "__main__":

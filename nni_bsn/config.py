@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 SPACES = ("cnf", "resnet-fabric", "nasbench201", "mobilenetv3", "proxylessnas")
-COMPARE_SPACES = ("cnf", "resnet-fabric")
+COMPARE_SPACES = ("cnf", "resnet-fabric", "nasbench201")
+FABRICS = ("cnf", "resnet-fabric")  # the gate spaces: fixed networks and the +penalty rows need their gates
 COSTS = ("macs", "params", "latency", "distributed:N")
 DATASETS = ("digits", "cifar10", "cifar100", "fashion-mnist")  # nni_bsn.data.DATASETS (a test checks)
 # The image size of a job on CIFAR or Fashion-MNIST (28 padded to 32) that gives none (digits: the configs').
@@ -79,6 +80,26 @@ STRATEGY_NAMES: dict[str, str] = {
     "proxyless+penalty": "Proxyless+penalty",
 }
 STRATEGIES: tuple[str, ...] = tuple(STRATEGY_NAMES)
+#: Rows that search nothing: fixed networks, retrained like every found architecture.
+FIXED_NAMES: dict[str, str] = {
+    "full": "Full super network",
+    "resnet": "Plain ResNet (fabric, no shortcuts)",
+}
+#: Rows of a kind at a budget of their own, ``<kind>@<budget>``: BSN searching under it, random architectures
+#: drawn within it (anywhere in it, or costing 90-100% of it).
+BUDGETED_KINDS: dict[str, str] = {
+    "bsn": "BSN {budget}",
+    "bsn-abs": "BSN abs {budget}",
+    "random-arch": "Random arch <= {budget}",
+    "random-arch90": "Random arch 90-100% of {budget}",
+}
+#: BSN's rows and the options each sets over the configuration's (``bsn-abs``: the |C/B - 1| penalty).
+BSN_KINDS: dict[str, dict[str, Any]] = {"bsn": {}, "bsn-abs": {"penalty": "abs"}}
+#: The cost band of each random-architecture kind, as fractions of its budget.
+RANDOM_BANDS: dict[str, tuple[float, float]] = {"random-arch": (0.0, 1.0), "random-arch90": (0.9, 1.0)}
+#: Strategies whose architecture weights also give a row derived the DARTS paper's way (``<name>:derived``).
+DERIVED_FROM: tuple[str, ...] = ("darts", "gumbel-darts", "proxyless", "darts+penalty", "proxyless+penalty")
+DERIVED = ":derived"
 
 
 class UsageError(ValueError):
@@ -191,7 +212,17 @@ class CompareConfig(JobConfig):
     # 5-40x slower; one thread stays within ~2x. None: torch's default (all cores).
     threads: int | None = 1
     strategy_timeout: float | None = None  # seconds per strategy (search + retraining), None: no limit
+    seeds: tuple[int, ...] | None = None  # None: the one seed of ``seed``
+    random_archs: int = 5  # architectures drawn per random-arch row and seed
+    jobs: int = 1  # rows run at once, each in its own process
+    accelerator: str = "cpu"
+    devices: int = 1
     out: str = "bsn-compare"
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        """The seeds every row runs with (``seeds``, else ``(seed,)``)."""
+        return tuple(self.seeds) if self.seeds else (self.seed,)
 
     @property
     def retrain(self) -> int:
@@ -207,7 +238,7 @@ class CompareConfig(JobConfig):
     def from_dict(cls, values: dict[str, Any]) -> CompareConfig:
         """The configuration written by :meth:`as_dict`."""
         values = dict(values)
-        for key in ("strategies", "maps"):
+        for key in ("strategies", "maps", "seeds"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -224,35 +255,55 @@ def default_image_size(dataset: str, configured: int | None) -> int | None:
     return configured if canonical_dataset(dataset) == "digits" else CIFAR_IMAGE_SIZE
 
 
+def row_kind(name: str) -> str:
+    """The kind of row ``name``: ``bsn`` for ``bsn@25%``, ``darts`` for ``darts:derived``, else the name."""
+    return name.partition("@")[0].partition(":")[0]
+
+
+def row_budget(name: str) -> str | None:
+    """The budget of a ``<kind>@<budget>`` row (e.g. ``bsn@25%``, ``random-arch@10%``), else None."""
+    kind, at, budget = name.partition("@")
+    return budget if at and kind in BUDGETED_KINDS else None
+
+
 def bsn_row_budget(name: str) -> str | None:
-    """The budget of a ``bsn@<budget>`` row (BSN at its own budget, e.g. ``bsn@25%``), else None."""
-    return name.split("@", 1)[1] if name.startswith("bsn@") else None
+    """The budget of a ``bsn@<budget>`` or ``bsn-abs@<budget>`` row (BSN at its own budget), else None."""
+    return row_budget(name) if row_kind(name) in BSN_KINDS else None
 
 
 def row_label(name: str) -> str:
-    """The table label of strategy ``name``."""
-    budget = bsn_row_budget(name)
-    return f"BSN {budget}" if budget is not None else STRATEGY_NAMES[name]
+    """The table label of row ``name``."""
+    budget = row_budget(name)
+    if budget is not None:
+        return BUDGETED_KINDS[row_kind(name)].format(budget=budget)
+    base = name.removesuffix(DERIVED)
+    label = {**STRATEGY_NAMES, **FIXED_NAMES}[base]
+    return label + " (DARTS derivation)" if name.endswith(DERIVED) else label
+
+
+def _known(name: str) -> bool:
+    return name in STRATEGY_NAMES or name in FIXED_NAMES or row_budget(name) is not None
 
 
 def parse_strategies(text: str | Sequence[str]) -> tuple[str, ...]:
-    """Strategy names from ``'bsn,darts,...'`` (or a list); raises :class:`UsageError` on an empty or unknown name."""
+    """Row names from ``'bsn,darts,...'`` (or a list); raises :class:`UsageError` on an empty or unknown name."""
     from .budget import parse_budget
 
     items = text.split(",") if isinstance(text, str) else list(text)
     names = [str(n).strip().lower() for n in items if str(n).strip()]
     if not names:
         raise UsageError(f"--strategies is empty; give comma-separated names among {', '.join(STRATEGIES)}")
-    unknown = [n for n in names if n not in STRATEGY_NAMES and bsn_row_budget(n) is None]
+    unknown = [n for n in names if not _known(n)]
     if unknown:
         raise UsageError(
-            f"unknown strategy {unknown[0]!r}; choose among {', '.join(STRATEGIES)} "
-            "(or bsn@<budget>, e.g. bsn@25%, for BSN at its own budget)"
+            f"unknown strategy {unknown[0]!r}; choose among {', '.join(STRATEGIES + tuple(FIXED_NAMES))} "
+            "(or bsn@<budget>, e.g. bsn@25%, for BSN at its own budget; random-arch@<budget> or "
+            "random-arch90@<budget> for random architectures within it)"
         )
     for n in names:
-        if bsn_row_budget(n) is not None:
+        if row_budget(n) is not None:
             try:
-                parse_budget(bsn_row_budget(n))
+                parse_budget(row_budget(n))
             except ValueError as e:
                 raise UsageError(f"strategy {n!r}: {e}") from None
     return tuple(dict.fromkeys(names))
@@ -310,13 +361,27 @@ def check_compare_config(cfg: CompareConfig) -> None:
     parse_strategies(cfg.strategies)
     if cfg.space not in COMPARE_SPACES:
         raise UsageError(
-            f"compare runs on the fabrics; unknown or unsupported space {cfg.space!r}: choose "
-            f"{' or '.join(COMPARE_SPACES)}"
+            f"compare runs on the fabrics and NasBench201; unknown or unsupported space {cfg.space!r}: choose "
+            f"{', '.join(COMPARE_SPACES)}"
+        )
+    gated = [n for n in parse_strategies(cfg.strategies) if n in FIXED_NAMES or n.endswith("+penalty")]
+    if gated and cfg.space not in FABRICS:
+        raise UsageError(
+            f"{gated[0]!r} needs a fabric's gates ({' or '.join(FABRICS)}); leave it out on {cfg.space}"
         )
     if cfg.epochs < 1 or cfg.retrain < 1:
         raise UsageError(f"epochs must be >= 1, got search {cfg.epochs} and retrain {cfg.retrain}")
     timeout = cfg.strategy_timeout
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise UsageError(f"--strategy-timeout must be a positive number of seconds, got {timeout!r}")
+    if cfg.seeds is not None and not cfg.seeds:
+        raise UsageError("--seeds is empty; give comma-separated integers, e.g. --seeds 0,1,2")
+    if len(set(cfg.seed_list)) != len(cfg.seed_list):
+        raise UsageError(f"--seeds repeats a seed: {','.join(map(str, cfg.seed_list))}")
+    for option in ("random_archs", "jobs", "devices"):
+        if not isinstance(getattr(cfg, option), int) or getattr(cfg, option) < 1:
+            raise UsageError(
+                f"--{option.replace('_', '-')} must be a positive integer, got {getattr(cfg, option)!r}"
+            )
     check_space_shape(cfg)
     check_data_cost_budget(cfg.dataset, cfg.cost, cfg.budget)

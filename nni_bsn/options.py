@@ -161,12 +161,26 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("batch_size", "batch size", positive_int),
     Option("seed", "random seed", int),
-    Option("accelerator", "Lightning accelerator", choices=("auto", "cpu", "gpu"), commands=SEARCH),
+    Option(
+        "seeds",
+        "comma-separated seeds: every row runs once per seed; the table gives mean +- std",
+        int_list,
+        commands=("compare",),
+        none="the one --seed",
+    ),
+    Option(
+        "random_archs",
+        "architectures drawn per random-arch row and seed, each retrained",
+        positive_int,
+        commands=("compare",),
+    ),
+    Option("jobs", "rows run at once, each in its own process", positive_int, commands=("compare",)),
+    Option("accelerator", "Lightning accelerator", choices=("auto", "cpu", "gpu")),
     Option(
         "devices",
         "devices; > 1 runs Lightning DDP (on GPUs; on CPU as many gloo processes, at most the cores)",
         positive_int,
-        commands=SEARCH,
+        compare_help="devices of each row's searches and retraining (Lightning)",
     ),
     Option(
         "preset", "the paper's configuration", choices=tuple(sorted(PRESETS)), commands=SEARCH, none="none"

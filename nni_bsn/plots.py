@@ -48,13 +48,13 @@ PROB_CMAP = "viridis_r"  # keep-probability 0 -> pale yellow, 1 -> dark purple
 MAX_TABLE_LINES = 40
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> str:
+def save_figure(fig: Figure, path: str | os.PathLike) -> str:
     """Write ``fig`` to ``path`` atomically; return the path."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -157,7 +157,7 @@ def _finish(fig: Figure, ax: Any, handles: list, probs: Any, cmap: Any, path: An
     ax.legend(handles=handles, loc="upper center", fontsize=8, frameon=False, **legend)
     if probs is not None:
         _add_prob_colorbar(fig, ax, cmap)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _cnf_edges(ax: Any, space: Any, states: Mapping[str, str], probs: Any, cmap: Any) -> set:
@@ -192,7 +192,7 @@ def draw_cnf(
     labels = list(space.gate_labels)
     states = _gate_states(space, arch, labels)
     cmap = colormaps[PROB_CMAP]
-    fig = _new_figure(max(5.0, 1.25 * L + 2.8), max(3.2, 0.85 * S + 1.6))
+    fig = new_figure(max(5.0, 1.25 * L + 2.8), max(3.2, 0.85 * S + 1.6))
     ax = fig.add_subplot()
 
     alive_nodes = _cnf_edges(ax, space, states, probs, cmap)
@@ -241,7 +241,7 @@ def draw_resnet_fabric(
     states = _gate_states(space, arch, labels)
     cmap = colormaps[PROB_CMAP]
     row_gap = 1.6
-    fig = _new_figure(max(5.0, 1.3 * (W + 1) + 3.0), max(3.2, row_gap * 0.95 * B + 1.8))
+    fig = new_figure(max(5.0, 1.3 * (W + 1) + 3.0), max(3.2, row_gap * 0.95 * B + 1.8))
     ax = fig.add_subplot()
 
     def pos(node: tuple[int, int]) -> tuple[float, float]:
@@ -307,7 +307,7 @@ def _draw_table(
     shown = items[:MAX_TABLE_LINES]
     hidden = len(items) - len(shown)
     rows = len(shown) + (1 if hidden else 0)
-    fig = _new_figure(7.0, max(1.6, 0.26 * rows + 1.0))
+    fig = new_figure(7.0, max(1.6, 0.26 * rows + 1.0))
     ax = fig.add_subplot()
     ax.set_xlim(0, 1)
     ax.set_ylim(rows - 0.5, -0.5)
@@ -324,7 +324,7 @@ def _draw_table(
     if hidden:
         ax.text(0.0, len(shown), f"... and {hidden} more", ha="left", va="center", fontsize=8, style="italic")
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def draw_architecture(
@@ -363,7 +363,7 @@ def plot_gate_probabilities(
     data = np.asarray(history, dtype=float)
     epochs, gates = data.shape
     x = np.arange(epochs)
-    fig = _new_figure(8.0, 7.5 if gates <= 60 else 9.0)
+    fig = new_figure(8.0, 7.5 if gates <= 60 else 9.0)
     top, bottom = fig.subplots(2, 1, height_ratios=(1, 1.3 if gates <= 60 else 1.8))
 
     alpha = float(np.clip(3.0 / math.sqrt(gates), 0.12, 0.8))
@@ -395,7 +395,7 @@ def plot_gate_probabilities(
         step = math.ceil(gates / 30)
         bottom.set_yticks(range(0, gates, step), [labels[i] for i in range(0, gates, step)], fontsize=5)
     fig.colorbar(im, ax=bottom, label="keep-probability")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _number(value: Any) -> float | None:
@@ -423,7 +423,7 @@ def plot_accuracy_vs_cost(
             _log.info(message, row.get(label_key), cost_key, acc_key)
             continue
         points.append((c, a, str(row.get(label_key, ""))))
-    fig = _new_figure(7.0, 5.0)
+    fig = new_figure(7.0, 5.0)
     ax = fig.add_subplot()
     groups = list(dict.fromkeys(p[2] for p in points))
     palette = colormaps["tab10" if len(groups) <= 10 else "tab20"]
@@ -447,4 +447,4 @@ def plot_accuracy_vs_cost(
     ax.set_title(title, fontsize=10)
     if groups and len(groups) <= 20:
         ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)

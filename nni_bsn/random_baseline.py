@@ -82,7 +82,7 @@ def random_architectures(
     band: tuple[float, float] = (0.0, 1.0),
     prune: Callable[[Arch], Arch] | None = None,
     is_connected: Callable[[Arch], bool] | None = None,
-    seed: int = 0,
+    seed: int | str = 0,
     min_rate: float = 1e-3,
     max_draws: int = 200_000,
 ) -> list[RandomDraw]:
@@ -115,4 +115,31 @@ def random_architectures(
     raise ValueError(
         f"found {len(found)} of {n} distinct connected architectures with cost in "
         f"[{low * limit:.6g}, {high * limit:.6g}] after {max_draws} draws; widen the band or raise the budget"
+    )
+
+
+def draw_for_row(
+    cfg: Any, name: str, seed: int, budget: Mapping[str, Any], space_spec: dict, input_shape: tuple[int, ...]
+) -> list[RandomDraw]:
+    """The ``cfg.random_archs`` architectures of compare's row ``name`` (``random-arch@25%`` or
+    ``random-arch90@25%``) at ``seed``: connected, pruned, their budgeted cost in the row's band of its limit.
+
+    The draws depend on the seed and the row's name only, so a rerun retrains the same architectures.
+    """
+    from evaluators.blocks import choice_values
+
+    from .builders import build_cost, rebuild_space
+    from .config import RANDOM_BANDS, row_kind
+
+    space = rebuild_space(space_spec)
+    evaluator = build_cost(cfg.cost, input_shape).bind(rebuild_space(space_spec))
+    return random_architectures(
+        choice_values(space),
+        evaluator.cost,
+        budget["limit"],
+        cfg.random_archs,
+        band=RANDOM_BANDS[row_kind(name)],
+        prune=getattr(space, "prune", None),
+        is_connected=getattr(space, "is_connected", None),
+        seed=f"{seed}:{name}",
     )

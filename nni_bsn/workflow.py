@@ -16,27 +16,12 @@ from typing import Any
 
 import torch
 
-from .builders import RepeatChannels, all_costs, build_cost, build_space, needs_rgb, rebuild_space
+from .builders import JobData, all_costs, build_cost, build_space, load_job_data, rebuild_space
 from .config import SearchConfig, UsageError, distributed_devices
 from .evaluation import evaluate_accuracy, finetune, recalibrate_batchnorm
 from .outputs import partial_dir, versions, write_json
 
 __all__ = ["run_search", "check_devices", "RESUMABLE_CHANGES"]
-
-
-@dataclass
-class _Data:
-    """The loaders of a search and what the space needs to know about the images."""
-
-    train: Any
-    val: Any
-    test: Any
-    info: Any
-    in_channels: int
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (1, self.in_channels, self.info.image_size, self.info.image_size)
 
 
 @dataclass
@@ -62,7 +47,7 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
         progress(note)
     _save_config(cfg, workdir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = _load_data(cfg)
+    data = load_job_data(cfg)
     space, space_spec = build_space(cfg, data.in_channels, data.info.num_classes, data.info.image_size)
     strategy = _make_bsn(cfg, data.input_shape)
     timer = StepTimer()
@@ -156,31 +141,6 @@ def _check_resumed_config(cfg: SearchConfig, partial: Path) -> None:
                 f"{now[name]!r}; resume with the same options (only the epochs may grow), or start anew "
                 f"without --resume"
             )
-
-
-def _load_data(cfg: SearchConfig) -> _Data:
-    """The loaders, as RGB where the space needs 3 channels; a missing dataset is a usage error."""
-    from .data import DataError, get_dataloaders
-
-    try:
-        train, val, test, info = get_dataloaders(
-            cfg.dataset, cfg.data_dir, cfg.batch_size, cfg.image_size, cfg.seed, train_size=cfg.train_size
-        )
-    except DataError as e:
-        raise UsageError(str(e)) from None
-    if not needs_rgb(cfg.space, info.in_channels):
-        return _Data(train, val, test, info, info.in_channels)
-    from nni.nas.evaluator.pytorch import DataLoader
-
-    train = DataLoader(
-        RepeatChannels(train.dataset),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    val = DataLoader(RepeatChannels(val.dataset), batch_size=cfg.batch_size)
-    test = DataLoader(RepeatChannels(test.dataset), batch_size=cfg.batch_size)
-    return _Data(train, val, test, info, 3)
 
 
 def _make_bsn(cfg: SearchConfig, input_shape: tuple[int, ...]):
@@ -314,7 +274,7 @@ def _search(space, evaluator, strategy, started: float) -> _Found:
     return _Found(models[0].sample, model, bsn_report, final_metrics, seconds)
 
 
-def _evaluate_found(cfg: SearchConfig, model, data: _Data):
+def _evaluate_found(cfg: SearchConfig, model, data: JobData):
     """The found network with its own BatchNorm statistics (fine-tuned if asked) and its accuracy."""
     recalibrate_batchnorm(model, data.train)
     if cfg.finetune_epochs > 0:
@@ -339,7 +299,7 @@ def _write_network(arch: dict[str, Any], model, workdir: Path) -> None:
     save_weights(model, workdir / "weights.pt")
 
 
-def _export_onnx(model, data: _Data, workdir: Path) -> dict[str, Any]:
+def _export_onnx(model, data: JobData, workdir: Path) -> dict[str, Any]:
     """``model.onnx``, proved in ONNX Runtime and timed; paths relative to the output folder."""
     from .export import export_and_time
 
@@ -384,7 +344,7 @@ def _report(
     strategy,
     found: _Found,
     space_spec: dict,
-    data: _Data,
+    data: JobData,
     costs: dict[str, Any],
     accuracy: dict[str, float],
     onnx_info: dict[str, Any] | None,

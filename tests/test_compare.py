@@ -11,7 +11,7 @@ import torch
 
 from evaluators.blocks import GATE_OFF, GATE_ON
 from nni_bsn.cli import build_parser, main
-from nni_bsn.compare import _run_in_process
+from nni_bsn.compare import _Job, _run_in_process
 from nni_bsn.compare_report import equivalent_command, markdown_table
 from nni_bsn.compat import fabric_flops_profiler
 from nni_bsn.config import STRATEGIES, CompareConfig, UsageError, parse_strategies
@@ -60,34 +60,40 @@ def _assert_numeric_row(row: dict) -> None:
 def test_compare_runs_bsn_random_darts_and_enas_and_writes_every_output_with_a_row_each(tmp_path, capsys):
     out = tmp_path / "cmp"
     rc = main(["compare", "--strategies", "bsn,random,darts,enas", *TINY, "--out", str(out)])
-    assert rc == 0
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "accuracy_vs_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((out / "compare.json").read_text())
-    assert [r["strategy"] for r in report["rows"]] == ["BSN", "RandomOneShot", "DARTS", "ENAS"]
-    assert report["failed"] == []
+    labels = ["BSN", "RandomOneShot", "DARTS", "DARTS (DARTS derivation)", "ENAS"]
+    assert [r["strategy"] for r in report["rows"]] == labels
+    # A strategy whose export does not connect input to classifier is a failed row saying so, never a chance point.
+    failed = [r for r in report["rows"] if r["status"] != "ok"]
+    assert rc == (1 if failed else 0) and report["failed"] == [r["name"] for r in failed]
+    assert all("exported a disconnected network" in r["status"] and r["connected"] is False for r in failed)
+    assert {"bsn", "darts:derived", "enas"}.isdisjoint(report["failed"])  # connected by construction
     for row in report["rows"]:
-        _assert_numeric_row(row)
+        if row["status"] == "ok":
+            _assert_numeric_row(row)
+    assert [e["name"] for e in report["summary"]] == ["bsn", "random", "darts", "darts:derived", "enas"]
     bsn = report["rows"][0]
     assert bsn["within_budget"] and bsn["bsn_selection"]["within_budget"]
     assert bsn["budget_cost"] <= report["budget"]["limit"]
     # Every strategy searched the same space from the same seed for the same number of steps.
-    assert {r["search_timing"]["steps"] for r in report["rows"][:3]} == {4}
+    assert {r["search_timing"]["steps"] for r in report["rows"][:4]} == {4}
     assert {r["torch_threads"] for r in report["rows"]} == {
         1
     }  # the default, for timings robust to other load
-    assert report["rows"][3]["enas"]["trajectories"] > 0  # ENAS's controller got rewards (TaggedENAS works)
+    assert report["rows"][4]["enas"]["trajectories"] > 0  # ENAS's controller got rewards (TaggedENAS works)
     with open(out / "compare.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["strategy"] for r in rows] == ["BSN", "RandomOneShot", "DARTS", "ENAS"]
-    assert all(r["status"] == "ok" and float(r["test_acc"]) >= 0 for r in rows)
+    assert [r["strategy"] for r in rows] == labels
+    assert all(float(r["test_acc"]) >= 0 for r in rows if r["status"] == "ok")
     md = (out / "compare.md").read_text()
     assert "| BSN |" in md and "| DARTS |" in md and "nni-bsn compare" in md
     assert report["machine"]["cores"] and report["versions"]["nni"] == "3.0"
     printed = capsys.readouterr()
     assert "| RandomOneShot |" in printed.out
-    assert "[4/4] enas:" in printed.err
+    assert "[4/4] seed 0 seed0-enas: enas: val" in printed.err
     assert not list(tmp_path.glob(".cmp.tmp-*"))  # the atomic output folder was moved into place
 
 
@@ -109,7 +115,7 @@ def test_bad_strategy_names_exit_2_with_one_line_and_no_output(names, message, t
 
 def test_compare_refuses_a_space_it_cannot_compare_on_and_an_existing_folder(tmp_path, capsys):
     assert main(["compare", "--space", "mobilenetv3", "--out", str(tmp_path / "a")]) == 2
-    assert "cnf or resnet-fabric" in capsys.readouterr().err
+    assert "cnf, resnet-fabric, nasbench201" in capsys.readouterr().err
     (tmp_path / "b").mkdir()
     assert main(["compare", "--strategies", "bsn", "--out", str(tmp_path / "b")]) == 2
     assert "--force" in capsys.readouterr().err
@@ -149,9 +155,9 @@ def test_a_failing_strategy_gets_a_failed_row_with_a_one_line_reason(tmp_path):
     # The worker process cannot find the data: the search fails inside it and says why.
     cfg = CompareConfig(strategies=("random",), dataset="cifar10", data_dir=str(tmp_path / "missing"))
     budget = {"cost": "macs", "spec": "50%", "limit": 1.0, "full": 2.0, "fraction": 0.5, "unit": "MACs"}
-    row = _run_in_process(cfg, "random", budget, tmp_path / "jobs", tmp_path / "random.log")
-    assert row["status"] == "failed" and row["strategy"] == "RandomOneShot"
-    assert row["error"].startswith("DataError:") and "\n" not in row["error"]
+    (row,) = _run_in_process(cfg, _Job("random", 0, budget), tmp_path / "jobs", tmp_path / "random.log")
+    assert row["status"] == "failed" and row["strategy"] == "RandomOneShot" and row["seed"] == 0
+    assert row["error"].startswith("UsageError:") and "cifar" in row["error"] and "\n" not in row["error"]
     assert "Traceback" in (tmp_path / "random.log").read_text()
 
 
@@ -264,17 +270,21 @@ def test_compare_on_a_cifar10_folder_runs_bsn_at_two_budgets_beside_darts(tmp_pa
             str(out),
         ]
     )
-    assert rc == 0
     report = json.loads((out / "compare.json").read_text())
+    assert rc == (1 if report["failed"] else 0) and set(report["failed"]) <= {
+        "darts"
+    }  # a disconnected export
     assert report["dataset"]["name"] == "cifar10" and report["dataset"]["sizes"] == {
         "train": 72,
         "val": 8,
         "test": 20,
     }
-    assert [r["strategy"] for r in report["rows"]] == ["BSN 25%", "BSN 75%", "DARTS"]
+    labels = ["BSN 25%", "BSN 75%", "DARTS", "DARTS (DARTS derivation)"]
+    assert [r["strategy"] for r in report["rows"]] == labels
     for row in report["rows"]:
-        assert row["status"] == "ok", row
-        assert 0.0 <= row["test_acc"] <= 1.0 and row["macs"] > 0
+        if row["name"] != "darts":
+            assert row["status"] == "ok", row
+            assert 0.0 <= row["test_acc"] <= 1.0 and row["macs"] > 0
     for row in report["rows"][:2]:  # each BSN row within its own budget, connected
         assert row["bsn_selection"]["within_budget"] and row["bsn_selection"]["connected"]
         assert 0 < row["bsn_selection"]["start_keep_prob"] <= 0.95

@@ -70,14 +70,14 @@ def test_both_pictures_count_the_kept_gates_the_same_way(tmp_path, monkeypatch):
     from nni_bsn.findings import kept_gates
 
     titles = []
-    real_save = plots._save
+    real_save = plots.save_figure
 
     def capture(fig, path):
         texts = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
         titles.extend(t for t in texts if "gates kept" in t or "kept when exported" in t)
         return real_save(fig, path)
 
-    monkeypatch.setattr(plots, "_save", capture)
+    monkeypatch.setattr(plots, "save_figure", capture)
     space = ConvolutionalNeuralFabric(layers=3, channels=4, image_size=8, in_channels=1)
     labels = list(space.gate_labels)
     rng = random.Random(1)

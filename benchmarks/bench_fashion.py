@@ -1,0 +1,122 @@
+"""BSN's accuracy-cost front on Fashion-MNIST beside NNI's strategies, random architectures and fixed networks.
+
+    python benchmarks/bench_fashion.py [--seeds 0,1,2] [--train-size 10000] [--epochs 5] [--jobs 2]
+
+Runs ``nni-bsn compare`` once (every row at every seed, each in its own process, ``--jobs`` at a time): BSN at each
+budget (with its default hinge penalty and with ``penalty='abs'``), NNI's DARTS / GumbelDARTS / ENAS / Proxyless / RandomOneShot (with the DARTS paper's derivation beside the
+DARTS-family exports), random connected architectures at each budget (anywhere within it, and costing 90-100% of
+it; ``--random-archs`` per seed), the full super network and a plain ResNet. Every architecture is retrained from
+scratch the same way. Appends the mean ± std table, the targets (met or not) and the command to
+benchmarks/RESULTS.md and copies the plot to benchmarks/<name>.png. ``--accelerator gpu`` repeats it on a CUDA
+machine (on CPU nothing changes). Fashion-MNIST comes from ``--data-dir`` or Debian's dataset-fashion-mnist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import append  # noqa: E402
+
+PEERS = "darts,gumbel-darts,enas,proxyless,random"
+HERE = Path(__file__).resolve().parent
+
+
+def _rows(budgets: list[str], peers: str) -> str:
+    bsn = [f"{kind}@{b}" for kind in ("bsn", "bsn-abs") for b in budgets]
+    random = [f"{kind}@{b}" for b in budgets for kind in ("random-arch", "random-arch90")]
+    return ",".join([*bsn, *peers.split(","), "full", "resnet", *random])
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    command = ["nni-bsn", "compare", "--strategies", _rows(args.budgets.split(","), args.peers)]
+    command += ["--dataset", "fashion-mnist", "--space", args.space, "--seeds", args.seeds]
+    command += ["--train-size", str(args.train_size), "--image-size", str(args.image_size)]
+    command += ["--epochs", str(args.epochs), "--retrain-epochs", str(args.retrain_epochs or args.epochs)]
+    command += ["--layers", str(args.layers), "--channels", str(args.channels)]
+    command += ["--random-archs", str(args.random_archs), "--jobs", str(args.jobs), "--budget", "50%"]
+    command += [
+        "--accelerator",
+        args.accelerator,
+        "--devices",
+        str(args.devices),
+        "--out",
+        args.out,
+        "--force",
+    ]
+    command += [] if args.data_dir is None else ["--data-dir", args.data_dir]
+    return command + args.extra
+
+
+def _body(report: dict, plot: str, command: list[str]) -> str:
+    from nni_bsn.compare_summary import summary_table, targets_markdown
+
+    data = report["dataset"]
+    lines = [
+        f"Fashion-MNIST, {data['sizes']['train']} training images (a fixed class-balanced subset), validation "
+        f"{data['sizes']['val']}, the official {data['sizes']['test']} test images, {data['image_size']}x"
+        f"{data['image_size']}; space {json.dumps(report['space'])}; seeds {report['seeds']}; "
+        f"{report['total_seconds'] / 60:.0f} min in all.",
+        "",
+        f"- compare command: `{' '.join(command)}`",
+        f"- every setting: `{report['equivalent_command']}`",
+        f"- plot: [{plot}]({plot})",
+        "",
+        summary_table(report["summary"]),
+        "",
+        "Targets:",
+        "",
+        targets_markdown(report["targets"]) or "- none applies",
+        "",
+        "Notes of the run:",
+        "",
+        *[f"- {n}" for n in report["notes"]],
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--budgets", default="10%,25%,50%")
+    parser.add_argument("--peers", default=PEERS)
+    parser.add_argument("--space", default="cnf")
+    parser.add_argument("--train-size", type=int, default=10000)
+    parser.add_argument("--image-size", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--retrain-epochs", type=int, default=None)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--random-archs", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu", "auto"))
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default="bench-fashion")
+    parser.add_argument("--name", default="fashion_front", help="the plot's name under benchmarks/")
+    parser.add_argument("extra", nargs="*", help="more nni-bsn compare options, after --")
+    args = parser.parse_args()
+    command = _command(args)
+    print(" ".join(command), flush=True)
+    code = subprocess.call(command)
+    result = Path(args.out) / "compare.json"
+    if not result.is_file():
+        print(f"bench_fashion: nni-bsn compare wrote no {result} (exit code {code})", file=sys.stderr)
+        return 1
+    report = json.loads(result.read_text())
+    plot = f"{args.name}.png"
+    shutil.copyfile(Path(args.out) / "accuracy_vs_cost.png", HERE / plot)
+    append(f"Fashion-MNIST front ({args.space}, seeds {args.seeds})", _body(report, plot, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

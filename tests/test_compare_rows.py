@@ -1,0 +1,133 @@
+"""compare's rows beyond the strategies: seeds, random architectures within a budget, the fixed networks, BSN
+with the abs penalty, the DARTS paper's derivation, and the summary's mean ± std and targets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nni_bsn.cli import main
+from nni_bsn.compare_summary import summarize, summary_table, targets, targets_markdown
+from nni_bsn.config import CompareConfig, UsageError, check_compare_config, parse_strategies, row_label
+
+TINY = [
+    "--epochs",
+    "1",
+    "--limit-train-batches",
+    "3",
+    "--limit-val-batches",
+    "2",
+    "--no-onnx",
+    "--channels",
+    "4",
+]
+
+
+def _row(name, seed, acc, macs, search=None, status="ok"):
+    return {
+        "name": name,
+        "strategy": row_label(name),
+        "seed": seed,
+        "status": status,
+        "test_acc": acc,
+        "val_acc": acc,
+        "macs": macs,
+        "search_seconds": search,
+    }
+
+
+def test_row_names_labels_and_their_checks():
+    names = parse_strategies("bsn@10%,bsn-abs@10%,random-arch@10%,random-arch90@10%,full,resnet")
+    assert [row_label(n) for n in names] == [
+        "BSN 10%",
+        "BSN abs 10%",
+        "Random arch <= 10%",
+        "Random arch 90-100% of 10%",
+        "Full super network",
+        "Plain ResNet (fabric, no shortcuts)",
+    ]
+    assert row_label("darts:derived") == "DARTS (DARTS derivation)"
+    with pytest.raises(UsageError, match="random-arch@x"):
+        parse_strategies("random-arch@x")
+    with pytest.raises(UsageError, match="'full' needs a fabric's gates"):
+        check_compare_config(CompareConfig(space="nasbench201", strategies=("bsn", "full")))
+    with pytest.raises(UsageError, match="repeats a seed"):
+        check_compare_config(CompareConfig(seeds=(0, 0)))
+    with pytest.raises(UsageError, match="--jobs must be a positive integer"):
+        check_compare_config(CompareConfig(jobs=0))
+    assert CompareConfig(seed=3).seed_list == (3,) and CompareConfig(seeds=(1, 2)).seed_list == (1, 2)
+
+
+def test_summary_means_over_seeds_and_the_targets_say_met_or_not_with_numbers():
+    rows = [
+        _row("bsn@25%", 0, 0.86, 100, search=10),
+        _row("bsn@25%", 1, 0.88, 110, search=12),
+        _row("random-arch@25%", 0, 0.85, 90),
+        _row("random-arch@25%", 1, 0.84, 80),
+        _row("darts", 0, 0.80, 50, search=40),
+        _row("darts", 1, None, None, status="failed: exported a disconnected network"),
+        _row("full", 0, 0.90, 400),
+    ]
+    summary = summarize(rows, full_cost=400)
+    bsn, rand, darts, full = summary
+    assert bsn["runs"] == 2 and bsn["test_acc"]["mean"] == pytest.approx(0.87)
+    assert bsn["test_acc"]["std"] == pytest.approx(0.0141421, rel=1e-4)
+    assert bsn["macs_fraction"] == pytest.approx(105 / 400)
+    assert darts["runs"] == 1 and darts["failed"] == 1 and "disconnected" in darts["failures"][0]
+    found = {t["target"]: t for t in targets(summary)}
+    assert found["BSN 25% >= Random arch <= 25% mean + 1 std"]["met"] is True  # 0.87 >= 0.845 + 0.0071
+    assert found["BSN 25% >= DARTS (costs no more)"]["met"] is True
+    assert found["BSN 25% >= Full super network"]["met"] is False  # 0.87 < 0.90
+    assert found["BSN 25% search <= 0.35x DARTS's"]["met"] is True  # 11 / 40
+    text = targets_markdown(targets(summary))
+    assert "**NOT met** (0.8700 vs 0.9000)" in text
+    table = summary_table(summary)
+    assert "| BSN 25% | 2 | 0.8700 ± 0.0141 |" in table and "(26.2%)" in table
+
+
+def test_compare_seeds_random_architectures_fixed_networks_and_bsn_abs(tmp_path):
+    out = tmp_path / "cmp"
+    rows = "bsn-abs@50%,random-arch@50%,random-arch90@50%,full,resnet"
+    rc = main(
+        [
+            "compare",
+            "--strategies",
+            rows,
+            "--seeds",
+            "0,1",
+            "--random-archs",
+            "2",
+            "--jobs",
+            "2",
+            *TINY,
+            "--out",
+            str(out),
+        ]
+    )
+    report = json.loads((out / "compare.json").read_text())
+    assert rc == 0 and report["failed"] == [] and report["seeds"] == [0, 1]
+    by_name = {e["name"]: e for e in report["summary"]}
+    assert [by_name[n]["runs"] for n in rows.split(",")] == [2, 4, 4, 2, 2]
+    limit = report["row_budgets"]["random-arch@50%"]["limit"]
+    for r in report["rows"]:
+        assert r["seed"] in (0, 1) and r["connected"] is not False
+        if r["name"].startswith("random-arch"):
+            low = 0.9 * limit if r["name"].startswith("random-arch90") else 0.0
+            assert low <= r["budget_cost"] <= limit and r["draw"]["cost"] == pytest.approx(r["budget_cost"])
+            assert r["search_seconds"] is None and r["inherited_test_acc"] is None
+    draws = [
+        json.dumps(r["pruned_arch"], sort_keys=True) for r in report["rows"] if r["name"] == "random-arch@50%"
+    ]
+    assert len(set(draws)) == len(draws)  # distinct architectures across draws and seeds
+    full = next(r for r in report["rows"] if r["name"] == "full")
+    assert full["gates_alive"] == full["gates_total"] and full["macs"] == pytest.approx(
+        report["budget"]["full"]
+    )
+    resnet = next(r for r in report["rows"] if r["name"] == "resnet")
+    assert resnet["gates_total"] < full["gates_total"]  # another space: the ResNet fabric without shortcuts
+    bsn = next(r for r in report["rows"] if r["name"] == "bsn-abs@50%")
+    assert "penalty='abs'" in bsn["strategy_args"]
+    assert (out / "summary.csv").read_text().startswith("name,strategy,runs,failed,test_acc_mean")
+    md = (out / "compare.md").read_text()
+    assert "Targets:" in md and "| Random arch <= 50% | 4 |" in md
