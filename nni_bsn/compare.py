@@ -119,7 +119,12 @@ def _run_in_process(cfg: CompareConfig, job: _Job, jobdir: Path, log: Path) -> l
     if result_path.is_file():
         return json.loads(result_path.read_text())["rows"]
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    error = f"worker exited with code {proc.returncode}" + (f": {lines[-1][:200]}" if lines else "")
+    # Lightning stops a fit on SIGTERM and the process then exits with 0, before its row is written.
+    code = proc.returncode
+    error = f"worker exited with code {code}" + (
+        " without its row (stopped by a signal?)" if code == 0 else ""
+    )
+    error += f": {lines[-1][:200]}" if lines else ""
     return [{**failed, "error": error}]
 
 

@@ -9,30 +9,20 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import resource
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evaluators.blocks import GATE_OFF, GATE_ON
 
-from .config import (
-    BSN_KINDS,
-    DERIVED,
-    DERIVED_FROM,
-    FIXED_NAMES,
-    CompareConfig,
-    bsn_row_budget,
-    row_kind,
-    row_label,
-)
+from .compare_strategies import choice_stats, derived_architecture, make_strategy, strategy_details
+from .config import DERIVED, FIXED_NAMES, CompareConfig, row_label
 
 __all__ = ["search_and_evaluate", "INHERITED_BN_BATCHES"]
 
@@ -86,53 +76,6 @@ def _classification(cfg: CompareConfig, train, val, num_classes: int, epochs: in
     )
 
 
-def _is_bsn(name: str) -> bool:
-    return row_kind(name) in BSN_KINDS
-
-
-def _make_strategy(
-    name: str, cfg: CompareConfig, space: Any, input_shape: tuple[int, ...], budget: dict[str, Any]
-):
-    """The strategy of row ``name`` and what to say about its set-up."""
-    from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless, RandomOneShot
-
-    from .builders import build_cost, rebuild_space
-    from .compat import DartsWithPenalty, ProxylessWithPenalty, TaggedENAS, fabric_flops_profiler
-    from .strategy import BSN
-
-    if _is_bsn(name):
-        cost = build_cost(cfg.cost, input_shape)
-        options = {**cfg.bsn_options(), **BSN_KINDS[row_kind(name)]}
-        return BSN(cost=cost, budget=bsn_row_budget(name) or cfg.budget, **options), {}
-    if name in ("darts+penalty", "proxyless+penalty"):
-        # On a separate copy of the raw space: shape inference runs a forward pass (BatchNorm statistics move).
-        profiler = fabric_flops_profiler(rebuild_space(budget["space_spec"]), input_shape)
-        full = float(profiler.profile({label: GATE_ON for label in space.gate_labels}))
-        baseline = budget["fraction"] * full
-        penalty = {"profiler": profiler, "baseline": baseline, "scale": cfg.lam, "nonlinear": "positive"}
-        cls = DartsWithPenalty if name == "darts+penalty" else ProxylessWithPenalty
-        info = {
-            "penalty": {
-                "profiler": f"nni FlopsProfiler (MACs of conv/linear, every '{GATE_ON}' gate)",
-                "full_flops": full,
-                "baseline": baseline,
-                "scale": cfg.lam,
-                "nonlinear": "positive",
-                "aggregate": "add",
-                "probabilities": "live tensors (nni_bsn.compat fix)",
-            }
-        }
-        return cls(penalty=penalty), info
-    factories: dict[str, Callable[[], Any]] = {
-        "darts": DARTS,
-        "gumbel-darts": GumbelDARTS,
-        "proxyless": Proxyless,
-        "random": RandomOneShot,
-        "enas": lambda: TaggedENAS(reward_metric_name="val_acc"),
-    }
-    return factories[name](), {}
-
-
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -141,70 +84,6 @@ def _one_line(e: BaseException) -> str:
     """``'<Type>: <first line of the message>'``, at most 300 characters."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}"[:300] if text else type(e).__name__
-
-
-def _strategy_details(name: str, strategy) -> dict[str, Any]:
-    """What the row keeps about how the strategy ended: BSN's selection, ENAS's controller updates."""
-    module = strategy.oneshot_module
-    extra: dict[str, Any] = {}
-    if _is_bsn(name):  # bsn@25% rows too
-        rep = strategy.report()
-        keys = ("method", "within_budget", "connected", "costs", "start_keep_prob", "skipped_samples")
-        extra["bsn_selection"] = {k: rep.get(k) for k in keys}
-    if name == "enas":
-        trajectories = int(module._trajectory_counter)
-        extra["enas"] = {
-            "trajectories": trajectories,
-            "batches_per_update": module.batches_per_update,
-            "ppo_updates": int(trajectories // module.batches_per_update),
-        }
-    return extra
-
-
-def _choice_stats(module) -> dict[str, Any] | None:
-    """How settled the strategy's choices ended: the mean largest probability and normalised entropy per choice."""
-    probs = _probabilities(module)
-    if not probs:
-        return None
-    top, entropy = [], []
-    for weights in probs.values():
-        p = [max(float(w), 0.0) for w in weights.values()]
-        total = sum(p) or 1.0
-        p = [x / total for x in p]
-        top.append(max(p))
-        h = -sum(x * math.log(x) for x in p if x > 0)
-        entropy.append(h / math.log(len(p)) if len(p) > 1 else 0.0)
-    n = len(top)
-    return {
-        "choices": n,
-        "mean_max_prob": round(sum(top) / n, 4),
-        "min_max_prob": round(min(top), 4),
-        "mean_entropy": round(sum(entropy) / n, 4),  # 1: uniform, 0: settled
-    }
-
-
-def _probabilities(module) -> dict[str, dict[Any, float]]:
-    """The strategy's probability of every candidate of every choice (``export_probs``), or {} if it has none."""
-    try:
-        return {
-            label: {v: float(w) for v, w in dict(weights).items()}
-            for label, weights in module.export_probs().items()
-        }
-    except Exception:  # RandomOneShot and others without probabilities
-        return {}
-
-
-def _derived(name: str, strategy, graph, exported) -> tuple[dict[str, Any], Any] | None:
-    """The DARTS paper's derivation from the strategy's probabilities and its inherited network, where it applies."""
-    from .derivation import derive_darts
-
-    probs = _probabilities(strategy.oneshot_module)
-    if row_kind(name) not in DERIVED_FROM or not probs:
-        return None
-    arch = derive_darts(probs, graph)
-    if arch == dict(exported):  # the zero candidate won nowhere: the same network as NNI's export
-        return None
-    return arch, copy.deepcopy(strategy.model_space.freeze(arch).executable_model())
 
 
 def _search(cfg: CompareConfig, name: str, space, strategy, evaluator, workdir: Path, graph) -> _Searched:
@@ -227,9 +106,9 @@ def _search(cfg: CompareConfig, name: str, space, strategy, evaluator, workdir: 
         # once: ENAS and RandomOneShot export a new sample each call
         model = next(iter(strategy.list_models()))
         inherited = copy.deepcopy(model.executable_model())  # freeze shares weights with the supernet
-        extra = _strategy_details(name, strategy)
-        extra["choices"] = _choice_stats(strategy.oneshot_module)
-        derived = _derived(name, strategy, graph, model.sample)
+        extra = strategy_details(name, strategy)
+        extra["choices"] = choice_stats(strategy.oneshot_module)
+        derived = derived_architecture(name, strategy, graph, model.sample)
         # Per-gate probabilities ('prob/...') are left out: the architecture is in the row already.
         final_metrics = {
             k: round(float(v), 6)
@@ -426,7 +305,7 @@ def search_and_evaluate(
     if arch is not None or name in FIXED_NAMES:
         spec, fixed = _fixed_network(cfg, name, space_spec, arch, data)
         return [{**nothing_searched, **_evaluate(work, name, spec, fixed, None)}]
-    strategy, setup = _make_strategy(name, cfg, space, work.input_shape, {**budget, "space_spec": space_spec})
+    strategy, setup = make_strategy(name, cfg, space, work.input_shape, {**budget, "space_spec": space_spec})
     timer = StepTimer()
     callbacks = [timer, EpochLog(f"{name} search")]
     evaluator = _classification(cfg, data.train, data.val, info.num_classes, cfg.epochs, callbacks=callbacks)

@@ -131,3 +131,23 @@ def test_compare_seeds_random_architectures_fixed_networks_and_bsn_abs(tmp_path)
     assert (out / "summary.csv").read_text().startswith("name,strategy,runs,failed,test_acc_mean")
     md = (out / "compare.md").read_text()
     assert "Targets:" in md and "| Random arch <= 50% | 4 |" in md
+
+
+def test_compare_on_nasbench201_gives_bsn_darts_its_derivation_and_random_rows(tmp_path):
+    """NNI's NasBench201 (no gates): BSN under a MACs budget beside DARTS (its export and, where the zero op won
+    somewhere, the DARTS paper's derivation) and random architectures within the budget."""
+    out = tmp_path / "cmp"
+    args = ["--space", "nasbench201", "--units", "1", "--random-archs", "1", "--budget", "60%"]
+    rc = main(["compare", "--strategies", "bsn,darts,random-arch@60%", *args, *TINY, "--out", str(out)])
+    report = json.loads((out / "compare.json").read_text())
+    assert rc == 0 and report["failed"] == [], report["failed"]
+    names = [r["name"] for r in report["rows"]]
+    assert names[:2] == ["bsn", "darts"] and names[-1] == "random-arch@60%"
+    assert set(names) <= {"bsn", "darts", "darts:derived", "random-arch@60%"}
+    for r in report["rows"]:
+        assert r["gates_total"] == 0 and r["connected"] is None and 0 <= r["test_acc"] <= 1
+    bsn = report["rows"][0]
+    assert bsn["within_budget"] and bsn["choice_max_prob"] is not None
+    for r in report["rows"]:
+        if r["name"] == "darts:derived":  # the zero op never wins in the DARTS paper's derivation
+            assert "none" not in r["arch"].values()
