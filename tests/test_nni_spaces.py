@@ -206,6 +206,53 @@ def test_issue_repro_custom_op_raises_what_nni_raises():
         )
 
 
+# -- plain callable costs: a bounded number of probes before training, an impossible budget refused there ----------
+
+
+class CountingCost:
+    """A plain callable cost (the number of 'on' gates, or of choices away from their first value) that counts
+    its calls."""
+
+    def __init__(self, grid=None):
+        self.calls, self.grid = 0, grid
+
+    def __call__(self, arch):
+        self.calls += 1
+        if self.grid is None:
+            return float(sum(v == "on" for v in arch.values()))
+        return float(sum(v != self.grid[k][0] for k, v in arch.items()))
+
+
+def test_callable_cost_is_called_on_a_bounded_number_of_probes_before_training():
+    from nni_bsn.budget import PROBES
+
+    space = _hub("darts")  # 32 choices: the coordinate pass called a callable 169 times here
+    cost = CountingCost(space_grid(space))
+    strategy = BSN(cost=cost, budget="50%")
+    strategy.mutate_model(space)
+    assert (
+        1 <= cost.calls <= PROBES and cost.calls == 2
+    )  # no gates: every choice at its first, then last value
+    assert strategy.budgets[0].limit == 0.5 * 32  # the last values are all away from the first
+
+
+def test_callable_cost_with_an_impossible_budget_is_refused_at_set_up():
+    from nni_bsn.budget import PROBES
+    from search_spaces import ConvolutionalNeuralFabric
+
+    space = ConvolutionalNeuralFabric(layers=3, channels=4, image_size=8, in_channels=1)
+    cost = CountingCost()
+    strategy = BSN(cost=cost, budget=1)  # every connected path of the fabric keeps more than one gate on
+    with pytest.raises(ValueError, match="below every architecture BSN probed before training"):
+        strategy.mutate_model(space)  # set-up: no epoch has run
+    assert cost.calls <= PROBES
+    cost.calls = 0
+    BSN(cost=cost, budget=1000).mutate_model(
+        ConvolutionalNeuralFabric(layers=3, channels=4, image_size=8, in_channels=1)
+    )
+    assert cost.calls <= PROBES
+
+
 # -- BSN on NNI's one-shot strategy matrix --------------------------------------------------------------------------
 
 
