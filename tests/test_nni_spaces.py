@@ -149,6 +149,48 @@ def test_cost_call_takes_microseconds(name):
     assert statistics.median(times) < 0.1e-3
 
 
+def test_tables_keyed_on_a_cells_loose_ends_are_exact_with_exact_extremes():
+    """A count that hangs on all input choices of a cell jointly (its loose ends, whether it reads its input):
+    the fit keys tables on the derived labels, and the extremes (dynamic programming over the cell's union of
+    read states) equal brute force."""
+    from evaluators.derived_labels import DerivedLabels
+    from evaluators.label_tables import fit_tables
+
+    grid = {
+        "in1": [[0]],
+        "in2": [[0], [1]],
+        "in3": [[0], [1], [2]],
+        **{f"op{i}": ["a", "b", "c"] for i in (1, 2, 3)},
+    }
+    bits = {x: {tuple(v): 1 << v[0] for v in grid[x]} for x in ("in1", "in2", "in3")}
+    nodes = 0b1110  # states 1..3 are the nodes; state 0 is the cell's input
+
+    def derive(u):
+        return (bool(u & 1), bin(nodes & ~u).count("1"))
+
+    cell = DerivedLabels(("reads_input", "loose_ends"), bits, derive)
+    price = {"a": 1, "b": 7, "c": 3}
+
+    def measure(arch):
+        reads, loose = derive((1 << arch["in1"][0]) | (1 << arch["in2"][0]) | (1 << arch["in3"][0]))
+        return {
+            "op1": price[arch["op1"]],
+            "op2": price[arch["op2"]] * (2 if arch["in2"] == [0] else 1),  # a stride on the cell's input
+            "op3": price[arch["op3"]] * (1 + arch["in3"][0]),
+            "head": 10 * loose,  # the output width is the number of loose ends
+            "pre": 5 * reads,
+        }
+
+    tables = fit_tables(measure, grid, derived=[cell], verify=4, seed=1)
+    labels = sorted(grid)
+    archs = [dict(zip(labels, combo)) for combo in itertools.product(*(grid[x] for x in labels))]
+    costs = [sum(measure(a).values()) for a in archs]
+    assert [tables(a) for a in archs] == costs
+    for best in (max, min):
+        value, arch = tables.extreme(best)
+        assert value == best(costs) and sum(measure(arch).values()) == value
+
+
 # -- the reproductions of issue 11 --------------------------------------------------------------------------------
 
 
