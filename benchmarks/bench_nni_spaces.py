@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import statistics
 import sys
 import time
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> str:
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     spaces = hub_spaces()
-    chosen = [s.strip() for s in args.spaces.split(",") if s.strip()] or list(spaces)
+    chosen = [s.strip() for s in re.split(r",(?![^()]*\))", args.spaces) if s.strip()] or list(spaces)
     lines = [
         "| space | cost | mode | bind (s) | BSN set-up (s) | cost call (ms, median) | "
         "max rel. error vs fvcore/numel | full_cost (exact arch?) | min_cost |",
