@@ -83,10 +83,13 @@ class _FrozenCount(AdditiveCost):
 
     On a space without gates, ``bind`` works on a deep copy of the space (NNI's ``mutate_model`` later turns the
     space itself into the super network, in place) and decomposes the count with :func:`~evaluators.label_tables.fit_tables`:
-    ``cost(arch)`` is then exact (equal to the count of ``space.freeze(arch)``) and a few microseconds, and
-    ``full_cost()`` / ``min_cost()`` are the exact maximum / minimum over every architecture (mode ``'tables'``,
-    or ``'additive'`` when every table holds one label). When the count does not decompose (e.g. a Cell whose
-    output width depends on which of its nodes are loose ends), the mode is ``'exact'``: each architecture is frozen
+    ``cost(arch)`` is then the count of ``space.freeze(arch)`` (as far as the checks see) in a few microseconds,
+    and ``full_cost()`` / ``min_cost()`` are the exact maximum / minimum of the tables over every architecture (mode ``'tables'``,
+    or ``'additive'`` when every table holds one label). A Cell's joint quantities (which predecessors its nodes
+    read, how many loose ends it has) are derived labels the tables may be keyed on
+    (:func:`~evaluators.derived_labels.cell_derived_labels`). The fit is checked on fresh random architectures
+    only: a rare architecture can still be off (see the README). When the count does not decompose within the
+    measured architectures, the mode is ``'exact'``: each architecture is frozen
     and counted once (memoised), an architecture that cannot be frozen or run costs ``inf``, and the extremes are
     exact by enumeration on spaces of at most 512 architectures; beyond that ``full_cost()`` is the dearest of a few
     random architectures improved by one coordinate sweep on small grids (a lower bound, logged) and ``min_cost()``
@@ -118,9 +121,7 @@ class _FrozenCount(AdditiveCost):
                 derived=derived,
                 pairs=cell_pairs(space),
                 verify=max(self.verify, 4 if derived else 2),
-                max_rows=160
-                if derived
-                else 80,  # cells: counts hang on rare joint values (see derived_labels)
+                max_rows=160 if derived else 80,  # a cell's counts hang on rare joint values (derived_labels)
                 seed=self.seed,
             )
         except DecompositionError as e:
