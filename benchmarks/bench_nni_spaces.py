@@ -1,13 +1,14 @@
 """Benchmark of MacsCost and ParamsCost on NNI 3.0's hub spaces: bind time, cost-call time, error against fvcore.
 
-Usage: python benchmarks/bench_nni_spaces.py [--archs 8 --calls 2000 --spaces darts,enas] [--append]
+Usage: python benchmarks/bench_nni_spaces.py [--archs 8 --calls 2000 --spaces DARTS,ENAS] [--append]
 
 For each hub space (at small widths and depths, so that the whole run takes minutes on 2 cores): binds MacsCost
 and ParamsCost, times ``cost(arch)`` (median over ``--calls`` calls on random architectures), and compares it with
 fvcore (MACs) and ``numel`` (parameters) on ``space.freeze(arch)`` for ``--archs`` random architectures (the max
 relative error; 0 means exact on every one). In ``exact`` mode (the count did not decompose) the call time is that of
 a new architecture (a fresh build and an fvcore count; repeated architectures are memoised). ``full``/``min`` say whether ``full_cost()`` / ``min_cost()`` are
-exact (tables, enumeration) and whether the architecture behind ``full_cost()`` counts the same with fvcore.
+exact (tables, enumeration) and whether the architecture behind ``full_cost()`` counts the same with fvcore;
+``BSN set-up`` is ``BSN(cost=MacsCost(...), budget="50%").mutate_model(space)`` on a fresh space (bind included).
 Prints a Markdown table; ``--append`` adds it to benchmarks/RESULTS.md.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import statistics
 import sys
 import time
@@ -28,6 +30,7 @@ import torch  # noqa: E402
 
 from evaluators import MacsCost, ParamsCost  # noqa: E402
 from evaluators.flops import fvcore_macs, space_grid  # noqa: E402
+from nni_bsn import BSN  # noqa: E402
 
 
 def hub_spaces() -> dict:
@@ -86,16 +89,37 @@ def bench_one(make, shape, evaluator, archs: int, calls: int, seed: int = 0) -> 
         t = time.perf_counter()
         bound(arch)
         times.append(time.perf_counter() - t)
-    err = 0.0
+    err, unfrozen = 0.0, 0
     for arch in sample[:archs]:
-        ref = reference(evaluator.name, space.freeze(arch), shape)
+        try:
+            model = space.freeze(arch)
+        except (
+            Exception
+        ):  # NNI itself cannot build some architectures of some spaces (e.g. a stage of 0 cells)
+            unfrozen += 1
+            continue
+        ref = reference(evaluator.name, model, shape)
         err = max(err, abs(bound(arch) - ref) / max(ref, 1))
     full_arch = bound.full_arch()
     full_ok = (
         full_arch is not None
         and reference(evaluator.name, space.freeze(full_arch), shape) == bound.full_cost()
     )
+    setup = None
+    if evaluator.name == "macs":  # BSN's whole set-up with this cost and budget="50%", on a fresh space
+        setup = ""
+        for budget in ("50%", "100%"):  # 50% is below the cheapest architecture of some spaces (ShuffleNet)
+            t0 = time.perf_counter()
+            try:
+                BSN(cost=type(evaluator)(input_shape=shape), budget=budget).mutate_model(make())
+            except ValueError:
+                setup = "50% refused; "
+                continue
+            setup += f"{time.perf_counter() - t0:.1f}" + (" at 100%" if budget == "100%" else "")
+            break
     return dict(
+        setup=setup,
+        unfrozen=unfrozen,
         mode=bound.mode,
         bind=bind_s,
         call_ms=1e3 * statistics.median(times),
@@ -116,11 +140,11 @@ def main(argv: list[str] | None = None) -> str:
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     spaces = hub_spaces()
-    chosen = [s.strip() for s in args.spaces.split(",") if s.strip()] or list(spaces)
+    chosen = [s.strip() for s in re.split(r",(?![^()]*\))", args.spaces) if s.strip()] or list(spaces)
     lines = [
-        "| space | cost | mode | bind (s) | cost call (ms, median) | max rel. error vs fvcore/numel | "
-        "full_cost (exact arch?) | min_cost |",
-        "|---|---|---|---|---|---|---|---|",
+        "| space | cost | mode | bind (s) | BSN set-up (s) | cost call (ms, median) | "
+        "max rel. error vs fvcore/numel | full_cost (exact arch?) | min_cost |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in chosen:
         make, shape = spaces[name]
@@ -129,12 +153,13 @@ def main(argv: list[str] | None = None) -> str:
                 r = bench_one(make, shape, evaluator, args.archs, args.calls)
             except Exception as e:  # one space failing must not hide the others
                 lines.append(
-                    f"| {name} | {evaluator.name} | failed: {type(e).__name__}: {str(e)[:80]} |||||||"
+                    f"| {name} | {evaluator.name} | failed: {type(e).__name__}: {str(e)[:80]} ||||||||"
                 )
                 continue
+            err = f"{r['err']:.2g}" + (f" ({r['unfrozen']} not freezable by NNI)" if r["unfrozen"] else "")
             lines.append(
-                f"| {name} | {evaluator.name} | {r['mode']} | {r['bind']:.1f} | {r['call_ms']:.4f} | "
-                f"{r['err']:.2g} | {r['full']:.6g} ({'yes' if r['full_ok'] else 'no'}) | {r['min']} |"
+                f"| {name} | {evaluator.name} | {r['mode']} | {r['bind']:.1f} | {r['setup'] or ''} | "
+                f"{r['call_ms']:.4f} | {err} | {r['full']:.6g} ({'yes' if r['full_ok'] else 'no'}) | {r['min']} |"
             )
             print(lines[-1], file=sys.stderr, flush=True)
     table = "\n".join(lines)

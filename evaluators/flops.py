@@ -18,6 +18,7 @@ from torch import nn
 
 from .base import Arch
 from .blocks import arch_key, is_gate_space
+from .derived_labels import cell_derived_labels, cell_pairs, cell_priors
 from .label_tables import DecompositionError, LabelTables, fit_tables, hashable_value, own_costs
 from .table import AdditiveCost
 
@@ -82,10 +83,13 @@ class _FrozenCount(AdditiveCost):
 
     On a space without gates, ``bind`` works on a deep copy of the space (NNI's ``mutate_model`` later turns the
     space itself into the super network, in place) and decomposes the count with :func:`~evaluators.label_tables.fit_tables`:
-    ``cost(arch)`` is then exact (equal to the count of ``space.freeze(arch)``) and a few microseconds, and
-    ``full_cost()`` / ``min_cost()`` are the exact maximum / minimum over every architecture (mode ``'tables'``,
-    or ``'additive'`` when every table holds one label). When the count does not decompose (e.g. a Cell whose
-    output width depends on which of its nodes are loose ends), the mode is ``'exact'``: each architecture is frozen
+    ``cost(arch)`` is then the count of ``space.freeze(arch)`` (as far as the checks see) in a few microseconds,
+    and ``full_cost()`` / ``min_cost()`` are the exact maximum / minimum of the tables over every architecture (mode ``'tables'``,
+    or ``'additive'`` when every table holds one label). A Cell's joint quantities (which predecessors its nodes
+    read, how many loose ends it has) are derived labels the tables may be keyed on
+    (:func:`~evaluators.derived_labels.cell_derived_labels`). The fit is checked on fresh random architectures
+    only: a rare architecture can still be off (see the README). When the count does not decompose within the
+    measured architectures, the mode is ``'exact'``: each architecture is frozen
     and counted once (memoised), an architecture that cannot be frozen or run costs ``inf``, and the extremes are
     exact by enumeration on spaces of at most 512 architectures; beyond that ``full_cost()`` is the dearest of a few
     random architectures improved by one coordinate sweep on small grids (a lower bound, logged) and ``min_cost()``
@@ -108,12 +112,16 @@ class _FrozenCount(AdditiveCost):
         self._extremes: dict[str, tuple[float, dict[str, Any]] | None] = {}
         self._rebuild = False
         self._rebuild = self._can_rebuild()
+        derived = cell_derived_labels(space, self.grid)
         try:
             self._tables = fit_tables(
                 self._own_counts,
                 self.grid,
                 prior=_LocalLabels(space),
-                verify=max(self.verify, 2),
+                derived=derived,
+                pairs=cell_pairs(space),
+                verify=max(self.verify, 4 if derived else 2),
+                max_rows=160 if derived else 80,  # a cell's counts hang on rare joint values (derived_labels)
                 seed=self.seed,
             )
         except DecompositionError as e:
@@ -189,7 +197,12 @@ class _FrozenCount(AdditiveCost):
                 f"{type(self).__name__}: architecture has labels this space does not have: {unknown[:5]}"
             )
         if self._tables is not None:
-            return float(self._tables(arch))
+            try:
+                return float(self._tables(arch))
+            except KeyError:  # a combination the fit never saw: count this architecture (memoised)
+                _log.debug(
+                    "%s: %s is outside the tables; counted exactly", type(self).__name__, arch_key(arch)
+                )
         return self._frozen_count(arch)
 
     def _extreme(self, kind: str) -> tuple[float, dict[str, Any]] | None:
@@ -200,7 +213,11 @@ class _FrozenCount(AdditiveCost):
     def _search(self, kind: str) -> tuple[float, dict[str, Any]] | None:
         best = max if kind == "max" else min
         if self._tables is not None:
-            return self._tables.extreme(best)
+            try:
+                return self._tables.extreme(best)
+            except DecompositionError as e:
+                _log.info("%s: no exact %s over the tables (%s)", type(self).__name__, kind, e)
+                return None if kind == "min" else self._coordinate_ascent()
         labels = sorted(self.grid)
         if math.prod(len(self.grid[x]) for x in labels) <= _ENUMERABLE:
             archs = [dict(zip(labels, combo)) for combo in itertools.product(*(self.grid[x] for x in labels))]
@@ -264,23 +281,37 @@ class _FrozenCount(AdditiveCost):
 
 
 class _LocalLabels:
-    """The labels of the mutables on the way to a module path of the space, nearest first (a tie-breaker)."""
+    """The labels likely to matter to a module path of the frozen model, nearest first (a tie-breaker): those of
+    the mutables on the way to it in the space, and what :func:`~evaluators.derived_labels.cell_priors` adds."""
 
     def __init__(self, space: nn.Module) -> None:
         self.modules = dict(space.named_modules())
+        self.extra = cell_priors(space)
         self._cache: dict[str, list[str]] = {}
 
     def _at(self, path: str) -> list[str]:
         if path not in self._cache:
             module = self.modules.get(path)
-            self._cache[path] = list(module.simplify()) if hasattr(module, "simplify") and path else []
+            own = list(module.simplify()) if hasattr(module, "simplify") and path else []
+            extra = self.extra.get(path, [])
+            # a mutable's own label first; a cell's labels after what its counts depend on beyond its operators
+            self._cache[path] = own[:1] + extra + own[1:] if len(own) == 1 else extra + own
         return self._cache[path]
 
+    def _space_paths(self, path: str) -> list[str]:
+        """The space's module paths above a frozen path, deepest first (a frozen Repeat drops its ``blocks``)."""
+        out, cur = [], ""
+        for part in path.split(".") if path else []:
+            step = f"{cur}.{part}" if cur else part
+            if step not in self.modules and f"{cur}.blocks.{part}" in self.modules:
+                step = f"{cur}.blocks.{part}"
+            out.append(cur := step)
+        return out[::-1]
+
     def __call__(self, path: str) -> list[str]:
-        parts = path.split(".") if path else []
         out: list[str] = []
-        for i in range(len(parts), 0, -1):
-            out += [x for x in self._at(".".join(parts[:i])) if x not in out]
+        for p in self._space_paths(path):
+            out += [x for x in self._at(p) if x not in out]
         return out
 
 

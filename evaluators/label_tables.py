@@ -20,20 +20,16 @@ from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
+from .derived_labels import DerivedLabels
+from .table_extremes import DecompositionError, extreme, hashable_value
+
 __all__ = ["LabelTables", "DecompositionError", "fit_tables", "hashable_value", "own_costs"]
 
 _log = logging.getLogger(__name__)
 
+_FIRST, _NEAR = 4, 10  # the prior labels a module count most likely depends on
+
 Measure = Callable[[dict[str, Any]], Mapping[str, float] | None]
-
-
-class DecompositionError(RuntimeError):
-    """The cost is not a sum of small per-label-set tables (or could not be measured) on this space."""
-
-
-def hashable_value(value: Any) -> Any:
-    """A dictionary key for an architecture value (InputChoice values are lists in NNI's format)."""
-    return tuple(value) if isinstance(value, list) else value
 
 
 def own_costs(cumulative: Mapping[str, float]) -> dict[str, float]:
@@ -48,68 +44,36 @@ def own_costs(cumulative: Mapping[str, float]) -> dict[str, float]:
 
 
 class LabelTables:
-    """``cost(arch) = constant + sum_g table_g[arch values of labels_g]``, with exact max / min over architectures."""
+    """``cost(arch) = constant + sum_g table_g[arch values of labels_g]``, with exact max / min over architectures.
+
+    A label set may hold derived labels (:class:`~evaluators.derived_labels.DerivedLabels`), computed from the
+    architecture before the lookups.
+    """
 
     def __init__(
         self,
         grid: Mapping[str, Sequence[Any]],
         tables: Mapping[tuple[str, ...], Mapping[Any, float]],
         constant: float,
+        derived: Sequence[DerivedLabels] = (),
     ) -> None:
         self.grid = {label: list(values) for label, values in grid.items()}
         self.constant = constant
         self.tables = {labels: dict(t) for labels, t in tables.items()}
+        used = {x for labels in self.tables for x in labels}
+        self.derived = [d for d in derived if used & set(d.names)]
         self._lookups = [(itemgetter(*labels), t) for labels, t in self.tables.items()]
 
     def __call__(self, arch: Mapping[str, Any]) -> float:
         a = {k: (tuple(v) if type(v) is list else v) for k, v in arch.items()}
+        for d in self.derived:
+            a.update(zip(d.names, d.values(a)))
         return self.constant + sum(t[get(a)] for get, t in self._lookups)
 
     def extreme(self, best: Callable[[Sequence[float]], float] = max) -> tuple[float, dict[str, Any]]:
-        """The largest (``best=max``) or smallest (``min``) cost over the grid, and an architecture reaching it.
-
-        Max-sum variable elimination: eliminating a label merges the tables that hold it into one over their other
-        labels; exact, and cheap while those merged tables stay small (chains, trees, disjoint groups).
-        """
-        factors = [
-            (labels, {k if len(labels) > 1 else (k,): v for k, v in t.items()})
-            for labels, t in self.tables.items()
-        ]
-        choices: list[tuple[str, tuple[str, ...], dict]] = []
-        remaining = {label for labels, _ in factors for label in labels}
-        while remaining:
-
-            def merged_size(label: str, factors: list = factors) -> int:
-                scope = {x for labels, _ in factors if label in labels for x in labels} - {label}
-                return math.prod(len(self.grid[x]) for x in scope)
-
-            label = min(sorted(remaining), key=merged_size)
-            if merged_size(label) > 1_000_000:
-                raise DecompositionError(
-                    f"eliminating {label!r} needs a table over more than 10^6 combinations"
-                )
-            remaining.discard(label)
-            holding = [f for f in factors if label in f[0]]
-            factors = [f for f in factors if label not in f[0]]
-            scope = tuple(sorted({x for labels, _ in holding for x in labels} - {label}))
-            table, argbest = {}, {}
-            for combo in itertools.product(*(map(hashable_value, self.grid[x]) for x in scope)):
-                env = dict(zip(scope, combo))
-                scores = []
-                for value in map(hashable_value, self.grid[label]):
-                    env[label] = value
-                    scores.append(sum(t[tuple(env[x] for x in labels)] for labels, t in holding))
-                table[combo] = best(scores)
-                argbest[combo] = self.grid[label][scores.index(table[combo])]
-            factors.append((scope, table))
-            choices.append((label, scope, argbest))
-        total = self.constant + sum(t[()] for _, t in factors)
-        arch: dict[str, Any] = {}
-        for label, scope, argbest in reversed(choices):
-            arch[label] = argbest[tuple(hashable_value(arch[x]) for x in scope)]
-        for label, values in self.grid.items():
-            arch.setdefault(label, values[0])  # labels no cost depends on
-        return total, arch
+        """The largest (``best=max``) or smallest (``min``) cost over the grid, and an architecture reaching it
+        (see :func:`~evaluators.table_extremes.extreme`)."""
+        return extreme(self.grid, self.tables, self.constant, self.derived, best)
 
 
 def _conflicts(rows: Sequence[dict[str, Any]], ys: Sequence[float], labels: Sequence[str]) -> int:
@@ -127,46 +91,114 @@ def _dependencies(
     ys: Sequence[float],
     labels: Sequence[str],
     prior: Sequence[str],
+    sizes: Mapping[str, int],
     max_labels: int = 5,
 ) -> tuple[str, ...]:
-    """A small label set on which ``ys`` is a function of the rows (greedy forward, then backward pruning).
+    """A small label set on which ``ys`` is a function of the rows: the first exact single label, pair or triple of
+    the first 4, then 10, ``prior`` labels (an exhaustive search: a count that exists only for one value of one label and one
+    of another, like an operator's stride that depends on its input, misleads a greedy pick), else of all labels
+    (singles and pairs), then greedy forward from the best pair, then backward pruning.
 
-    Ties go to the ``prior`` labels.
+    Ties go to smaller tables (fewer architectures to measure), then to earlier ``prior`` labels.
     """
-    chosen: list[str] = []
+    rank = {x: i for i, x in enumerate(prior)}
+
+    def key(labels: Sequence[str]) -> tuple:
+        last = max((rank.get(x, len(rank)) for x in labels), default=0)
+        return (_conflicts(rows, ys, labels), math.prod(sizes[x] for x in labels), last)
+
+    if not _conflicts(rows, ys, []):
+        return ()
+    near = [x for x in prior[:_NEAR] if x in sizes]
+    first = near[:_FIRST]
+    searches = [(first, 1), (first, 2), (first, 3), (near, 1), (near, 2), (near, 3), (labels, 1), (labels, 2)]
+    for pool, k in searches:
+        if len(pool) >= k:
+            chosen = list(min(itertools.combinations(pool, k), key=key))
+            if not _conflicts(rows, ys, chosen):
+                return tuple(sorted(chosen))
     while _conflicts(rows, ys, chosen):
         if len(chosen) >= max_labels:
             raise DecompositionError(f"a module count depends on more than {max_labels} choices")
-        rank = {x: i for i, x in enumerate(prior)}
-        candidates = [x for x in labels if x not in chosen]
-        chosen.append(
-            min(candidates, key=lambda x: (_conflicts(rows, ys, [*chosen, x]), rank.get(x, len(rank))))
-        )
+        chosen.append(min((x for x in labels if x not in chosen), key=lambda x: key([*chosen, x])))
     for x in list(chosen):  # an early pick that later ones made redundant was a coincidence of the sample
         if len(chosen) > 1 and not _conflicts(rows, ys, [y for y in chosen if y != x]):
             chosen.remove(x)
     return tuple(sorted(chosen))
 
 
+class _Grid:
+    """The labels' values (hashable) and the derived labels computed from them."""
+
+    def __init__(self, grid: Mapping[str, Sequence[Any]], derived: Sequence[DerivedLabels]) -> None:
+        self.hgrid = {x: [hashable_value(v) for v in grid[x]] for x in sorted(grid)}
+        self.derived = list(derived)
+        self.owner = {n: d for d in self.derived for n in d.names}
+        self.domain = dict(self.hgrid)
+        for d in self.derived:
+            self.domain.update(d.domains())
+
+    def complete(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """``row`` (every label) with its derived labels."""
+        out = dict(row)
+        for d in self.derived:
+            out.update(zip(d.names, d.values(out)))
+        return out
+
+    def place(self, row: Mapping[str, Any], g: Sequence[str], combo: Sequence[Any]) -> dict[str, Any] | None:
+        """``row`` (some labels) extended so that the labels ``g`` take ``combo``, or ``None`` when no architecture
+        agreeing with ``row`` does. A derived label fixes all its sources, so later placements keep its value."""
+        new = dict(row)
+        allowed: dict[str, set] = {}
+        wanted: dict[int, tuple[DerivedLabels, dict[str, Any]]] = {}
+        for x, v in zip(g, combo):
+            d = self.owner.get(x)
+            if d is None:
+                if new.setdefault(x, v) != v:
+                    return None
+            elif len(d.sources) == 1:
+                src = d.sources[0]
+                ok = {u for u in self.hgrid[src] if d.values({src: u})[0] == v}
+                allowed[src] = allowed.get(src, ok) & ok
+            else:
+                wanted.setdefault(id(d), (d, {}))[1][x] = v
+        if any(src in new and new[src] not in ok for src, ok in allowed.items()):
+            return None
+        for d, want in wanted.values():
+            allow = {x: {new[x]} if x in new else allowed.get(x, set(self.hgrid[x])) for x in d.sources}
+            picked = d.realize(allow, want)
+            if picked is None:
+                return None
+            new.update(picked)
+        for src, ok in allowed.items():
+            if src not in new:
+                if not ok:
+                    return None
+                new[src] = next(u for u in self.hgrid[src] if u in ok)
+        return new
+
+
 def _covering_rows(
-    groups: set[tuple[str, ...]], grid: Mapping[str, Sequence[Any]], seen: Sequence[dict], rng: random.Random
+    groups: set[tuple[str, ...]], grid: _Grid, seen: Sequence[dict], rng: random.Random
 ) -> list[dict]:
-    """Architectures that, with ``seen``, show every combination of values of every label set in ``groups``."""
-    hgrid = {x: [hashable_value(v) for v in vs] for x, vs in grid.items()}
+    """Architectures that, with ``seen``, show every combination of values of every label set in ``groups`` that
+    some architecture reaches (a combination of derived labels may be unreachable)."""
     missing = {
-        g: set(itertools.product(*(hgrid[x] for x in g))) - {tuple(r[x] for x in g) for r in seen}
+        g: set(itertools.product(*(grid.domain[x] for x in g))) - {tuple(r[x] for x in g) for r in seen}
         for g in groups
     }
     rows = []
     while any(missing.values()):
         row: dict[str, Any] = {}
-        for g in sorted(missing, key=lambda g: -len(missing[g])):
+        for g in sorted(missing, key=lambda g: (-len(missing[g]), g)):
             for combo in sorted(missing[g], key=repr):
-                if all(row.get(x, v) == v for x, v in zip(g, combo)):
-                    row.update(zip(g, combo))
+                placed = grid.place(row, g, combo)
+                if placed is not None:
+                    row = placed
                     break
-        for x, vs in hgrid.items():
-            row.setdefault(x, rng.choice(vs))
+        if not row:  # no architecture reaches the combinations left
+            break
+        row = grid.complete({x: row[x] if x in row else rng.choice(vs) for x, vs in grid.hgrid.items()})
         for g in missing:
             missing[g].discard(tuple(row[x] for x in g))
         rows.append(row)
@@ -178,6 +210,8 @@ def fit_tables(
     grid: Mapping[str, Sequence[Any]],
     *,
     prior: Callable[[str], Sequence[str]] | None = None,
+    derived: Sequence[DerivedLabels] = (),
+    pairs: Sequence[tuple[str, str]] = (),
     screen: int = 8,
     verify: int = 3,
     rounds: int = 8,
@@ -187,40 +221,60 @@ def fit_tables(
     """Decompose ``measure`` (arch -> {path: own count}, or ``None`` when the architecture cannot run) into tables.
 
     ``grid`` gives every label's values in NNI's format; ``prior(path)`` optionally ranks the labels likely to
-    matter to a module path (those of the mutables above it), to break ties. Raises :class:`DecompositionError` when a
-    count depends on too many choices, an architecture cannot be measured, or the check on ``verify`` fresh random
-    architectures fails after ``rounds`` refinements.
+    matter to a module path (those of the mutables above it), to break ties; ``derived`` adds labels computed from
+    several choices (see :mod:`~evaluators.derived_labels`) that tables may be keyed on, and ``pairs`` label
+    pairs whose every joint value the first architectures show. Raises
+    :class:`DecompositionError` when a count depends on too many choices, an architecture cannot be measured, or
+    the check on ``verify`` fresh random architectures fails after ``rounds`` refinements.
     """
     rng = random.Random(seed)
-    labels = sorted(grid)
-    hgrid = {x: [hashable_value(v) for v in grid[x]] for x in labels}
-    back = {x: dict(zip(hgrid[x], grid[x])) for x in labels}
+    space = _Grid(grid, derived)
+    hgrid = space.hgrid
+    labels = sorted(space.domain)
+    sizes = {x: len(vs) for x, vs in space.domain.items()}
+    back = {x: dict(zip(hgrid[x], grid[x])) for x in hgrid}
     rows: list[dict] = []
     counts: list[Mapping[str, float]] = []
 
     def run(row: dict) -> None:
         if len(rows) >= max_rows:
             raise DecompositionError(f"more than {max_rows} architectures would have to be measured")
-        out = measure({x: back[x][v] for x, v in row.items()})
+        out = measure({x: back[x][row[x]] for x in hgrid})
         if out is None:
             raise DecompositionError(f"an architecture of the space cannot be counted: {row}")
         rows.append(row)
         counts.append(out)
 
-    for k in range(max(len(v) for v in hgrid.values())):  # every value of every label at least once
-        run({x: vs[k % len(vs)] for x, vs in hgrid.items()})
+    def random_row() -> dict:
+        return space.complete({x: rng.choice(vs) for x, vs in hgrid.items()})
+
+    # Every value of every label at least once, and every value of a label derived from several choices beside
+    # every value of every other label: a rare derived value (e.g. a cell's predecessor that no node reads, which
+    # makes fvcore drop the cells upstream of it as dead code) must be seen to be found.
+    groups = [n for d in space.derived if len(d.sources) > 1 for n in d.names]
+    screening = {(x,) for x in labels} | {
+        (n, x) for n in groups for x in hgrid if x not in space.owner[n].sources
+    }
+    screening |= {tuple(p) for p in pairs if set(p) <= set(labels)}
+    for row in _covering_rows(screening, space, [], rng):
+        run(row)
     for _ in range(screen):
-        run({x: rng.choice(vs) for x, vs in hgrid.items()})
+        run(random_row())
     deps: dict[str, tuple[str, ...]] = {}
-    ranks: dict[str, Sequence[str]] = {}
+    ranks: dict[str, tuple[str, ...]] = {}
     for _ in range(rounds):
         paths = sorted({p for c in counts for p in c})
+        found: dict[tuple, tuple[str, ...]] = {}  # paths whose counts split the rows alike share their labels
         for p in paths:
             ys = [c.get(p, 0) for c in counts]
             if p not in ranks:
-                ranks[p] = prior(p) if prior is not None else ()
-            deps[p] = _dependencies(rows, ys, labels, ranks[p])
-        cover = _covering_rows(set(deps.values()), hgrid, rows, rng)
+                ranks[p] = tuple(prior(p)) if prior is not None else ()
+            first: dict[float, int] = {}
+            key = (tuple(first.setdefault(y, len(first)) for y in ys), ranks[p])
+            if key not in found:
+                found[key] = _dependencies(rows, ys, labels, ranks[p], sizes)
+            deps[p] = found[key]
+        cover = _covering_rows(set(deps.values()), space, rows, rng)
         _log.debug(
             "fit_tables: %d architectures measured, %d label sets (largest %d labels), %d more to cover them",
             len(rows),
@@ -232,7 +286,7 @@ def fit_tables(
         for row in cover:
             run(row)
         if all(not _conflicts(rows, [c.get(p, 0) for c in counts], deps[p]) for p in paths):
-            checks = [{x: rng.choice(vs) for x, vs in hgrid.items()} for _ in range(verify)]
+            checks = [random_row() for _ in range(verify)]
             tables = _tabulate(rows, counts, deps)
             before = len(rows)
             for row in checks:
@@ -245,6 +299,7 @@ def fit_tables(
                     grid,
                     {g: {(k[0] if len(g) == 1 else k): v for k, v in t.items()} for g, t in tables.items()},
                     constant,
+                    derived,
                 )
     raise DecompositionError(f"the per-module decomposition did not check out after {rounds} refinements")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,8 @@ __all__ = [
     "charged_costs",
     "CostEvaluationError",
     "PENALTIES",
+    "PROBES",
+    "probe_archs",
 ]
 
 PENALTIES = ("hinge", "abs")
@@ -63,6 +65,33 @@ def resolve_limit(
             f"({cheapest:.6g} {unit}); raise the budget"
         )
     return limit
+
+
+def probe_archs(
+    mutables: Mapping[str, Any], is_gate: Callable[[Any], bool], on: Any, graph: Any = None
+) -> list[dict[str, Any]]:
+    """The architectures a plain callable cost is called on before training (at most ``PROBES``).
+
+    Every gate ``on`` with every other choice at its first value, then at its last; and, on a space whose
+    ``graph`` finds its connected path with the fewest gates (``cheapest_path``), that path with the other choices
+    at their first, then last, value. The dearest probe is the reference of a percentage budget (a lower bound of
+    the dearest architecture); a budget below the cheapest probe is refused before training.
+    """
+    gates = [label for label, m in mutables.items() if is_gate(m)]
+    choices = {label: list(m.grid()) for label, m in mutables.items() if not is_gate(m)}
+    gate_values = [dict.fromkeys(gates, on)]
+    if gates and callable(getattr(graph, "cheapest_path", None)):
+        gate_values.append(graph.cheapest_path(dict.fromkeys(graph.labels, 1.0))[1])
+    out: list[dict[str, Any]] = []
+    for values in gate_values:
+        for pick in (0, -1):
+            arch = {**{label: grid[pick] for label, grid in choices.items()}, **values}
+            if arch not in out:
+                out.append(arch)
+    return out
+
+
+PROBES = 4  # the most calls of a plain callable cost before training (probe_archs)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from .budget import (
     calibrate_keep_prob,
     charged_costs,
     parse_budget,
+    probe_archs,
     resolve_limit,
 )
 from .lightning import BSNLightningModule
@@ -113,10 +114,12 @@ def _checked_cost(value: Any, name: str, what: str) -> float | None:
     return number
 
 
-def _set_up_costs(bound: Any, measure: Callable[[Arch], Any], mutables: dict, name: str):
-    """``(full, cheapest)``: the cost of the whole super network and of its cheapest connected architecture
-    (``None``: the evaluator cannot tell cheaply). These are the cost's first evaluations: a value that is not a
-    finite number >= 0 is a ``ValueError``, an exception a :class:`CostEvaluationError`, each naming the cost.
+def _set_up_costs(bound: Any, measure: Callable[[Arch], Any], probes: Callable[[], list[Arch]], name: str):
+    """``(full, cheapest, probed)``: the cost of the whole super network and of its cheapest connected architecture
+    (``None``: the evaluator cannot tell cheaply), and how many probe architectures a plain callable was called on
+    (0 for an evaluator; see :func:`~nni_bsn.budget.probe_archs`: the dearest probe is ``full``, the cheapest
+    ``cheapest``). These are the cost's first evaluations: a value that is not a finite number
+    >= 0 is a ``ValueError``, an exception a :class:`CostEvaluationError`, each naming the cost.
     ``measure`` is the cost of an architecture as the cost returns it."""
 
     def first(fn: Callable[[], Any], what: str) -> float:
@@ -129,20 +132,16 @@ def _set_up_costs(bound: Any, measure: Callable[[Arch], Any], mutables: dict, na
         return _checked_cost(value, name, what)
 
     full_fn = getattr(bound, "full_cost", None)
-    if callable(full_fn):
-        full = first(full_fn, "the whole super network")
-    else:  # every gate on, and for other choices the value that costs most (one coordinate pass)
-        arch = {label: (GATE_ON if is_gate(m) else m.default()) for label, m in mutables.items()}
-        for label, m in mutables.items():
-            if not is_gate(m):
-                candidates = {
-                    v: first(lambda a={**arch, label: v}: measure(a), "the super network") for v in m.grid()
-                }
-                arch[label] = max(candidates, key=candidates.get)
-        full = first(lambda: measure(arch), "the whole super network")
+    if not callable(full_fn):  # a plain callable: a bounded number of probes, no search
+        archs = probes()
+        values = [
+            first(lambda a=a: measure(a), f"the super network (probe {i})") for i, a in enumerate(archs)
+        ]
+        return max(values), min(values), len(values)
+    full = first(full_fn, "the whole super network")
     min_fn = getattr(bound, "min_cost", None)
     cheapest = first(min_fn, "the cheapest architecture") if callable(min_fn) else None
-    return full, cheapest
+    return full, cheapest, 0
 
 
 class BSN(OneShotStrategy):
@@ -170,7 +169,9 @@ class BSN(OneShotStrategy):
     ----------
     cost
         A cost evaluator from :mod:`evaluators` (bound to the space at mutation time), any callable
-        ``arch -> float``, or a list of these (one per budget).
+        ``arch -> float``, or a list of these (one per budget). Before training a plain callable is called on
+        at most ``budget.PROBES`` (4) probe architectures (:func:`~nni_bsn.budget.probe_archs`): a percentage
+        budget is of the dearest probe, and a budget below the cheapest probe is refused (``ValueError``).
     budget
         The maximum cost: a number in the evaluator's unit or a percentage of the whole super network's cost
         (``'25%'``); a list, one per cost.
@@ -196,8 +197,8 @@ class BSN(OneShotStrategy):
         a few hundred sampled architectures (a fraction of a second); so the search trains in-budget networks
         from its first step and its cost scales with the budget. When no probability meets the budget (on a
         fabric, dropping gates disconnects samples, which are charged the whole network), the one closest to it.
-        A number sets it directly; the paper starts every gate at 0.95 (logits at 3), which makes the first
-        epochs train nearly the whole super network whatever the budget.
+        With a plain callable cost, ``'auto'`` is 0.95. A number sets it directly; the paper starts every gate at
+        0.95 (logits at 3), which makes the first epochs train nearly the whole super network whatever the budget.
     arc_optimizer, arc_learning_rate
         Optimizer (``'adam'`` or ``'sgd'``) and learning rate of the distribution's logits (default Adam, 0.1).
     baseline
@@ -344,8 +345,8 @@ class BSN(OneShotStrategy):
 
     def _calibrate(self) -> float:
         dist = self.distribution
-        if not dist.gate_labels:
-            return _AUTO_START
+        if not dist.gate_labels or not all(hasattr(c, "bind") for c in self._costs):
+            return _AUTO_START  # calibrating would call a plain callable cost hundreds of times
 
         def charged(arch: Arch) -> list[float]:
             return charged_costs(
@@ -386,11 +387,21 @@ class BSN(OneShotStrategy):
         def evaluate(arch: Arch) -> float:
             return float(bound(prune(arch)))
 
-        full, cheapest = _set_up_costs(bound, lambda arch: bound(prune(arch)), mutables, name)
+        full, cheapest, probed = _set_up_costs(
+            bound,
+            lambda arch: bound(prune(arch)),
+            lambda: probe_archs(mutables, is_gate, GATE_ON, getattr(model, "graph", None)),
+            name,
+        )
         try:
-            limit = resolve_limit(spec, full, cheapest, name=name, unit=unit)
+            limit = resolve_limit(spec, full, None if probed else cheapest, name=name, unit=unit)
         except ValueError as e:
             raise ValueError(f"BSN: {e}") from None
+        if probed and limit < cheapest:
+            raise ValueError(
+                f"BSN: budget {limit:.6g} {unit} for {name} is below every architecture BSN probed before training "
+                f"(the cheapest of {probed} costs {cheapest:.6g} {unit}); raise the budget"
+            )
         if cheapest is None and callable(getattr(bound, "min_cost", None)):
             _logger.warning(
                 "BSN: the cheapest architecture's %s is not known on this space, so the budget (%.6g %s) is "

@@ -149,6 +149,48 @@ def test_cost_call_takes_microseconds(name):
     assert statistics.median(times) < 0.1e-3
 
 
+def test_tables_keyed_on_a_cells_loose_ends_are_exact_with_exact_extremes():
+    """A count that hangs on all input choices of a cell jointly (its loose ends, whether it reads its input):
+    the fit keys tables on the derived labels, and the extremes (dynamic programming over the cell's union of
+    read states) equal brute force."""
+    from evaluators.derived_labels import DerivedLabels
+    from evaluators.label_tables import fit_tables
+
+    grid = {
+        "in1": [[0]],
+        "in2": [[0], [1]],
+        "in3": [[0], [1], [2]],
+        **{f"op{i}": ["a", "b", "c"] for i in (1, 2, 3)},
+    }
+    bits = {x: {tuple(v): 1 << v[0] for v in grid[x]} for x in ("in1", "in2", "in3")}
+    nodes = 0b1110  # states 1..3 are the nodes; state 0 is the cell's input
+
+    def derive(u):
+        return (bool(u & 1), bin(nodes & ~u).count("1"))
+
+    cell = DerivedLabels(("reads_input", "loose_ends"), bits, derive)
+    price = {"a": 1, "b": 7, "c": 3}
+
+    def measure(arch):
+        reads, loose = derive((1 << arch["in1"][0]) | (1 << arch["in2"][0]) | (1 << arch["in3"][0]))
+        return {
+            "op1": price[arch["op1"]],
+            "op2": price[arch["op2"]] * (2 if arch["in2"] == [0] else 1),  # a stride on the cell's input
+            "op3": price[arch["op3"]] * (1 + arch["in3"][0]),
+            "head": 10 * loose,  # the output width is the number of loose ends
+            "pre": 5 * reads,
+        }
+
+    tables = fit_tables(measure, grid, derived=[cell], verify=4, seed=1)
+    labels = sorted(grid)
+    archs = [dict(zip(labels, combo)) for combo in itertools.product(*(grid[x] for x in labels))]
+    costs = [sum(measure(a).values()) for a in archs]
+    assert [tables(a) for a in archs] == costs
+    for best in (max, min):
+        value, arch = tables.extreme(best)
+        assert value == best(costs) and sum(measure(arch).values()) == value
+
+
 # -- the reproductions of issue 11 --------------------------------------------------------------------------------
 
 
@@ -204,6 +246,53 @@ def test_issue_repro_custom_op_raises_what_nni_raises():
         BSN(cost=MacsCost(input_shape=INPUT_SHAPES["custom_op"]), budget="50%").mutate_model(
             MODELS["custom_op"]()
         )
+
+
+# -- plain callable costs: a bounded number of probes before training, an impossible budget refused there ----------
+
+
+class CountingCost:
+    """A plain callable cost (the number of 'on' gates, or of choices away from their first value) that counts
+    its calls."""
+
+    def __init__(self, grid=None):
+        self.calls, self.grid = 0, grid
+
+    def __call__(self, arch):
+        self.calls += 1
+        if self.grid is None:
+            return float(sum(v == "on" for v in arch.values()))
+        return float(sum(v != self.grid[k][0] for k, v in arch.items()))
+
+
+def test_callable_cost_is_called_on_a_bounded_number_of_probes_before_training():
+    from nni_bsn.budget import PROBES
+
+    space = _hub("darts")  # 32 choices: the coordinate pass called a callable 169 times here
+    cost = CountingCost(space_grid(space))
+    strategy = BSN(cost=cost, budget="50%")
+    strategy.mutate_model(space)
+    assert (
+        1 <= cost.calls <= PROBES and cost.calls == 2
+    )  # no gates: every choice at its first, then last value
+    assert strategy.budgets[0].limit == 0.5 * 32  # the last values are all away from the first
+
+
+def test_callable_cost_with_an_impossible_budget_is_refused_at_set_up():
+    from nni_bsn.budget import PROBES
+    from search_spaces import ConvolutionalNeuralFabric
+
+    space = ConvolutionalNeuralFabric(layers=3, channels=4, image_size=8, in_channels=1)
+    cost = CountingCost()
+    strategy = BSN(cost=cost, budget=1)  # every connected path of the fabric keeps more than one gate on
+    with pytest.raises(ValueError, match="below every architecture BSN probed before training"):
+        strategy.mutate_model(space)  # set-up: no epoch has run
+    assert cost.calls <= PROBES
+    cost.calls = 0
+    BSN(cost=cost, budget=1000).mutate_model(
+        ConvolutionalNeuralFabric(layers=3, channels=4, image_size=8, in_channels=1)
+    )
+    assert cost.calls <= PROBES
 
 
 # -- BSN on NNI's one-shot strategy matrix --------------------------------------------------------------------------
@@ -290,7 +379,9 @@ def test_bsn_with_macs_searches_nni_hub_spaces_within_budget(hub):
         num_classes=10,
         **TRAINER,
     )
-    strategy = BSN(cost=MacsCost(input_shape=shape), budget="50%", export_samples=20)
+    # ShuffleNet's cheapest architecture costs 68% of its dearest: 50% would be refused at set-up
+    budget = "75%" if hub == "shufflenet" else "50%"
+    strategy = BSN(cost=MacsCost(input_shape=shape), budget=budget, export_samples=20)
     strategy(RawFormatModelSpace(_hub(hub), ev), SequentialExecutionEngine())
     arch = next(strategy.list_models()).sample
     model = _hub(hub).freeze(arch).eval()
