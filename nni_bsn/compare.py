@@ -148,8 +148,11 @@ def _jobs(cfg: CompareConfig, budgets: dict, space_spec: dict, input_shape) -> l
     for seed in cfg.seed_list:
         for name in cfg.strategies:
             if row_kind(name) in RANDOM_BANDS:
-                for draw in draw_for_row(cfg, name, seed, budgets[name], space_spec, input_shape):
-                    jobs.append(_Job(name, seed, budgets[name], draw.arch, _draw_info(draw)))
+                try:
+                    draws = draw_for_row(cfg, name, seed, budgets[name], space_spec, input_shape)
+                except ValueError as e:  # too few architectures in the band: a budget or band to change
+                    raise UsageError(f"strategy {name!r}: {e}") from None
+                jobs += [_Job(name, seed, budgets[name], d.arch, _draw_info(d)) for d in draws]
             else:
                 jobs.append(_Job(name, seed, budgets[name]))
     return jobs
