@@ -55,7 +55,7 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 
 def _body(report: dict, plot: str, command: list[str]) -> str:
-    from nni_bsn.compare_summary import summary_table, targets_markdown
+    from nni_bsn.compare_report import summary_lines
 
     data = report["dataset"]
     lines = [
@@ -68,11 +68,7 @@ def _body(report: dict, plot: str, command: list[str]) -> str:
         f"- every setting: `{report['equivalent_command']}`",
         f"- plot: [{plot}]({plot})",
         "",
-        summary_table(report["summary"]),
-        "",
-        "Targets:",
-        "",
-        targets_markdown(report["targets"]) or "- none applies",
+        *summary_lines(report),
         "",
         "Notes of the run:",
         "",

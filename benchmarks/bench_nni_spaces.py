@@ -25,8 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import torch  # noqa: E402
+from nni_models import small_hub_space  # noqa: E402
 
 from evaluators import MacsCost, ParamsCost  # noqa: E402
 from evaluators.flops import fvcore_macs, space_grid  # noqa: E402
@@ -34,39 +36,29 @@ from nni_bsn import BSN  # noqa: E402
 
 
 def hub_spaces() -> dict:
-    """Each hub space at a small size, with the input shape its MACs are counted on."""
+    """Each hub space at a small size (tests/nni_models.small_hub_space), with the input shape its MACs are counted
+    on."""
     import nni.nas.hub.pytorch as hub
 
     cifar = (1, 3, 32, 32)
-    nds = dict(width=4, num_cells=3, dataset="cifar")
-    return {
-        "NasBench201": (lambda: hub.NasBench201(stem_out_channels=4, num_modules_per_stack=1), cifar),
-        "DARTS": (lambda: hub.DARTS(**nds), cifar),
-        "ENAS": (lambda: hub.ENAS(**nds), cifar),
-        "NASNet": (lambda: hub.NASNet(**nds), cifar),
-        "AmoebaNet": (lambda: hub.AmoebaNet(**nds), cifar),
-        "PNAS": (lambda: hub.PNAS(**nds), cifar),
-        "DARTS (width, depth)": (lambda: hub.DARTS(width=(4, 8), num_cells=(2, 3), dataset="cifar"), cifar),
-        "ProxylessNAS": (lambda: hub.ProxylessNAS(width_mult=0.25, num_labels=10), cifar),
-        "MobileNetV3": (
-            lambda: hub.MobileNetV3Space(num_labels=10, width_multipliers=(0.25, 0.5), expand_ratios=(1, 2)),
-            cifar,
-        ),
-        "ShuffleNet": (lambda: hub.ShuffleNetSpace(num_labels=10, channel_search=False), cifar),
-        "Autoformer": (
-            lambda: hub.AutoformerSpace(
-                search_embed_dim=(48, 64),
-                search_mlp_ratio=(1.0, 2.0),
-                search_num_heads=(1, 2),
-                search_depth=(2, 3),
-                img_size=32,
-                patch_size=8,
-                num_labels=10,
-                qkv_bias=True,
-            ),
-            cifar,
-        ),
+    names = {
+        "NasBench201": "nasbench201",
+        "DARTS": "darts",
+        "ENAS": "enas",
+        "NASNet": "nasnet",
+        "AmoebaNet": "amoebanet",
+        "PNAS": "pnas",
+        "ProxylessNAS": "proxylessnas",
+        "MobileNetV3": "mobilenetv3",
+        "ShuffleNet": "shufflenet",
+        "Autoformer": "autoformer",
     }
+    spaces = {label: (lambda n=name: small_hub_space(n), cifar) for label, name in names.items()}
+    spaces["DARTS (width, depth)"] = (
+        lambda: hub.DARTS(width=(4, 8), num_cells=(2, 3), dataset="cifar"),
+        cifar,
+    )
+    return spaces
 
 
 def reference(name: str, model: torch.nn.Module, shape: tuple[int, ...]) -> float:

@@ -23,6 +23,7 @@ __all__ = [
     "equivalent_command",
     "machine",
     "write_outputs",
+    "summary_lines",
 ]
 
 STATS = ("mean", "std", "min", "max")
@@ -177,6 +178,17 @@ def _row_notes(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The mean ± std table and the targets under it (markdown lines): ``compare.md``'s head, and the benchmarks'."""
+    return [
+        summary_table(report["summary"]),
+        "",
+        "Targets:",
+        "",
+        targets_markdown(report["targets"]) or "- none applies to these rows",
+    ]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """``compare.md``: the table, the command, the machine, the versions and the notes."""
     m, v = report["machine"], report["versions"]
@@ -186,11 +198,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             f"Mean ± std over seeds {seeds} (random rows: over every seed and draw); each run below.",
             "",
-            summary_table(report["summary"]),
-            "",
-            "Targets:",
-            "",
-            targets_markdown(report["targets"]) or "- none applies to these rows",
+            *summary_lines(report),
             "",
             "Every run:",
             "",

@@ -198,3 +198,31 @@ INPUT_SHAPES["multihead_attention"] = (1, 128)  # one of the three (q, k, v) ten
 
 # NNI's test_strategy.py: every one-shot strategy that supports nni.choice succeeds except on the custom op.
 EXPECT_SUCCESS = {name: name != "custom_op" for name in MODELS}
+
+
+def small_hub_space(name: str):
+    """NNI hub space ``name`` (lower case: nasbench201, darts, enas, nasnet, amoebanet, pnas, proxylessnas,
+    mobilenetv3, shufflenet, autoformer) at a small size, 10 classes, for 32x32 RGB inputs (tests, benchmarks)."""
+    import nni.nas.hub.pytorch as hub
+
+    if name == "nasbench201":
+        return hub.NasBench201(stem_out_channels=4, num_modules_per_stack=1, num_labels=10)
+    if name == "proxylessnas":
+        return hub.ProxylessNAS(width_mult=0.25, num_labels=10)
+    if name == "mobilenetv3":
+        return hub.MobileNetV3Space(num_labels=10, width_multipliers=(0.25, 0.5), expand_ratios=(1, 2))
+    if name == "shufflenet":
+        return hub.ShuffleNetSpace(num_labels=10, channel_search=False)
+    if name == "autoformer":
+        return hub.AutoformerSpace(
+            search_embed_dim=(48, 64),
+            search_mlp_ratio=(1.0, 2.0),
+            search_num_heads=(1, 2),
+            search_depth=(2, 3),
+            img_size=32,
+            patch_size=8,
+            num_labels=10,
+            qkv_bias=True,
+        )
+    cells = {"darts": "DARTS", "enas": "ENAS", "nasnet": "NASNet", "amoebanet": "AmoebaNet", "pnas": "PNAS"}
+    return getattr(hub, cells[name])(width=4, num_cells=3, dataset="cifar")

@@ -30,7 +30,7 @@ from evaluators import MacsCost, ParamsCost
 from evaluators.flops import fvcore_macs, space_grid
 from nni_bsn import BSN
 from nni_bsn.training import QUIET_CPU
-from tests.nni_models import EXPECT_SUCCESS, INPUT_SHAPES, MODELS
+from tests.nni_models import EXPECT_SUCCESS, INPUT_SHAPES, MODELS, small_hub_space
 
 TRAINER = dict(
     max_epochs=1,
@@ -268,7 +268,7 @@ class CountingCost:
 def test_callable_cost_is_called_on_a_bounded_number_of_probes_before_training():
     from nni_bsn.budget import PROBES
 
-    space = _hub("darts")  # 32 choices: the coordinate pass called a callable 169 times here
+    space = small_hub_space("darts")  # 32 choices: the coordinate pass called a callable 169 times here
     cost = CountingCost(space_grid(space))
     strategy = BSN(cost=cost, budget="50%")
     strategy.mutate_model(space)
@@ -338,31 +338,6 @@ def test_bsn_on_nni_one_shot_test_matrix(name):
 # -- BSN with MacsCost on NNI's hub spaces ----------------------------------------------------------------------
 
 
-def _hub(name: str):
-    import nni.nas.hub.pytorch as hub
-
-    if name == "nasbench201":
-        return hub.NasBench201(stem_out_channels=4, num_modules_per_stack=1, num_labels=10)
-    if name == "proxylessnas":
-        return hub.ProxylessNAS(width_mult=0.25, num_labels=10)
-    if name == "mobilenetv3":
-        return hub.MobileNetV3Space(num_labels=10, width_multipliers=(0.25, 0.5), expand_ratios=(1, 2))
-    if name == "shufflenet":
-        return hub.ShuffleNetSpace(num_labels=10, channel_search=False)
-    if name == "autoformer":
-        return hub.AutoformerSpace(
-            search_embed_dim=(48, 64),
-            search_mlp_ratio=(1.0, 2.0),
-            search_num_heads=(1, 2),
-            search_depth=(2, 3),
-            img_size=32,
-            patch_size=8,
-            num_labels=10,
-            qkv_bias=True,
-        )
-    return getattr(hub, name.upper())(width=4, num_cells=3, dataset="cifar")  # darts, enas, pnas, ...
-
-
 HUBS = ["nasbench201"] + [
     pytest.param(h, marks=pytest.mark.slow)
     for h in ["proxylessnas", "mobilenetv3", "shufflenet", "autoformer", "darts", "pnas"]
@@ -382,8 +357,8 @@ def test_bsn_with_macs_searches_nni_hub_spaces_within_budget(hub):
     # ShuffleNet's cheapest architecture costs 68% of its dearest: 50% would be refused at set-up
     budget = "75%" if hub == "shufflenet" else "50%"
     strategy = BSN(cost=MacsCost(input_shape=shape), budget=budget, export_samples=20)
-    strategy(RawFormatModelSpace(_hub(hub), ev), SequentialExecutionEngine())
+    strategy(RawFormatModelSpace(small_hub_space(hub), ev), SequentialExecutionEngine())
     arch = next(strategy.list_models()).sample
-    model = _hub(hub).freeze(arch).eval()
+    model = small_hub_space(hub).freeze(arch).eval()
     assert model(torch.randn(*shape)).shape == (1, 10)
     assert fvcore_macs(model, shape) <= strategy.budgets[0].limit
