@@ -24,18 +24,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import append  # noqa: E402
 
+from nni_bsn.config import FABRICS  # noqa: E402
+
 PEERS = "darts,enas,proxyless,random"  # GumbelDARTS: --peers adds it (the costliest search, DARTS's family)
+# On NasBench201 (python benchmarks/bench_fashion.py --space nasbench201 --peers darts,gumbel-darts,...) every
+# NNI strategy is at home; the fixed networks (full, resnet) are the fabrics' and are left out there.
 HERE = Path(__file__).resolve().parent
 
 
-def _rows(budgets: list[str], peers: str) -> str:
+def _rows(budgets: list[str], peers: str, space: str) -> str:
     bsn = [f"{kind}@{b}" for kind in ("bsn", "bsn-abs") for b in budgets]
     random = [f"{kind}@{b}" for b in budgets for kind in ("random-arch", "random-arch90")]
-    return ",".join([*bsn, *peers.split(","), "full", "resnet", *random])
+    fixed = ["full", "resnet"] if space in FABRICS else []  # the fixed networks are the fabrics'
+    return ",".join([*bsn, *peers.split(","), *fixed, *random])
 
 
 def _command(args: argparse.Namespace) -> list[str]:
-    command = ["nni-bsn", "compare", "--strategies", _rows(args.budgets.split(","), args.peers)]
+    command = ["nni-bsn", "compare", "--strategies", _rows(args.budgets.split(","), args.peers, args.space)]
     command += ["--dataset", "fashion-mnist", "--space", args.space, "--seeds", args.seeds]
     command += ["--train-size", str(args.train_size), "--image-size", str(args.image_size)]
     command += ["--epochs", str(args.epochs), "--retrain-epochs", str(args.retrain_epochs or args.epochs)]
