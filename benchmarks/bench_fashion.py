@@ -32,15 +32,16 @@ PEERS = "darts,enas,proxyless,random"  # GumbelDARTS: --peers adds it (the costl
 HERE = Path(__file__).resolve().parent
 
 
-def _rows(budgets: list[str], peers: str, space: str) -> str:
-    bsn = [f"{kind}@{b}" for kind in ("bsn", "bsn-abs") for b in budgets]
-    random = [f"{kind}@{b}" for b in budgets for kind in ("random-arch", "random-arch90")]
+def _rows(args: argparse.Namespace) -> str:
+    budgets, space = args.budgets.split(","), args.space
+    bsn = [f"{kind}@{b}" for kind in args.bsn_kinds.split(",") for b in budgets]
+    random = [f"{kind}@{b}" for b in budgets for kind in args.random_kinds.split(",")]
     fixed = ["full", "resnet"] if space in FABRICS else []  # the fixed networks are the fabrics'
-    return ",".join([*bsn, *peers.split(","), *fixed, *random])
+    return ",".join([*bsn, *args.peers.split(","), *fixed, *random])
 
 
 def _command(args: argparse.Namespace) -> list[str]:
-    command = ["nni-bsn", "compare", "--strategies", _rows(args.budgets.split(","), args.peers, args.space)]
+    command = ["nni-bsn", "compare", "--strategies", _rows(args)]
     command += ["--dataset", "fashion-mnist", "--space", args.space, "--seeds", args.seeds]
     command += ["--train-size", str(args.train_size), "--image-size", str(args.image_size)]
     command += ["--epochs", str(args.epochs), "--retrain-epochs", str(args.retrain_epochs or args.epochs)]
@@ -89,6 +90,10 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budgets", default="10%,25%,50%")
     parser.add_argument("--peers", default=PEERS)
+    parser.add_argument("--bsn-kinds", default="bsn,bsn-abs", help="BSN's rows at each budget")
+    parser.add_argument(
+        "--random-kinds", default="random-arch,random-arch90", help="random rows at each budget"
+    )
     parser.add_argument("--space", default="cnf")
     parser.add_argument("--train-size", type=int, default=5000)
     parser.add_argument("--image-size", type=int, default=16)
