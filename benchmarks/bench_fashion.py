@@ -2,6 +2,11 @@
 
     python benchmarks/bench_fashion.py [--seeds 0,1,2] [--train-size 5000] [--epochs 3] [--jobs 2]
 
+The estimator study (BSN's estimators against random architectures on the same seeds):
+
+    python benchmarks/bench_fashion.py --bsn-kinds bsn,bsn-k2,bsn-disarm,bsn-val --budgets 25%,50% \
+        --peers none --fixed full --random-kinds random-arch --name fashion_estimators --title "Fashion-MNIST estimators"
+
 Runs ``nni-bsn compare`` once (every row at every seed, each in its own process, ``--jobs`` at a time): BSN at each
 budget (with its default hinge penalty and with ``penalty='abs'``), NNI's DARTS / ENAS / Proxyless / RandomOneShot (with the DARTS paper's derivation beside the
 DARTS-family exports), random connected architectures at each budget (anywhere within it, and costing 90-100% of
@@ -32,12 +37,17 @@ PEERS = "darts,enas,proxyless,random"  # GumbelDARTS: --peers adds it (the costl
 HERE = Path(__file__).resolve().parent
 
 
+def _names(text: str) -> list[str]:
+    return [] if text == "none" else text.split(",")
+
+
 def _rows(args: argparse.Namespace) -> str:
     budgets, space = args.budgets.split(","), args.space
     bsn = [f"{kind}@{b}" for kind in args.bsn_kinds.split(",") for b in budgets]
     random = [f"{kind}@{b}" for b in budgets for kind in args.random_kinds.split(",")]
-    fixed = ["full", "resnet"] if space in FABRICS else []  # the fixed networks are the fabrics'
-    return ",".join([*bsn, *args.peers.split(","), *fixed, *random])
+    fixed = _names(args.fixed) if space in FABRICS else []  # the fixed networks are the fabrics'
+    peers = _names(args.peers)
+    return ",".join([*bsn, *peers, *fixed, *random])
 
 
 def _command(args: argparse.Namespace) -> list[str]:
@@ -89,7 +99,8 @@ def main() -> int:
     )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budgets", default="10%,25%,50%")
-    parser.add_argument("--peers", default=PEERS)
+    parser.add_argument("--peers", default=PEERS, help="NNI's strategies beside BSN ('none': no peer)")
+    parser.add_argument("--fixed", default="full,resnet", help="fixed networks, on a fabric ('none': no row)")
     parser.add_argument("--bsn-kinds", default="bsn,bsn-abs", help="BSN's rows at each budget")
     parser.add_argument(
         "--random-kinds", default="random-arch,random-arch90", help="random rows at each budget"
@@ -108,6 +119,7 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default="bench-fashion")
     parser.add_argument("--name", default="fashion_front", help="the plot's name under benchmarks/")
+    parser.add_argument("--title", default="Fashion-MNIST front", help="the RESULTS.md section's title")
     parser.add_argument("extra", nargs="*", help="more nni-bsn compare options, after --")
     args = parser.parse_args()
     command = _command(args)
@@ -120,7 +132,7 @@ def main() -> int:
     report = json.loads(result.read_text())
     plot = f"{args.name}.png"
     shutil.copyfile(Path(args.out) / "accuracy_vs_cost.png", HERE / plot)
-    append(f"Fashion-MNIST front ({args.space}, seeds {args.seeds})", _body(report, plot, command))
+    append(f"{args.title} ({args.space}, seeds {args.seeds})", _body(report, plot, command))
     return 0
 
 

@@ -14,6 +14,8 @@ __all__ = [
     "SPACES",
     "COMPARE_SPACES",
     "COSTS",
+    "ESTIMATORS",
+    "REWARD_DATA",
     "DATASETS",
     "CIFAR_IMAGE_SIZE",
     "PRESETS",
@@ -40,6 +42,8 @@ COMPARE_SPACES = ("cnf", "resnet-fabric", "nasbench201")
 FABRICS = ("cnf", "resnet-fabric")  # the gate spaces: fixed networks and the +penalty rows need their gates
 COSTS = ("macs", "params", "latency", "distributed:N")
 DATASETS = ("digits", "cifar10", "cifar100", "fashion-mnist")  # nni_bsn.data.DATASETS (a test checks)
+ESTIMATORS = ("reinforce", "disarm")  # how BSN's gates learn from the loss (its ``estimator``)
+REWARD_DATA = ("train", "val")  # the batches BSN's reward is measured on (its ``reward_data``)
 # The image size of a job on CIFAR or Fashion-MNIST (28 padded to 32) that gives none (digits: the configs').
 CIFAR_IMAGE_SIZE = 32
 
@@ -90,11 +94,21 @@ FIXED_NAMES: dict[str, str] = {
 BUDGETED_KINDS: dict[str, str] = {
     "bsn": "BSN {budget}",
     "bsn-abs": "BSN abs {budget}",
+    "bsn-k2": "BSN 2 samples {budget}",
+    "bsn-disarm": "BSN DisARM {budget}",
+    "bsn-val": "BSN held-out reward {budget}",
     "random-arch": "Random arch <= {budget}",
     "random-arch90": "Random arch 90-100% of {budget}",
 }
-#: BSN's rows and the options each sets over the configuration's (``bsn-abs``: the |C/B - 1| penalty).
-BSN_KINDS: dict[str, dict[str, Any]] = {"bsn": {}, "bsn-abs": {"penalty": "abs"}}
+#: BSN's rows and the options each sets over the configuration's (``bsn-abs``: the |C/B - 1| penalty; the others
+#: its estimators: 2 samples a step with the leave-one-out baseline, DisARM's pair of 2, the held-out reward).
+BSN_KINDS: dict[str, dict[str, Any]] = {
+    "bsn": {},
+    "bsn-abs": {"penalty": "abs"},
+    "bsn-k2": {"num_samples": 2},
+    "bsn-disarm": {"estimator": "disarm", "num_samples": 1},
+    "bsn-val": {"reward_data": "val"},
+}
 #: The cost band of each random-architecture kind, as fractions of its budget.
 RANDOM_BANDS: dict[str, tuple[float, float]] = {"random-arch": (0.0, 1.0), "random-arch90": (0.9, 1.0)}
 #: Strategies whose architecture weights also give a row derived the DARTS paper's way (``<name>:derived``).
@@ -162,6 +176,8 @@ class JobConfig:
     lam: float = _BSN["lam"]
     penalty: str = _BSN["penalty"]
     num_samples: int = _BSN["num_samples"]
+    estimator: str = _BSN["estimator"]
+    reward_data: str = _BSN["reward_data"]
     arc_learning_rate: float = _BSN["arc_learning_rate"]
     init_keep_prob: float | str = _BSN["init_keep_prob"]
     onnx: bool = True

@@ -16,6 +16,9 @@ __all__ = ["plot_front"]
 _FAMILY_COLOURS = {
     "bsn": "#c0392b",
     "bsn-abs": "#7b241c",
+    "bsn-k2": "#e67e22",
+    "bsn-disarm": "#8e44ad",
+    "bsn-val": "#d35400",
     "random": "#7f8c8d",
     "fixed": "#111111",
     "nni": "#2e86c1",

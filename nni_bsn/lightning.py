@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from nni.nas.evaluator.pytorch.lightning import LightningModule
+from nni.nas.evaluator.pytorch.lightning import LightningModule, SupervisedLearningModule
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 
 from . import compat as _compat  # noqa: F401  (guards NNI's experiment lock)
@@ -79,6 +79,8 @@ class BSNLightningModule(BaseOneShotLightningModule):
         budgets: Sequence[Budget],
         *,
         num_samples: int,
+        estimator: str,
+        reward_data: str,
         lam: float,
         penalty: str,
         penalty_gradient: str,
@@ -98,7 +100,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
         super().__init__(training_module)
         self.distribution = distribution
         self.budgets = list(budgets)
-        self.num_samples = num_samples
+        self.num_samples, self.estimator, self.reward_data = num_samples, estimator, reward_data
         self.lam, self.penalty, self.penalty_gradient = lam, penalty, penalty_gradient
         self.entropy_coef, self.warmup_epochs = entropy_coef, warmup_epochs
         self.arc_optimizer, self.arc_learning_rate = arc_optimizer, arc_learning_rate
@@ -190,8 +192,10 @@ class BSNLightningModule(BaseOneShotLightningModule):
         losses: torch.Tensor,
         penalties: torch.Tensor,
         archs: list[Arch],
+        bits: torch.Tensor | None = None,
     ) -> tuple[float, torch.Tensor]:
-        """One update of the distribution on the step's kept samples; returns the surrogate loss and the rewards."""
+        """One update of the distribution on the step's kept samples (``bits``: DisARM's antithetic pairs);
+        returns the surrogate loss and the rewards."""
         distribution = self.distribution
         local = self.penalty_gradient == "local" and bool(distribution.gate_labels)
         local_penalty = None
@@ -208,6 +212,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
             loss_baseline=self.loss_baseline,
             local_penalty=local_penalty,
             with_choices=bool(distribution.choice_labels),
+            pairs=None if bits is None or not distribution.gate_labels else (distribution.gate_logits, bits),
         )
         if self.entropy_coef:
             arch_loss = arch_loss - self.entropy_coef * distribution.entropy()
@@ -236,56 +241,103 @@ class BSNLightningModule(BaseOneShotLightningModule):
         opt.zero_grad()
 
     def training_step(self, batch: Any, batch_idx: int) -> Any:
-        k = max(1, min(self.num_samples, _batch_size(batch)))
-        archs, gate_logp, choice_logp = self.distribution.sample_parts(k)
-        chunks = split_batch(batch, k) if k > 1 else [batch]
-        losses, sizes, out = [], [], None
+        # reward_data='val': the strategy's loader gives {'train': ..., 'val': ...} (NNI's DARTS's arrangement).
+        train, held_out = (batch["train"], batch["val"]) if self.reward_data == "val" else (batch, None)
+        archs, gate_logp, choice_logp, bits = self._sample(_batch_size(train))
+        losses, out = self._train_weights(archs, train, batch_idx)
+        if self.trainer.current_epoch >= self.warmup_epochs:
+            if held_out is not None:
+                losses = self._held_out_losses(archs, held_out, batch_idx)
+            self._search_step(archs, gate_logp, choice_logp, bits, losses)
+        self.advance_lr_schedulers(batch_idx)
+        return out
+
+    def _sample(self, batch_size: int) -> tuple[list[Arch], torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The step's architectures, their gates' and choices' log-probabilities, and DisARM's pair bits."""
+        if self.estimator == "disarm":
+            return self.distribution.sample_pairs(max(1, min(self.num_samples, batch_size // 2)))
+        return (*self.distribution.sample_parts(max(1, min(self.num_samples, batch_size))), None)
+
+    def _loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        out = self.training_module.training_step(batch, batch_idx)
+        return out["loss"] if isinstance(out, dict) else out
+
+    def _train_weights(self, archs: list[Arch], batch: Any, batch_idx: int) -> tuple[torch.Tensor, Any]:
+        """One step of the weights on the batch split between ``archs``; the (detached) loss of each sample."""
+        chunks = split_batch(batch, len(archs)) if len(archs) > 1 else [batch]
+        losses, sizes = [], []
         for arch, chunk in zip(archs, chunks):
             # Run the pruned sample: gates on no input -> output path would compute for nothing (or add a
             # constant to the output); what trains is what is costed, validated and exported.
             self.apply_arch(self.prune(arch))
-            out = self.training_module.training_step(chunk, batch_idx)
-            losses.append(out["loss"] if isinstance(out, dict) else out)
+            losses.append(self._loss(chunk, batch_idx))
             sizes.append(_batch_size(chunk))
-        loss_values = torch.stack([x.detach() for x in losses])
-        finite = torch.isfinite(loss_values)
-        if not bool(finite.all()):
-            self.skipped_samples += int((~finite).sum())
+        finite = torch.isfinite(torch.stack([x.detach() for x in losses])).tolist()
+        if not all(finite):
+            self.skipped_samples += finite.count(False)
             warnings.warn(
-                f"BSN: skipped {int((~finite).sum())} sampled architecture(s) with a non-finite loss "
+                f"BSN: skipped {finite.count(False)} sampled architecture(s) with a non-finite loss "
                 f"at step {self.global_step}",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        if bool(finite.any()):
-            n = sum(s for s, f in zip(sizes, finite.tolist()) if f)
-            loss = sum(x * (s / n) for x, s, f in zip(losses, sizes, finite.tolist()) if f)
+        if any(finite):
+            n = sum(s for s, f in zip(sizes, finite) if f)
+            loss = sum(x * (s / n) for x, s, f in zip(losses, sizes, finite) if f)
             self.advance_optimization(loss, batch_idx, self.gradient_clip_val)
+        return torch.stack([x.detach() for x in losses]), losses[-1].detach()
 
-        if self.trainer.current_epoch >= self.warmup_epochs:
-            costs = [self.costs(a) for a in archs]
-            penalties = [budget_penalty(c, [b.limit for b in self.budgets], self.penalty) for c in costs]
-            keep = [bool(f) and all(math.isfinite(x) for x in c) for f, c in zip(finite.tolist(), costs)]
-            if not all(keep) and all(finite.tolist()):
-                self.skipped_samples += keep.count(False)
-                warnings.warn(
-                    "BSN: skipped a sampled architecture with a non-finite cost", RuntimeWarning, stacklevel=2
-                )
-            if any(keep):
-                kept = [i for i, f in enumerate(keep) if f]
-                idx = torch.tensor(kept)
-                pens = torch.tensor([penalties[i] for i in kept])
-                arch_loss, rewards = self._arch_step(
-                    gate_logp[idx], choice_logp[idx], loss_values[idx], pens, [archs[i] for i in kept]
-                )
-                self._accumulate("bsn/reward", float(rewards.mean()))
-                self._accumulate("bsn/arch_loss", arch_loss)
-            for j, b in enumerate(self.budgets):
-                self._accumulate(f"bsn/cost_{b.name}", sum(c[j] for c in costs) / len(costs))
-            self._accumulate("bsn/penalty", sum(penalties) / len(penalties))
-            self._accumulate("bsn/connected", sum(map(self.is_connected, archs)) / len(archs))
-        self.advance_lr_schedulers(batch_idx)
-        return out
+    @torch.no_grad()
+    def _held_out_losses(self, archs: list[Arch], batch: Any, batch_idx: int) -> torch.Tensor:
+        """The loss of each architecture on its chunk of a held-out batch, after the weights' step."""
+        module = self.training_module
+        chunks = split_batch(batch, len(archs)) if len(archs) > 1 else [batch]
+        losses = []
+        for arch, chunk in zip(archs, chunks):
+            self.apply_arch(self.prune(arch))
+            if isinstance(module, SupervisedLearningModule):  # not training_step: it would log train metrics
+                x, y = chunk
+                losses.append(module.criterion(module(x), y))
+            else:
+                losses.append(self._loss(chunk, batch_idx))
+        return torch.stack(losses)
+
+    def _search_step(
+        self,
+        archs: list[Arch],
+        gate_logp: torch.Tensor,
+        choice_logp: torch.Tensor,
+        bits: torch.Tensor | None,
+        losses: torch.Tensor,
+    ) -> None:
+        """Cost the step's samples and update the distribution on those with a finite loss and cost."""
+        costs = [self.costs(a) for a in archs]
+        penalties = [budget_penalty(c, [b.limit for b in self.budgets], self.penalty) for c in costs]
+        finite = torch.isfinite(losses).tolist()
+        keep = [f and all(math.isfinite(x) for x in c) for f, c in zip(finite, costs)]
+        if not all(keep) and all(finite):
+            self.skipped_samples += keep.count(False)
+            warnings.warn(
+                "BSN: skipped a sampled architecture with a non-finite cost", RuntimeWarning, stacklevel=3
+            )
+        if bits is not None:  # DisARM: a pair is used whole or not at all
+            keep = [keep[i] and keep[i ^ 1] for i in range(len(keep))]
+        if any(keep):
+            idx = torch.tensor([i for i, f in enumerate(keep) if f])
+            arch_loss, rewards = self._arch_step(
+                gate_logp[idx],
+                choice_logp[idx],
+                losses[idx],
+                torch.tensor(penalties)[idx],
+                [archs[i] for i in idx.tolist()],
+                None if bits is None else bits[idx],
+            )
+            self._accumulate("bsn/reward", float(rewards.mean()))
+            self._accumulate("bsn/arch_loss", arch_loss)
+        for j, b in enumerate(self.budgets):
+            self._accumulate(f"bsn/cost_{b.name}", sum(c[j] for c in costs) / len(costs))
+        self._accumulate("bsn/penalty", sum(penalties) / len(penalties))
+        self._accumulate("bsn/connected", sum(map(self.is_connected, archs)) / len(archs))
 
     # ----- validation and epoch summaries ------------------------------------------------------------------------
 

@@ -18,7 +18,9 @@ from .config import (
     CIFAR_IMAGE_SIZE,
     COMPARE_SPACES,
     COSTS,
+    ESTIMATORS,
     PRESETS,
+    REWARD_DATA,
     SPACES,
     STRATEGIES,
     CompareConfig,
@@ -224,6 +226,18 @@ OPTIONS: tuple[Option, ...] = (
         group="BSN",
     ),
     Option("num_samples", "architectures per step, the batch split between them", positive_int, group="BSN"),
+    Option(
+        "estimator",
+        "the gates' gradient: reinforce (the paper's) or disarm (antithetic pairs: 2 x num_samples a step)",
+        choices=ESTIMATORS,
+        group="BSN",
+    ),
+    Option(
+        "reward_data",
+        "the batches the reward is measured on: train (the paper's) or val (a held-out batch a step)",
+        choices=REWARD_DATA,
+        group="BSN",
+    ),
     Option("arc_learning_rate", "logits learning rate", float, group="BSN"),
     Option(
         "init_keep_prob",

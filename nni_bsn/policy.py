@@ -78,9 +78,27 @@ class ArchitectureDistribution(nn.Module):
 
     def sample_parts(self, k: int = 1) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor]:
         """Like :meth:`sample`, with the log-probability split into the gates' part and the other choices' part."""
-        bern = torch.distributions.Bernoulli(logits=self.gate_logits)
-        bits = bern.sample((k,))
-        gate_logp = bern.log_prob(bits).sum(-1)
+        bits = torch.distributions.Bernoulli(logits=self.gate_logits).sample((k,))
+        return self._with_choices(bits)
+
+    def sample_pairs(
+        self, m: int = 1
+    ) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``m`` antithetic pairs of architectures (DisARM's): rows ``2j`` and ``2j + 1`` share one uniform draw.
+
+        Gate ``g`` is on in the first of a pair when ``u_g < p_g`` and in the second when ``1 - u_g < p_g``, so
+        each is a sample of the distribution; the other choices are drawn independently. Returns the ``2m``
+        architectures, the gates' and the choices' log-probabilities (``[2m]``) and the gate bits ``[2m, G]``.
+        """
+        u = torch.rand(m, len(self.gate_labels))
+        p = torch.sigmoid(self.gate_logits.detach())
+        bits = torch.stack([(u < p), (1 - u < p)], dim=1).reshape(2 * m, -1).float()
+        return (*self._with_choices(bits), bits)
+
+    def _with_choices(self, bits: torch.Tensor) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor]:
+        """Architectures with these gate bits and freshly drawn choices; their gates' and choices' log-probs."""
+        k = bits.shape[0]
+        gate_logp = torch.distributions.Bernoulli(logits=self.gate_logits).log_prob(bits).sum(-1)
         choice_logp = torch.zeros(k)
         indices = []
         for logits in self.choice_logits:

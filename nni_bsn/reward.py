@@ -2,7 +2,7 @@
 
 Small pure functions on small tensors, called by :meth:`BSNLightningModule._arch_step` and by the tests:
 the reward ``-(loss + lam * penalty)``, the REINFORCE surrogate, the exact local gradient of the expected
-penalty for the gates, and the moving-average :class:`Baseline`.
+penalty for the gates, DisARM's antithetic estimate for them, and the moving-average :class:`Baseline`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ __all__ = [
     "Baseline",
     "architecture_surrogate",
     "budgeted_reward",
+    "disarm_surrogate",
     "local_penalty_surrogate",
     "penalty_differences",
     "reinforce_loss",
@@ -121,6 +122,20 @@ class Baseline(nn.Module):
         return f"mode={self.mode!r}, decay={self.decay}"
 
 
+def disarm_surrogate(gate_logits: torch.Tensor, bits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Surrogate whose gradient for the gates' logits is the DisARM estimate of ``-d E[value] / d logit``.
+
+    DisARM (Dong, Mnih and Tucker, NeurIPS 2020), for factorised Bernoulli gates: ``bits`` are antithetic
+    pairs (rows ``2j``, ``2j + 1``, :meth:`ArchitectureDistribution.sample_pairs`) and ``values`` what each
+    sample scored (constants). Per pair and gate the estimate is ``(f1 - f2) / 2 * (-1)^b2 * [b1 != b2] *
+    sigmoid(|logit|)``: unbiased, with no baseline to learn, and zero for the gates on which the pair agrees.
+    """
+    b1, b2 = bits[0::2], bits[1::2]
+    half_diff = 0.5 * (values[0::2] - values[1::2]).detach()[:, None]
+    weight = half_diff * (1 - 2 * b2) * (b1 != b2) * torch.sigmoid(gate_logits.detach().abs())
+    return -(weight.mean(0) * gate_logits).sum()
+
+
 def architecture_surrogate(
     gate_logp: torch.Tensor,
     choice_logp: torch.Tensor,
@@ -132,19 +147,26 @@ def architecture_surrogate(
     loss_baseline: Baseline,
     local_penalty: torch.Tensor | None = None,
     with_choices: bool = True,
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The loss of the architecture distribution for one step; its gradient estimates that of ``-E[reward]``.
 
     Without ``local_penalty`` (the paper's estimator): REINFORCE on the whole budgeted reward. With it
-    (``penalty_gradient='local'``, :func:`local_penalty_surrogate`): the gates follow REINFORCE on the loss alone
-    (baseline ``loss_baseline``) plus ``local_penalty``, and the other choices (when ``with_choices``) REINFORCE
-    on the whole reward. Baselines are read, not updated.
+    (``penalty_gradient='local'``, :func:`local_penalty_surrogate`): the gates follow the loss alone (baseline
+    ``loss_baseline``) plus ``local_penalty``. ``pairs`` (the gates' logits and the samples' antithetic bits):
+    the gates follow DisARM (:func:`disarm_surrogate`) instead of REINFORCE. The other choices (when
+    ``with_choices``) follow REINFORCE on the whole reward. Baselines are read, not updated.
     """
     rewards = budgeted_reward(losses, penalties, lam)
-    if local_penalty is None:
-        return reinforce_loss(gate_logp + choice_logp, rewards, reward_baseline.of(rewards))
-    loss_rewards = budgeted_reward(losses)
-    surrogate = reinforce_loss(gate_logp, loss_rewards, loss_baseline.of(loss_rewards)) + local_penalty
+    gate_values, gate_baseline = (
+        (rewards, reward_baseline) if local_penalty is None else (-losses, loss_baseline)
+    )
+    if pairs is None:
+        surrogate = reinforce_loss(gate_logp, gate_values, gate_baseline.of(gate_values))
+    else:
+        surrogate = disarm_surrogate(*pairs, gate_values)
+    if local_penalty is not None:
+        surrogate = surrogate + local_penalty
     if with_choices:
         surrogate = surrogate + reinforce_loss(choice_logp, rewards, reward_baseline.of(rewards))
     return surrogate

@@ -34,6 +34,7 @@ from .budget import (
     probe_archs,
     resolve_limit,
 )
+from .config import ESTIMATORS, REWARD_DATA
 from .lightning import BSNLightningModule
 from .policy import ArchitectureDistribution, is_gate
 from .reward import BASELINES
@@ -69,6 +70,8 @@ _OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "penalty": (lambda v: v in PENALTIES, f"one of {PENALTIES}"),
     "penalty_gradient": (lambda v: v in ("local", "reinforce"), "'local' or 'reinforce'"),
     "num_samples": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "estimator": (lambda v: v in ESTIMATORS, f"one of {ESTIMATORS}"),
+    "reward_data": (lambda v: v in REWARD_DATA, f"one of {REWARD_DATA}"),
     "init_keep_prob": (_is_keep_prob, "'auto' or a number strictly between 0 and 1"),
     "arc_optimizer": (lambda v: v in ("adam", "sgd"), "'adam' or 'sgd'"),
     "arc_learning_rate": (lambda v: _is_number(v) and v > 0, "> 0"),
@@ -191,6 +194,17 @@ class BSN(OneShotStrategy):
         the gradient of the distribution (with a leave-one-out baseline) but run more, smaller chunks: on the
         default digits fabric a step costs 1.3x (2 samples) and 2x (4 samples) the step with 1 sample
         (``benchmarks/RESULTS.md``), so the default is 1, with a moving-average baseline.
+    estimator
+        How the gates learn from the loss. ``'reinforce'`` (the paper's): REINFORCE with the baseline below.
+        ``'disarm'``: DisARM (Dong et al., 2020), an antithetic estimator for Bernoulli variables: each of the
+        ``num_samples`` draws is a pair of architectures sharing one uniform draw (so a step runs ``2 *
+        num_samples`` samples), and a gate learns only from pairs that disagree on it. The other choices use
+        REINFORCE (leave-one-out over the step's samples) either way.
+    reward_data
+        The batches the architecture's reward is measured on. ``'train'`` (the paper's): the batch the weights
+        just trained on. ``'val'``: a validation batch after the weights' step (a forward pass only, in training
+        mode), one train and one validation batch a step as NNI's DARTS has it (an epoch is the longer of the
+        two loaders, the shorter cycled); the evaluator's validation data still chooses the exported network.
     init_keep_prob
         Initial probability of keeping each gate. ``'auto'`` (default): the largest uniform probability (at most
         0.95) whose expected cost, as the reward counts it, meets every budget, found before training by costing
@@ -240,6 +254,8 @@ class BSN(OneShotStrategy):
         penalty: str = "hinge",
         penalty_gradient: str = "local",
         num_samples: int = 1,
+        estimator: str = "reinforce",
+        reward_data: str = "train",
         init_keep_prob: float | str = "auto",
         arc_optimizer: str = "adam",
         arc_learning_rate: float = 0.1,
@@ -419,6 +435,13 @@ class BSN(OneShotStrategy):
             unit=unit,
             full=full,
         )
+
+    def train_dataloader(
+        self, train_dataloader_fn: Callable[[], Any], val_dataloader_fn: Callable[[], Any]
+    ) -> Any:
+        if self.kwargs["reward_data"] == "val":  # Lightning combines the dict: {'train': batch, 'val': batch}
+            return {"train": train_dataloader_fn(), "val": val_dataloader_fn()}
+        return train_dataloader_fn()
 
     def configure_oneshot_module(self, training_module: LightningModule) -> BSNLightningModule:
         if self.distribution is None:
