@@ -183,7 +183,19 @@ class _Work:
         return self.data.input_shape
 
 
-def _architecture_fields(name: str, spec: dict, arch: dict[str, Any], seed: int) -> dict[str, Any]:
+def _connected(space: Any, arch: dict[str, Any], input_shape: tuple[int, ...]) -> bool:
+    """Whether the input reaches the classifier: the fabric's own check on a gate space, else the frozen network's
+    output must depend on its input (:func:`~nni_bsn.evaluation.input_reaches_output`)."""
+    if hasattr(space, "is_connected"):
+        return bool(space.is_connected(arch))
+    from .evaluation import input_reaches_output
+
+    return input_reaches_output(space.freeze(arch), input_shape)
+
+
+def _architecture_fields(
+    name: str, spec: dict, arch: dict[str, Any], seed: int, input_shape: tuple[int, ...]
+) -> dict[str, Any]:
     """The row's name, architecture (as found and pruned), gate counts and connectivity."""
     from .builders import rebuild_space
 
@@ -194,7 +206,7 @@ def _architecture_fields(name: str, spec: dict, arch: dict[str, Any], seed: int)
         "strategy": row_label(name),
         "name": name,
         "seed": seed,
-        "connected": bool(fresh.is_connected(arch)) if hasattr(fresh, "is_connected") else None,
+        "connected": _connected(fresh, arch, input_shape),
         "gates_on": sum(arch[g] == GATE_ON for g in gates),
         "gates_alive": sum(pruned[g] == GATE_ON for g in gates),
         "gates_total": len(gates),
@@ -211,12 +223,14 @@ def _evaluate(work: _Work, name: str, spec: dict, arch: dict[str, Any], inherite
     from .builders import all_costs, build_cost, rebuild_space
 
     cfg, (train, val, test) = work.cfg, work.loaders
-    row = _architecture_fields(name, spec, arch, cfg.seed)
-    if row["connected"] is False:
-        reason = (
-            f"exported a disconnected network ({row['gates_on']} of {row['gates_total']} gates on, no path from "
-            "the input to the classifier); not retrained"
+    row = _architecture_fields(name, spec, arch, cfg.seed, work.input_shape)
+    if not row["connected"]:
+        cut = (
+            f"{row['gates_on']} of {row['gates_total']} gates on"
+            if row["gates_total"]
+            else "its output ignores it"
         )
+        reason = f"exported a disconnected network ({cut}, no path from the input to the classifier); not retrained"
         return {**row, "status": "failed", "error": reason}
     inherited_acc = (
         _inherited_accuracy(inherited, train, val, test)

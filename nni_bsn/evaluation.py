@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["recalibrate_batchnorm", "evaluate_accuracy", "finetune"]
+__all__ = ["recalibrate_batchnorm", "evaluate_accuracy", "finetune", "input_reaches_output"]
 
 
 def recalibrate_batchnorm(model: nn.Module, loader, batches: int = 20) -> None:
@@ -26,6 +26,17 @@ def recalibrate_batchnorm(model: nn.Module, loader, batches: int = 20) -> None:
                 break
             model(x)
     model.eval()
+
+
+def input_reaches_output(model: nn.Module, input_shape: tuple[int, ...]) -> bool:
+    """Whether ``model``'s output depends on its input: two random inputs (fixed seed, eval mode) give different
+    outputs. A space without gates can still cut every path, e.g. NasBench201 with ``'none'`` on every edge into a
+    cell's output, whose network predicts one class whatever it is shown."""
+    model.eval()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        out = model(torch.randn(2, *input_shape[1:]))
+    return not torch.allclose(out[0], out[1])
 
 
 def evaluate_accuracy(model: nn.Module, loader) -> float:
