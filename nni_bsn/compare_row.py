@@ -131,6 +131,14 @@ def _inherited_accuracy(model, train, val, test) -> dict[str, float]:
     return {"val": evaluate_accuracy(model, val), "test": evaluate_accuracy(model, test)}
 
 
+def reset_order(loader, seed: int) -> None:
+    """Rewind a shuffling loader's generator to ``seed``: every retraining sees the same batches in the same order,
+    whatever the search before it in the same process drew from the loader."""
+    generator = getattr(loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(int(seed))
+
+
 def _retrain(cfg: CompareConfig, space_spec: dict, pruned: dict[str, Any], loaders, num_classes: int):
     """The pruned architecture frozen from a fresh space and trained from scratch: model, accuracy, seconds."""
     import pytorch_lightning as pl
@@ -142,6 +150,7 @@ def _retrain(cfg: CompareConfig, space_spec: dict, pruned: dict[str, Any], loade
 
     train, val, test = loaders
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    reset_order(train, cfg.seed)
     net = load_frozen_model(lambda: rebuild_space(space_spec), pruned)
     started = time.perf_counter()
     _classification(cfg, train, val, num_classes, cfg.retrain, callbacks=[EpochLog("retrain")]).fit(net)

@@ -174,3 +174,22 @@ def test_a_network_whose_output_ignores_its_input_is_told_from_one_that_reads_it
     assert input_reaches_output(convs, (1, 3, 32, 32))
     into_3_cut = {label: ("none" if label.endswith("_3") else "skip_connect") for label in labels}
     assert not input_reaches_output(space.freeze(into_3_cut), (1, 3, 32, 32))  # nothing reaches node 3
+
+
+def test_every_retraining_sees_the_same_batches_whatever_the_search_drew_before_it(digits_loaders):
+    """compare retrains a row's architectures in the process that searched them: the training loader's shuffle
+    is rewound to the seed first, so a search (or an earlier retraining) does not change the data order."""
+    from nni_bsn.compare_row import reset_order
+
+    train = digits_loaders[0]
+
+    def first_batches():
+        reset_order(train, 0)
+        batches = iter(train)
+        return [next(batches)[1] for _ in range(3)]
+
+    fresh = first_batches()
+    for _ in zip(range(5), train):  # what a search would draw
+        pass
+    again = first_batches()
+    assert all(a.equal(b) for a, b in zip(fresh, again))
