@@ -26,10 +26,17 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, load avg {load:.2f}"
 
 
+def _relative(script: str) -> str:
+    """The script as run from the checkout's root (no path of this machine in RESULTS.md)."""
+    path = Path(script).resolve()
+    root = RESULTS.parent.parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+
+
 def append(title: str, body: str) -> None:
     from nni_bsn.outputs import versions
 
-    command = "python " + " ".join(sys.argv)
+    command = "python " + " ".join([_relative(sys.argv[0]), *sys.argv[1:]])
     vers = ", ".join(f"{k} {v}" for k, v in versions().items())
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = (
