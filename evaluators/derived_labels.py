@@ -4,7 +4,8 @@ An NNI ``Cell`` shows why a cost needs them. fvcore counts only what reaches the
 of its k-th predecessor counts only when some node of the cell takes that predecessor as input; with
 ``merge_op='loose_end'`` the cell's output width (and so the next cells' preprocessors and the classifier) is the
 number of nodes no other node takes as input. Both are functions of all the cell's InputChoice values jointly,
-through one quantity: the set of states the cell's nodes read. A :class:`DerivedLabels` names such quantities; the
+through one quantity: the set of states the cell's nodes read. In NNI's NDS spaces a whole cell is dropped when
+the cells after it read none of its outputs: ``<cell path>/live``, a function of every cell's reads. A :class:`DerivedLabels` names such quantities; the
 label tables (``label_tables.py``) key their tables on them like on any label, and find the extremes exactly by
 dynamic programming over that set (a bitmask), whose states are few.
 """
@@ -15,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DerivedLabels", "cell_derived_labels", "cell_pairs", "cell_priors"]
+__all__ = ["DerivedLabels", "cell_derived_labels", "cell_pairs", "cell_priors", "cell_structure"]
 
 
 @dataclass(frozen=True)
@@ -97,19 +98,88 @@ def cell_priors(space: Any) -> dict[str, list[str]]:
     widths = [f"{m.label}/loose_ends" for _, m in _cells(space) if m.merge_op == "loose_end"]
     # fvcore drops what does not reach the output: a whole cell when the cells after it read none of its outputs
     reads = [f"{m.label}/reads_predecessor_{k}" for _, m in _cells(space) for k in range(m.num_predecessors)]
+    chained = _chained_cells(space) is not None
     out: dict[str, list[str]] = {}
     for path, cell in cells:
         prefix = f"{path}." if path else ""
-        out[path] = reads + widths
+        live = [f"{path}{LIVE}"] if chained else []
+        out[path] = live + reads + widths
         own = [f"{cell.label}/reads_predecessor_{k}" for k in range(cell.num_predecessors)]
         for j, row in enumerate(cell.inputs):
             for k, inp in enumerate(row):
                 label = getattr(inp, "label", None)
                 if label is not None:  # whether the cell is used at all comes before the exact input
-                    out[f"{prefix}ops.{j}.{k}"] = [f"{label}/reads_predecessor", *own, label]
+                    out[f"{prefix}ops.{j}.{k}"] = [f"{label}/reads_predecessor", *live, *own, label]
         for k in range(cell.num_predecessors):
-            out[f"{prefix}preprocessor.pre{k}"] = [f"{cell.label}/reads_predecessor_{k}", *widths]
+            out[f"{prefix}preprocessor.pre{k}"] = [f"{cell.label}/reads_predecessor_{k}", *live, *widths]
     return out
+
+
+LIVE = "/live"  # the derived label ``<cell path>/live``: whether the cell's output reaches the classifier
+
+
+def _chained_cells(space: Any) -> list[tuple[str, Any]] | None:
+    """The cells of an NNI NDS space (DARTS, ENAS, NASNet, AmoebaNet, PNAS) in order, or ``None``: there each cell
+    reads the outputs of the two cells before it (the stem's for the first two) and the classifier reads the
+    last one's, so which cells reach the output is known from the cells' reads alone."""
+    from nni.nas.hub.pytorch.nasnet import NDS
+    from nni.nas.nn.pytorch import Cell
+
+    if not isinstance(space, NDS):
+        return None
+    cells = [(path, m) for path, m in space.named_modules() if isinstance(m, Cell)]
+    return cells if cells and all(m.num_predecessors == 2 for _, m in cells) else None
+
+
+def cell_structure(space: Any) -> dict[str, tuple[str, ...]]:
+    """Per space path of an operator or a preprocessor of a chained cell (:func:`_chained_cells`), the labels its
+    count is a function of, read from the structure rather than found from samples (a rare joint value, such as
+    no later cell reading this one, would be missed by the search): an operator, its own label, whether its input
+    is a predecessor (its stride in a reduction cell) and whether the cell is live; a preprocessor of predecessor
+    ``k``, whether the cell reads ``k``, whether the cell is live and the width of the cell ``k`` feeds from."""
+    cells = _chained_cells(space) or []
+    out: dict[str, tuple[str, ...]] = {}
+    for i, (path, cell) in enumerate(cells):
+        live = f"{path}{LIVE}"
+        for j, (ops, inputs) in enumerate(zip(cell.ops, cell.inputs)):
+            for k, (op, inp) in enumerate(zip(ops, inputs)):
+                if hasattr(op, "label") and hasattr(inp, "label"):
+                    out[f"{path}.ops.{j}.{k}"] = (op.label, f"{inp.label}/reads_predecessor", live)
+        for k in range(2):
+            feeder = i - 2 + k  # predecessor 0 is the cell two before, 1 the one before; the stem below 0
+            loose = feeder >= 0 and cells[feeder][1].merge_op == "loose_end"
+            width = (f"{cells[feeder][1].label}/loose_ends",) if loose else ()
+            out[f"{path}.preprocessor.pre{k}"] = (f"{cell.label}/reads_predecessor_{k}", live, *width)
+    return out
+
+
+def _liveness_labels(
+    cells: Sequence[tuple[str, Any]], grid: Mapping[str, Sequence[Any]]
+) -> DerivedLabels | None:
+    """``<path>/live`` of each chained cell (:func:`_chained_cells`), from whether each cell label's nodes read
+    predecessor 0 or 1: the last cell is live; cell ``i`` is when cell ``i + 1`` is live and reads predecessor 1,
+    or cell ``i + 2`` is live and reads predecessor 0."""
+    labels = list(dict.fromkeys(m.label for _, m in cells))
+    bits: dict[str, dict[Any, int]] = {}
+    for _, cell in cells:
+        at = 2 * labels.index(cell.label)
+        for inp in (inp for row in cell.inputs for inp in row):
+            if getattr(inp, "label", None) in grid:
+                bits[inp.label] = {tuple(v): sum(1 << (at + k) for k in v if k < 2) for v in grid[inp.label]}
+    if not bits:
+        return None
+    order = [2 * labels.index(m.label) for _, m in cells]
+
+    def derive(u: int) -> tuple:
+        live = [False] * len(order)
+        for i in reversed(range(len(order))):
+            nxt = [(i + 1, 1), (i + 2, 0)]
+            live[i] = i == len(order) - 1 or any(
+                j < len(order) and live[j] and u >> (order[j] + k) & 1 for j, k in nxt
+            )
+        return tuple(live)
+
+    return DerivedLabels(tuple(f"{path}{LIVE}" for path, _ in cells), bits, derive)
 
 
 def cell_derived_labels(space: Any, grid: Mapping[str, Sequence[Any]]) -> list[DerivedLabels]:
@@ -146,7 +216,9 @@ def cell_derived_labels(space: Any, grid: Mapping[str, Sequence[Any]]) -> list[D
                     lambda u, m=pred_mask: (bool(u & m),),
                 )
             )
-    return out
+    chained = _chained_cells(space)
+    live = _liveness_labels(chained, grid) if chained is not None else None
+    return out if live is None else [*out, live]
 
 
 def cell_pairs(space: Any) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from .base import Arch
 from .blocks import arch_key, is_gate_space
-from .derived_labels import cell_derived_labels, cell_pairs, cell_priors
+from .derived_labels import cell_derived_labels, cell_pairs, cell_priors, cell_structure
 from .label_tables import DecompositionError, LabelTables, fit_tables, hashable_value, own_costs
 from .table import AdditiveCost
 
@@ -113,11 +113,13 @@ class _FrozenCount(AdditiveCost):
         self._rebuild = False
         self._rebuild = self._can_rebuild()
         derived = cell_derived_labels(space, self.grid)
+        local = _LocalLabels(space)
         try:
             self._tables = fit_tables(
                 self._own_counts,
                 self.grid,
-                prior=_LocalLabels(space),
+                prior=local,
+                known=local.structural,
                 derived=derived,
                 pairs=cell_pairs(space),
                 verify=max(self.verify, 4 if derived else 2),
@@ -287,7 +289,12 @@ class _LocalLabels:
     def __init__(self, space: nn.Module) -> None:
         self.modules = dict(space.named_modules())
         self.extra = cell_priors(space)
+        self.known = cell_structure(space)
         self._cache: dict[str, list[str]] = {}
+
+    def structural(self, path: str) -> tuple[str, ...] | None:
+        """The labels the count of a frozen path is known to be a function of (``cell_structure``), or ``None``."""
+        return next((self.known[p] for p in self._space_paths(path) if p in self.known), None)
 
     def _at(self, path: str) -> list[str]:
         if path not in self._cache:

@@ -210,6 +210,7 @@ def fit_tables(
     grid: Mapping[str, Sequence[Any]],
     *,
     prior: Callable[[str], Sequence[str]] | None = None,
+    known: Callable[[str], Sequence[str] | None] | None = None,
     derived: Sequence[DerivedLabels] = (),
     pairs: Sequence[tuple[str, str]] = (),
     screen: int = 8,
@@ -221,7 +222,8 @@ def fit_tables(
     """Decompose ``measure`` (arch -> {path: own count}, or ``None`` when the architecture cannot run) into tables.
 
     ``grid`` gives every label's values in NNI's format; ``prior(path)`` optionally ranks the labels likely to
-    matter to a module path (those of the mutables above it), to break ties; ``derived`` adds labels computed from
+    matter to a module path (those of the mutables above it), to break ties, and ``known(path)`` the labels its
+    count is known to be a function of (used while no measured architecture contradicts them); ``derived`` adds labels computed from
     several choices (see :mod:`~evaluators.derived_labels`) that tables may be keyed on, and ``pairs`` label
     pairs whose every joint value the first architectures show. Raises
     :class:`DecompositionError` when a count depends on too many choices, an architecture cannot be measured, or
@@ -267,6 +269,10 @@ def fit_tables(
         found: dict[tuple, tuple[str, ...]] = {}  # paths whose counts split the rows alike share their labels
         for p in paths:
             ys = [c.get(p, 0) for c in counts]
+            structural = known(p) if known is not None else None
+            if structural and set(structural) <= set(labels) and not _conflicts(rows, ys, structural):
+                deps[p] = tuple(sorted(structural))
+                continue
             if p not in ranks:
                 ranks[p] = tuple(prior(p)) if prior is not None else ()
             first: dict[float, int] = {}

@@ -362,3 +362,54 @@ def test_bsn_with_macs_searches_nni_hub_spaces_within_budget(hub):
     model = small_hub_space(hub).freeze(arch).eval()
     assert model(torch.randn(*shape)).shape == (1, 10)
     assert fvcore_macs(model, shape) <= strategy.budgets[0].limit
+
+
+# -- NDS cell spaces: a cell no later cell reads ------------------------------------------------------------------
+
+
+def _rare_reads(space, rng: random.Random, avoid: dict[str, list[int]]) -> dict:
+    """A random architecture whose cells labelled ``L`` read none of the predecessors ``avoid[L]`` (rare at random:
+    every input choice of the cell must miss them)."""
+    arch = {}
+    for label, values in space_grid(space).items():
+        banned = avoid.get(label.split("/")[0], [])
+        allowed = [v for v in values if not (isinstance(v, list) and v[0] in banned)] or values
+        arch[label] = rng.choice(allowed)
+    return arch
+
+
+def test_a_cell_that_no_later_cell_reads_is_dead_and_the_liveness_labels_say_so():
+    """NNI's DARTS space at 3 cells (normal, reduce, reduce; 'reduce' cells share their choices): when the
+    reduction cells never read predecessor 1, the middle cell reaches nothing, and fvcore counts none of it."""
+    from evaluators.derived_labels import LIVE, cell_derived_labels
+    from evaluators.flops import _analysis
+    from evaluators.table_extremes import hashable_value
+
+    space = small_hub_space("darts")
+    grid = space_grid(space)
+    live = next(d for d in cell_derived_labels(space, grid) if d.names[0].endswith(LIVE))
+    assert live.names == tuple(f"stages.{i}.blocks.0{LIVE}" for i in range(3))
+    arch = _rare_reads(space, random.Random(0), {"reduce": [1]})
+    assert live.values({x: hashable_value(v) for x, v in arch.items()}) == (
+        True,
+        False,
+        True,
+    )  # cell 2 reads 0
+    counts = _analysis(space.freeze(arch).eval(), torch.randn(1, 3, 32, 32)).by_module()
+    assert counts["stages.1.0"] == 0 and counts["stages.0.0"] > 0 and counts["stages.2.0"] > 0
+    arch = _rare_reads(space, random.Random(1), {"reduce": [0, 1]})  # impossible: node 0 reads a predecessor
+    assert any(arch[x][0] < 2 for x in arch if x.startswith("reduce/input"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hub", ["darts", "amoebanet", "pnas"])
+def test_macs_equal_fvcore_on_cell_spaces_where_cells_read_rarely(hub):
+    """Architectures drawn so that cells skip a predecessor (which kills earlier cells): tables mode stays exact."""
+    space = small_hub_space(hub)
+    bound = MacsCost(input_shape=(1, 3, 32, 32)).bind(space)
+    assert bound.mode == "tables"
+    rng = random.Random(2)
+    for i in range(24):
+        avoid = {"normal": [i % 2], "reduce": [(i // 2) % 2]} if i % 3 else {}
+        arch = _rare_reads(space, rng, avoid)
+        assert bound.cost(arch) == fvcore_macs(space.freeze(arch), (1, 3, 32, 32)), arch
