@@ -121,9 +121,11 @@ class _FrozenCount(AdditiveCost):
                 prior=local,
                 known=local.structural,
                 derived=derived,
-                pairs=cell_pairs(space),
+                # every joint value of each structural label set shown from the start: a combination first seen
+                # in a dead cell would leave its operator's modules unseen, and uncounted
+                pairs=[*cell_pairs(space), *local.known.values()],
                 verify=max(self.verify, 4 if derived else 2),
-                max_rows=160 if derived else 80,  # a cell's counts hang on rare joint values (derived_labels)
+                max_rows=256 if derived else 80,  # a cell's counts hang on rare joint values (derived_labels)
                 seed=self.seed,
             )
         except DecompositionError as e:

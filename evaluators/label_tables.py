@@ -212,7 +212,7 @@ def fit_tables(
     prior: Callable[[str], Sequence[str]] | None = None,
     known: Callable[[str], Sequence[str] | None] | None = None,
     derived: Sequence[DerivedLabels] = (),
-    pairs: Sequence[tuple[str, str]] = (),
+    pairs: Sequence[tuple[str, ...]] = (),
     screen: int = 8,
     verify: int = 3,
     rounds: int = 8,
@@ -225,7 +225,7 @@ def fit_tables(
     matter to a module path (those of the mutables above it), to break ties, and ``known(path)`` the labels its
     count is known to be a function of (used while no measured architecture contradicts them); ``derived`` adds labels computed from
     several choices (see :mod:`~evaluators.derived_labels`) that tables may be keyed on, and ``pairs`` label
-    pairs whose every joint value the first architectures show. Raises
+    sets (pairs or more) whose every joint value the first architectures show. Raises
     :class:`DecompositionError` when a count depends on too many choices, an architecture cannot be measured, or
     the check on ``verify`` fresh random architectures fails after ``rounds`` refinements.
     """
