@@ -439,9 +439,17 @@ class BSN(OneShotStrategy):
     def train_dataloader(
         self, train_dataloader_fn: Callable[[], Any], val_dataloader_fn: Callable[[], Any]
     ) -> Any:
-        if self.kwargs["reward_data"] == "val":  # Lightning combines the dict: {'train': batch, 'val': batch}
-            return {"train": train_dataloader_fn(), "val": val_dataloader_fn()}
-        return train_dataloader_fn()
+        if self.kwargs["reward_data"] != "val":
+            return train_dataloader_fn()
+        val = val_dataloader_fn()
+        if val is None:
+            raise ValueError(
+                "BSN: reward_data='val' needs validation data: give the evaluator val_dataloaders"
+            )
+        return {
+            "train": train_dataloader_fn(),
+            "val": val,
+        }  # Lightning combines it: {'train': batch, 'val': batch}
 
     def configure_oneshot_module(self, training_module: LightningModule) -> BSNLightningModule:
         if self.distribution is None:

@@ -104,6 +104,8 @@ def test_the_reward_on_held_out_batches_reads_the_validation_data(digits_loaders
     combined = strategy.train_dataloader(lambda: train, lambda: val)
     assert combined == {"train": train, "val": val}
     assert BSN(cost=lambda a: 1.0, budget=2).train_dataloader(lambda: train, lambda: val) is train
+    with pytest.raises(ValueError, match="reward_data='val' needs validation data"):
+        strategy.train_dataloader(lambda: train, lambda: None)
     run(strategy, small_cnf(), evaluator(digits_loaders, train_batches=4))
     assert held_out == [2] * 4
     assert strategy.report()["within_budget"]
