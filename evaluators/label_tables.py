@@ -223,9 +223,9 @@ def fit_tables(
 
     ``grid`` gives every label's values in NNI's format; ``prior(path)`` optionally ranks the labels likely to
     matter to a module path (those of the mutables above it), to break ties, and ``known(path)`` the labels its
-    count is known to be a function of (used while no measured architecture contradicts them); ``derived`` adds labels computed from
-    several choices (see :mod:`~evaluators.derived_labels`) that tables may be keyed on, and ``pairs`` label
-    sets (pairs or more) whose every joint value the first architectures show. Raises
+    count is known to be a function of (used while no measured architecture contradicts them); ``derived`` adds
+    labels computed from several choices (see :mod:`~evaluators.derived_labels`) that tables may be keyed on, and
+    ``pairs`` label sets (pairs or more) whose every joint value the first architectures show. Raises
     :class:`DecompositionError` when a count depends on too many choices, an architecture cannot be measured, or
     the check on ``verify`` fresh random architectures fails after ``rounds`` refinements.
     """
