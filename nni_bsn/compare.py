@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .compare_report import equivalent_command, machine, notes, write_outputs
+from .compare_row import failed_row
 from .compare_summary import summarize, targets
 from .config import (
     RANDOM_BANDS,
@@ -32,7 +33,6 @@ from .config import (
     parse_strategies,
     row_budget,
     row_kind,
-    row_label,
 )
 
 __all__ = ["run_compare"]
@@ -102,7 +102,6 @@ def _run_in_process(cfg: CompareConfig, job: _Job, jobdir: Path, log: Path) -> l
         "result": str(workdir / "result.json"),
     }
     (workdir / "job.json").write_text(json.dumps(spec, indent=2))
-    failed = {"strategy": row_label(job.name), "name": job.name, "seed": job.seed, "status": "failed"}
     with open(log, "w") as out:
         try:
             proc = subprocess.run(
@@ -114,7 +113,7 @@ def _run_in_process(cfg: CompareConfig, job: _Job, jobdir: Path, log: Path) -> l
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            return [{**failed, "error": f"timed out after {cfg.strategy_timeout:g} s"}]
+            return [failed_row(job.name, job.seed, f"timed out after {cfg.strategy_timeout:g} s")]
     result_path = Path(spec["result"])
     if result_path.is_file():
         return json.loads(result_path.read_text())["rows"]
@@ -125,7 +124,7 @@ def _run_in_process(cfg: CompareConfig, job: _Job, jobdir: Path, log: Path) -> l
         " without its row (stopped by a signal?)" if code == 0 else ""
     )
     error += f": {lines[-1][:200]}" if lines else ""
-    return [{**failed, "error": error}]
+    return [failed_row(job.name, job.seed, error)]
 
 
 def _row_budgets(

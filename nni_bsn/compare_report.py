@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .compare_row import INHERITED_BN_BATCHES
-from .compare_summary import SUMMARY_FIELDS, summary_table, targets_markdown
+from .compare_summary import SUMMARY_FIELDS, summary_table, table_head, targets_markdown
 from .config import CompareConfig
 
 __all__ = [
@@ -95,7 +95,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         "| strategy | val acc | test acc | inherited val / test acc | MACs | params | ORT latency ms | "
         "2-device makespan ms | search s | step ms | search ΔRSS MB | alive gates | within budget |"
     )
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    lines = table_head(head)
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"| {r['strategy']} | {r['status']} |" + " |" * (head.count(" | ") - 1))

@@ -24,7 +24,7 @@ from evaluators.blocks import GATE_OFF, GATE_ON
 from .compare_strategies import choice_stats, derived_architecture, make_strategy, strategy_details
 from .config import DERIVED, FIXED_NAMES, CompareConfig, row_label
 
-__all__ = ["search_and_evaluate", "INHERITED_BN_BATCHES"]
+__all__ = ["search_and_evaluate", "failed_row", "INHERITED_BN_BATCHES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -74,6 +74,11 @@ def _classification(cfg: CompareConfig, train, val, num_classes: int, epochs: in
         deterministic=False,
         **limits,
     )
+
+
+def failed_row(name: str, seed: int, error: str) -> dict[str, Any]:
+    """The row of a job that gave no result: its name, seed and why."""
+    return {"strategy": row_label(name), "name": name, "seed": seed, "status": "failed", "error": error}
 
 
 def _rss_mb() -> float:
@@ -357,15 +362,7 @@ def _worker_main(job_path: str) -> int:
         import traceback
 
         traceback.print_exc()
-        rows = [
-            {
-                "strategy": row_label(job["strategy"]),
-                "name": job["strategy"],
-                "seed": cfg.seed,
-                "status": "failed",
-                "error": _one_line(e),
-            }
-        ]
+        rows = [failed_row(job["strategy"], cfg.seed, _one_line(e))]
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"rows": rows}, indent=2, default=str))
     os.replace(tmp, result_path)

@@ -15,7 +15,7 @@ from typing import Any
 from .budget import parse_budget
 from .config import BSN_KINDS, DERIVED, RANDOM_BANDS, STRATEGY_NAMES, row_budget, row_kind, row_label
 
-__all__ = ["SUMMARY_FIELDS", "summarize", "targets", "summary_table", "targets_markdown"]
+__all__ = ["SUMMARY_FIELDS", "summarize", "targets", "summary_table", "targets_markdown", "table_head"]
 
 #: The columns averaged over a row's runs.
 SUMMARY_FIELDS = (
@@ -173,13 +173,18 @@ def _settled(e: dict[str, Any]) -> str:
     return f"{p['mean']:.2f} / {h['mean']:.2f}" if p and h else "–"
 
 
+def table_head(head: str) -> list[str]:
+    """A markdown table's header line and the separator line under it (one ``---`` per column)."""
+    return [head, "|" + "---|" * head.count(" | ") + "---|"]
+
+
 def summary_table(summary: Sequence[dict[str, Any]]) -> str:
     """The summary as a markdown table: mean ± std over each row's runs."""
     head = (
         "| row | runs | test acc | val acc | inherited test acc | MACs (share of full) | params | search s | "
         "retrain s | max prob / entropy | failed |"
     )
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    lines = table_head(head)
     for e in summary:
         share = f" ({e['macs_fraction']:.1%})" if e.get("macs_fraction") is not None else ""
         failed = f"{e['failed']}: {'; '.join(e['failures'])[:160]}" if e["failed"] else "0"

@@ -34,6 +34,8 @@ Arch = dict[str, Any]
 
 def split_batch(batch: Any, k: int) -> list[Any]:
     """Split every tensor of a batch (tensor, tuple/list or dict of tensors) into ``k`` chunks along dim 0."""
+    if k == 1:
+        return [batch]
     if isinstance(batch, torch.Tensor):
         return list(torch.tensor_split(batch, k))
     if isinstance(batch, (tuple, list)):
@@ -264,7 +266,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
 
     def _train_weights(self, archs: list[Arch], batch: Any, batch_idx: int) -> tuple[torch.Tensor, Any]:
         """One step of the weights on the batch split between ``archs``; the (detached) loss of each sample."""
-        chunks = split_batch(batch, len(archs)) if len(archs) > 1 else [batch]
+        chunks = split_batch(batch, len(archs))
         losses, sizes = [], []
         for arch, chunk in zip(archs, chunks):
             # Run the pruned sample: gates on no input -> output path would compute for nothing (or add a
@@ -272,7 +274,8 @@ class BSNLightningModule(BaseOneShotLightningModule):
             self.apply_arch(self.prune(arch))
             losses.append(self._loss(chunk, batch_idx))
             sizes.append(_batch_size(chunk))
-        finite = torch.isfinite(torch.stack([x.detach() for x in losses])).tolist()
+        values = torch.stack([x.detach() for x in losses])
+        finite = torch.isfinite(values).tolist()
         if not all(finite):
             self.skipped_samples += finite.count(False)
             warnings.warn(
@@ -285,13 +288,13 @@ class BSNLightningModule(BaseOneShotLightningModule):
             n = sum(s for s, f in zip(sizes, finite) if f)
             loss = sum(x * (s / n) for x, s, f in zip(losses, sizes, finite) if f)
             self.advance_optimization(loss, batch_idx, self.gradient_clip_val)
-        return torch.stack([x.detach() for x in losses]), losses[-1].detach()
+        return values, values[-1]
 
     @torch.no_grad()
     def _held_out_losses(self, archs: list[Arch], batch: Any, batch_idx: int) -> torch.Tensor:
         """The loss of each architecture on its chunk of a held-out batch, after the weights' step."""
         module = self.training_module
-        chunks = split_batch(batch, len(archs)) if len(archs) > 1 else [batch]
+        chunks = split_batch(batch, len(archs))
         losses = []
         for arch, chunk in zip(archs, chunks):
             self.apply_arch(self.prune(arch))
