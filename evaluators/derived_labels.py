@@ -16,7 +16,15 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DerivedLabels", "cell_derived_labels", "cell_pairs", "cell_priors", "cell_structure"]
+__all__ = [
+    "DerivedLabels",
+    "cell_derived_labels",
+    "cell_pairs",
+    "cell_priors",
+    "cell_structure",
+    "repeat_blocks",
+    "repeat_derived_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -230,4 +238,47 @@ def cell_pairs(space: Any) -> list[tuple[str, str]]:
             for op, inp in zip(ops, inputs):
                 if hasattr(op, "label") and hasattr(inp, "label"):
                     out.append((op.label, f"{inp.label}/reads_predecessor"))
+    return out
+
+
+EXISTS = (
+    "/exists"  # the derived label ``<block path>/exists``: whether a Repeat's block is in the architecture
+)
+
+
+def repeat_blocks(space: Any, grid: Mapping[str, Sequence[Any]]) -> dict[str, str]:
+    """Per space path of a ``Repeat`` block that some depth leaves out, the label ``<block path>/exists``."""
+    return {path: f"{path}{EXISTS}" for path, _, _ in _optional_blocks(space, grid)}
+
+
+def _optional_blocks(space: Any, grid: Mapping[str, Sequence[Any]]) -> Iterable[tuple[str, str, int]]:
+    """``(block path, depth label, block index)`` of every Repeat block that some depth of a plain depth choice
+    (``nni.choice`` or a range) leaves out."""
+    from nni.mutable import Categorical
+    from nni.nas.nn.pytorch import Repeat
+
+    for path, module in space.named_modules():
+        depth = getattr(module, "depth_choice", None) if isinstance(module, Repeat) else None
+        if isinstance(depth, Categorical) and depth.label in grid:
+            prefix = f"{path}.blocks." if path else "blocks."
+            for i in range(min(grid[depth.label]), len(module.blocks)):
+                yield f"{prefix}{i}", depth.label, i
+
+
+def repeat_derived_labels(space: Any, grid: Mapping[str, Sequence[Any]]) -> list[DerivedLabels]:
+    """Per ``Repeat`` with a depth choice, whether each block some depth leaves out is in the architecture
+    (``<block path>/exists``, from the depth): a block's modules count only where it exists, which a table keyed
+    on this label rather than on the depth says in half the entries or fewer."""
+    by_depth: dict[str, list[tuple[str, int]]] = {}
+    for path, label, i in _optional_blocks(space, grid):
+        by_depth.setdefault(label, []).append((path, i))
+    out = []
+    for label, blocks in by_depth.items():
+        index = [i for _, i in blocks]
+        bits = {d: (1 << d) - 1 for d in grid[label]}  # depth d keeps blocks 0 .. d-1
+
+        def derive(u: int, index: list[int] = index) -> tuple:
+            return tuple(bool(u >> i & 1) for i in index)
+
+        out.append(DerivedLabels(tuple(f"{p}{EXISTS}" for p, _ in blocks), {label: bits}, derive))
     return out

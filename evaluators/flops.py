@@ -18,7 +18,17 @@ from torch import nn
 
 from .base import Arch
 from .blocks import arch_key, is_gate_space
-from .derived_labels import cell_derived_labels, cell_pairs, cell_priors, cell_structure
+from .derived_labels import (
+    EXISTS,
+    LIVE,
+    cell_derived_labels,
+    cell_pairs,
+    cell_priors,
+    cell_structure,
+    repeat_blocks,
+    repeat_derived_labels,
+)
+from .frozen_build import only_chosen_candidates
 from .label_tables import DecompositionError, LabelTables, fit_tables, hashable_value, own_costs
 from .table import AdditiveCost
 
@@ -97,6 +107,7 @@ class _FrozenCount(AdditiveCost):
     """
 
     _generic = False  # bound to a space without gates (tables or exact mode)
+    _reached_only = False  # counts only what reaches the output (fvcore drops dead code: a cell no one reads)
 
     def _bind(self, space: Any) -> None:
         if is_gate_space(space):
@@ -112,18 +123,29 @@ class _FrozenCount(AdditiveCost):
         self._extremes: dict[str, tuple[float, dict[str, Any]] | None] = {}
         self._rebuild = False
         self._rebuild = self._can_rebuild()
-        derived = cell_derived_labels(space, self.grid)
-        local = _LocalLabels(space)
+        derived = cell_derived_labels(space, self.grid) + repeat_derived_labels(space, self.grid)
+        local = _LocalLabels(space, self.grid, self._reached_only)
         try:
             self._tables = fit_tables(
                 self._own_counts,
                 self.grid,
                 prior=local,
                 known=local.structural,
+                masks=[
+                    n
+                    for d in derived
+                    for n in d.names
+                    if n.endswith((LIVE, EXISTS) if self._reached_only else EXISTS)
+                ],
+                mask_of=local.mask_of,
                 derived=derived,
                 # every joint value of each structural label set shown from the start: a combination first seen
                 # in a dead cell would leave its operator's modules unseen, and uncounted
                 pairs=[*cell_pairs(space), *local.known.values()],
+                # what a cell's choices decide jointly is known in its structure: only the stem and the head are
+                # left to find, with fewer random architectures
+                cross=not local.known,
+                screen=2 if local.known else 8,
                 verify=max(self.verify, 4 if derived else 2),
                 max_rows=256 if derived else 80,  # a cell's counts hang on rare joint values (derived_labels)
                 seed=self.seed,
@@ -151,7 +173,7 @@ class _FrozenCount(AdditiveCost):
         from nni.nas.space import model_context
 
         # A fresh build draws initial weights: keep the caller's random stream untouched.
-        with torch.random.fork_rng(devices=[]), model_context(dict(arch)):
+        with torch.random.fork_rng(devices=[]), model_context(dict(arch)), only_chosen_candidates():
             return type(self.space)(*self.space.trace_args, **self.space.trace_kwargs)
 
     def _can_rebuild(self) -> bool:
@@ -288,11 +310,24 @@ class _LocalLabels:
     """The labels likely to matter to a module path of the frozen model, nearest first (a tie-breaker): those of
     the mutables on the way to it in the space, and what :func:`~evaluators.derived_labels.cell_priors` adds."""
 
-    def __init__(self, space: nn.Module) -> None:
+    def __init__(self, space: nn.Module, grid: dict[str, list[Any]], reached_only: bool) -> None:
         self.modules = dict(space.named_modules())
+        self.reached_only = reached_only
         self.extra = cell_priors(space)
         self.known = cell_structure(space)
+        if not reached_only:  # every module of a cell counts, whether its output reaches anything or not
+            self.known = {p: tuple(x for x in g if not x.endswith(LIVE)) for p, g in self.known.items()}
+        self.blocks = repeat_blocks(space, grid)
+        for path, exists in self.blocks.items():  # whether a Repeat block exists comes before the depth
+            self.extra[path] = [exists, *self.extra.get(path, [])]
         self._cache: dict[str, list[str]] = {}
+
+    def mask_of(self, path: str) -> str | None:
+        """The label without which a frozen path counts 0: whether its chained cell reaches the classifier (for a
+        count of what reaches the output), else whether the Repeat block holding it exists; ``None`` for a path
+        always counted."""
+        live = next((x for x in self.structural(path) or () if x.endswith(LIVE)), None)
+        return live or next((self.blocks[p] for p in self._space_paths(path) if p in self.blocks), None)
 
     def structural(self, path: str) -> tuple[str, ...] | None:
         """The labels the count of a frozen path is known to be a function of (``cell_structure``), or ``None``."""
@@ -301,7 +336,7 @@ class _LocalLabels:
     def _at(self, path: str) -> list[str]:
         if path not in self._cache:
             module = self.modules.get(path)
-            own = list(module.simplify()) if hasattr(module, "simplify") and path else []
+            own = _labels_within(module) if module is not None and path else []
             extra = self.extra.get(path, [])
             # a mutable's own label first; a cell's labels after what its counts depend on beyond its operators
             self._cache[path] = own[:1] + extra + own[1:] if len(own) == 1 else extra + own
@@ -322,6 +357,14 @@ class _LocalLabels:
         for p in self._space_paths(path):
             out += [x for x in self._at(p) if x not in out]
         return out
+
+
+def _labels_within(module: nn.Module) -> list[str]:
+    """The labels of a mutable module, or of the mutables inside a plain one (a block whose children's choices, such
+    as an optional squeeze-and-excite, move its modules' indices)."""
+    if hasattr(module, "simplify"):
+        return list(module.simplify())
+    return list(dict.fromkeys(label for child in module.children() for label in _labels_within(child)))
 
 
 class MacsCost(_FrozenCount):
@@ -351,6 +394,7 @@ class MacsCost(_FrozenCount):
 
     name = "macs"
     unit = "MACs"
+    _reached_only = True
 
     def __init__(self, input_shape: Sequence[int] = (1, 3, 32, 32), verify: int = 3, seed: int = 0) -> None:
         super().__init__(verify=verify, seed=seed)

@@ -41,7 +41,7 @@ def extreme(
     dynamic programming over their union (:func:`_group_best`).
     """
     sign = 1.0 if best is max else -1.0  # maximise sign * cost
-    single = {d.names[0]: d for d in derived if len(d.sources) == 1}
+    single = {n: (d, i) for d in derived if len(d.sources) == 1 for i, n in enumerate(d.names)}
     groups = [d for d in derived if len(d.sources) > 1]
     domain = {x: [hashable_value(v) for v in vs] for x, vs in grid.items()}
     for d in groups:
@@ -72,16 +72,20 @@ Step = tuple[tuple[str, ...], dict[tuple, dict[str, Any]]]
 
 
 def _substitute(
-    labels: tuple[str, ...], table: dict[tuple, float], single: Mapping[str, DerivedLabels], domain: Mapping
+    labels: tuple[str, ...],
+    table: dict[tuple, float],
+    single: Mapping[str, tuple[DerivedLabels, int]],
+    domain: Mapping,
 ) -> Factor:
-    """A factor keyed on derived labels of one source each, re-keyed on those sources."""
+    """A factor keyed on derived labels of one source each (``single``: the labels and the index of each name),
+    re-keyed on those sources."""
     if not any(x in single for x in labels):
         return labels, table
-    scope = tuple(sorted({single[x].sources[0] if x in single else x for x in labels}))
+    scope = tuple(sorted({single[x][0].sources[0] if x in single else x for x in labels}))
     out = {}
     for combo in itertools.product(*(domain[x] for x in scope)):
         env = dict(zip(scope, combo))
-        key = tuple(single[x].values(env)[0] if x in single else env[x] for x in labels)
+        key = tuple(single[x][0].values(env)[single[x][1]] if x in single else env[x] for x in labels)
         out[combo] = table.get(key, -math.inf)
     return scope, out
 

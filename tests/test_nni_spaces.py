@@ -20,7 +20,7 @@ import pytest
 import torch
 from nni.nas.evaluator.pytorch import Classification, DataLoader, Regression
 from nni.nas.execution import SequentialExecutionEngine
-from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableConv2d
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableConv2d, Repeat
 from nni.nas.space import RawFormatModelSpace, model_context
 from nni.nas.strategy import RandomOneShot
 from torch import nn
@@ -189,6 +189,143 @@ def test_tables_keyed_on_a_cells_loose_ends_are_exact_with_exact_extremes():
     for best in (max, min):
         value, arch = tables.extreme(best)
         assert value == best(costs) and sum(measure(arch).values()) == value
+
+
+def test_tables_measure_a_masked_count_only_where_it_lives_and_stay_exact():
+    """A cell whose operators count only when the next cell reads it (``A/live``, derived from ``inB``): with the
+    structure known and the mask given, the fit measures fewer architectures, and the tables, zero where the cell
+    is dead, equal the count everywhere."""
+    from evaluators.derived_labels import DerivedLabels
+    from evaluators.label_tables import fit_tables
+
+    ops = ["a", "b", "c", "d"]
+    grid = {"inB": [[0], [1]], **{f"opA{i}": ops for i in (1, 2, 3)}, "opB": ops}
+    live = DerivedLabels(("A/live",), {"inB": {(0,): 1, (1,): 0}}, lambda u: (bool(u & 1),))
+    price = {"a": 1, "b": 7, "c": 3, "d": 5}
+    known = {f"A.op{i}": (f"opA{i}", "A/live") for i in (1, 2, 3)}
+    calls = []
+
+    def measure(arch):
+        calls.append(arch)
+        alive = arch["inB"] == [0]
+        own = {f"A.op{i}": price[arch[f"opA{i}"]] * i for i in (1, 2, 3)} if alive else {}
+        return {**own, "B.op": price[arch["opB"]], "head": 10}
+
+    def fit(**kwargs):
+        calls.clear()
+        tables = fit_tables(measure, grid, derived=[live], known=known.get, verify=3, seed=0, **kwargs)
+        return tables, len(calls)
+
+    tables, n_masked = fit(masks=["A/live"])
+    _, n_plain = fit()
+    assert n_masked < n_plain
+    labels = sorted(grid)
+    archs = [dict(zip(labels, combo)) for combo in itertools.product(*(grid[x] for x in labels))]
+    costs = [sum(measure(a).values()) for a in archs]
+    assert [tables(a) for a in archs] == costs
+    for best in (max, min):
+        assert tables.extreme(best)[0] == best(costs)
+
+
+def test_a_fresh_build_constructs_only_the_chosen_cell_operators_and_equals_freeze(monkeypatch):
+    """On NNI's DARTS space a fixed cell builds every candidate operator; inside ``only_chosen_candidates`` it
+    builds the chosen ones only, and the network is the one ``freeze`` gives (same modules, same count)."""
+    from evaluators.frozen_build import only_chosen_candidates
+
+    space = small_hub_space("darts")
+    grid = space_grid(space)
+    arch = {x: random.Random(3).choice(v) for x, v in sorted(grid.items())}
+    built = []
+    init = nn.BatchNorm2d.__init__
+    monkeypatch.setattr(
+        nn.BatchNorm2d, "__init__", lambda self, *a, **k: built.append(1) or init(self, *a, **k)
+    )
+
+    def build():
+        built.clear()
+        with model_context(arch):
+            model = type(space)(*space.trace_args, **space.trace_kwargs)
+        return model, len(built)
+
+    full, n_all = build()
+    with only_chosen_candidates():
+        lazy, n_chosen = build()
+    assert n_chosen < n_all / 2
+    frozen = space.freeze(arch)
+    shapes = {k: v.shape for k, v in frozen.state_dict().items()}
+    assert {k: v.shape for k, v in lazy.state_dict().items()} == shapes
+    assert (
+        fvcore_macs(lazy, (1, 3, 32, 32))
+        == fvcore_macs(frozen, (1, 3, 32, 32))
+        == fvcore_macs(full, (1, 3, 32, 32))
+    )
+
+
+class _Excite(nn.Module):
+    """Squeeze-and-excite: the input scaled per channel by a 1x1 conv of its mean."""
+
+    def __init__(self, channels) -> None:
+        super().__init__()
+        self.pool, self.conv = nn.AdaptiveAvgPool2d(1), MutableConv2d(channels, channels, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.conv(self.pool(x)))
+
+
+class _Block(nn.Sequential):
+    """A plain (not mutable) block: an expansion width and an optional squeeze-and-excite of its own."""
+
+    def __init__(self, index: int, width: int) -> None:
+        hidden = width * nni.choice(f"exp{index}", [1, 2])
+        se = LayerChoice({"identity": nn.Identity(), "se": _Excite(hidden)}, label=f"se{index}")
+        super().__init__(
+            MutableConv2d(width, hidden, 1), se, MutableConv2d(hidden, width, 1), nn.BatchNorm2d(4)
+        )
+
+
+class RepeatOfBlocks(ModelSpace):
+    """A Repeat of 1 to 3 blocks (a depth choice, each block with its own choices): MobileNetV3's shape in small."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.blocks = Repeat(lambda i: _Block(i, 4), (1, 3), label="depth")
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_repeat_blocks_are_masked_by_whether_they_exist_and_counts_stay_exact():
+    """Each block after the first counts only where the depth keeps it (``<block path>/exists``): its tables are
+    keyed on that, not on the depth, and the counts equal fvcore / numel on every architecture."""
+    from evaluators.derived_labels import EXISTS, repeat_derived_labels
+
+    space = RepeatOfBlocks()
+    grid = space_grid(space)
+    (exists,) = repeat_derived_labels(space, grid)
+    assert exists.names == (f"blocks.blocks.1{EXISTS}", f"blocks.blocks.2{EXISTS}")
+    assert [exists.values({"depth": d}) for d in (1, 2, 3)] == [(False, False), (True, False), (True, True)]
+    archs = all_archs(space)
+    for ev in (MacsCost(input_shape=(1, 1, 8, 8)), ParamsCost()):
+        bound = ev.bind(space)
+        assert bound.mode == "tables"
+        assert any(f"blocks.blocks.2{EXISTS}" in labels for labels in bound._tables.tables)
+        costs = [reference(ev.name, space.freeze(a), (1, 1, 8, 8)) for a in archs]
+        assert [bound.cost(a) for a in archs] == costs
+        assert (bound.full_cost(), bound.min_cost()) == (max(costs), min(costs))
+
+
+def test_darts_space_binds_macs_on_few_measured_architectures(monkeypatch):
+    """The set-up cost of MacsCost on NNI's DARTS space is its measured architectures (a build and an fvcore trace
+    each): known cell structure, liveness masks and the covering keep them to a few dozen (134 before)."""
+    from evaluators.flops import MacsCost as Macs
+
+    measured = []
+    measure = Macs._measure
+    monkeypatch.setattr(Macs, "_measure", lambda self, m: measured.append(1) or measure(self, m))
+    bound = Macs(input_shape=(1, 3, 32, 32)).bind(small_hub_space("darts"))
+    assert bound.mode == "tables" and len(measured) <= 30
 
 
 # -- the reproductions of issue 11 --------------------------------------------------------------------------------
