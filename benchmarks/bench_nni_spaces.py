@@ -54,6 +54,7 @@ def hub_spaces() -> dict:
         "Autoformer": "autoformer",
     }
     spaces = {label: (lambda n=name: small_hub_space(n), cifar) for label, name in names.items()}
+    spaces["DARTS (width 16, 8 cells)"] = (lambda: hub.DARTS(width=16, num_cells=8, dataset="cifar"), cifar)
     spaces["DARTS (width, depth)"] = (
         lambda: hub.DARTS(width=(4, 8), num_cells=(2, 3), dataset="cifar"),
         cifar,

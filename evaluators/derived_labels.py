@@ -5,9 +5,11 @@ of its k-th predecessor counts only when some node of the cell takes that predec
 ``merge_op='loose_end'`` the cell's output width (and so the next cells' preprocessors and the classifier) is the
 number of nodes no other node takes as input. Both are functions of all the cell's InputChoice values jointly,
 through one quantity: the set of states the cell's nodes read. In NNI's NDS spaces a whole cell is dropped when
-the cells after it read none of its outputs: ``<cell path>/live``, a function of every cell's reads. A :class:`DerivedLabels` names such quantities; the
-label tables (``label_tables.py``) key their tables on them like on any label, and find the extremes exactly by
-dynamic programming over that set (a bitmask), whose states are few.
+the cells after it read none of its outputs: ``<cell path>/live``, a function of every cell's reads. A Repeat's
+block exists only for some depths: ``<block path>/exists``. A :class:`DerivedLabels` names such quantities; the
+label tables (``label_tables.py``) key their tables on them like on any label (``live`` and ``exists`` as masks:
+a module counts 0 where they are False), and find the extremes exactly by dynamic programming over that set (a
+bitmask), whose states are few.
 """
 
 from __future__ import annotations

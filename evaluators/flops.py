@@ -97,7 +97,10 @@ class _FrozenCount(AdditiveCost):
     and ``full_cost()`` / ``min_cost()`` are the exact maximum / minimum of the tables over every architecture (mode ``'tables'``,
     or ``'additive'`` when every table holds one label). A Cell's joint quantities (which predecessors its nodes
     read, how many loose ends it has) are derived labels the tables may be keyed on
-    (:func:`~evaluators.derived_labels.cell_derived_labels`). The fit is checked on fresh random architectures
+    (:func:`~evaluators.derived_labels.cell_derived_labels`); whether an NDS cell reaches the classifier (MACs:
+    fvcore drops dead code) and whether a Repeat block exists are masks, so the fit measures each module only
+    where it counts. Fresh architectures are built constructing only the chosen cell operators
+    (:mod:`~evaluators.frozen_build`). The fit is checked on fresh random architectures
     only: a rare architecture can still be off (see the README). When the count does not decompose within the
     measured architectures, the mode is ``'exact'``: each architecture is frozen
     and counted once (memoised), an architecture that cannot be frozen or run costs ``inf``, and the extremes are

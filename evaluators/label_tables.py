@@ -46,8 +46,9 @@ def own_costs(cumulative: Mapping[str, float]) -> dict[str, float]:
 class LabelTables:
     """``cost(arch) = constant + sum_g table_g[arch values of labels_g]``, with exact max / min over architectures.
 
-    A label set may hold derived labels (:class:`~evaluators.derived_labels.DerivedLabels`), computed from the
-    architecture before the lookups.
+    A label set may hold derived labels (:class:`~evaluators.derived_labels.DerivedLabels`): one derived from a
+    single choice is replaced by that choice once, here (a table over its values); one derived from several is
+    computed from the architecture before the lookups.
     """
 
     def __init__(
@@ -59,7 +60,7 @@ class LabelTables:
     ) -> None:
         self.grid = {label: list(values) for label, values in grid.items()}
         self.constant = constant
-        self.tables = {labels: dict(t) for labels, t in tables.items()}
+        self.tables = _rekeyed(tables, derived, _Grid(grid, derived).domain)
         used = {x for labels in self.tables for x in labels}
         self.derived = [d for d in derived if used & set(d.names)]
         self._lookups = [(itemgetter(*labels), t) for labels, t in self.tables.items()]
@@ -74,6 +75,32 @@ class LabelTables:
         """The largest (``best=max``) or smallest (``min``) cost over the grid, and an architecture reaching it
         (see :func:`~evaluators.table_extremes.extreme`)."""
         return extreme(self.grid, self.tables, self.constant, self.derived, best)
+
+
+def _rekeyed(
+    tables: Mapping[tuple[str, ...], Mapping[Any, float]],
+    derived: Sequence[DerivedLabels],
+    domain: Mapping[str, Sequence[Any]],
+) -> dict[tuple[str, ...], dict[Any, float]]:
+    """``tables`` with each label derived from a single choice replaced by that choice (tables that end up over the
+    same labels are summed): nothing to derive for them at each call. A table over one label is keyed by the value,
+    over several by the tuple of values."""
+    single = {n: (d, i) for d in derived if len(d.sources) == 1 for i, n in enumerate(d.names)}
+    out: dict[tuple[str, ...], dict[Any, float]] = {}
+    for labels, t in tables.items():
+        if not any(x in single for x in labels):
+            scope, new = labels, dict(t)
+        else:
+            scope = tuple(sorted({single[x][0].sources[0] if x in single else x for x in labels}))
+            new = {}
+            for combo in itertools.product(*(domain[x] for x in scope)):
+                env = dict(zip(scope, combo))
+                key = tuple(single[x][0].values(env)[single[x][1]] if x in single else env[x] for x in labels)
+                new[combo if len(scope) > 1 else combo[0]] = t[key if len(labels) > 1 else key[0]]
+        merged = out.setdefault(scope, {})
+        for k, v in new.items():
+            merged[k] = merged.get(k, 0) + v
+    return out
 
 
 def _conflicts(rows: Sequence[dict[str, Any]], ys: Sequence[float], labels: Sequence[str]) -> int:
