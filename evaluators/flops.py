@@ -92,11 +92,12 @@ class _FrozenCount(AdditiveCost):
     """A count of the frozen model: per-gate sums on gate spaces, per-label-set tables on any other NNI space.
 
     On a space without gates, ``bind`` works on a deep copy of the space (NNI's ``mutate_model`` later turns the
-    space itself into the super network, in place) and decomposes the count with :func:`~evaluators.label_tables.fit_tables`:
-    ``cost(arch)`` is then the count of ``space.freeze(arch)`` (as far as the checks see) in a few microseconds,
-    and ``full_cost()`` / ``min_cost()`` are the exact maximum / minimum of the tables over every architecture (mode ``'tables'``,
-    or ``'additive'`` when every table holds one label). A Cell's joint quantities (which predecessors its nodes
-    read, how many loose ends it has) are derived labels the tables may be keyed on
+    space itself into the super network, in place) and decomposes the count with
+    :func:`~evaluators.label_tables.fit_tables`: ``cost(arch)`` is then the count of ``space.freeze(arch)`` (as far
+    as the checks see) in a few microseconds, and ``full_cost()`` / ``min_cost()`` are the exact maximum / minimum
+    of the tables over every architecture (mode ``'tables'``, or ``'additive'`` when every table holds one label).
+    A Cell's joint quantities (which predecessors its nodes read, how many loose ends it has) are derived labels
+    the tables may be keyed on
     (:func:`~evaluators.derived_labels.cell_derived_labels`); whether an NDS cell reaches the classifier (MACs:
     fvcore drops dead code) and whether a Repeat block exists are masks, so the fit measures each module only
     where it counts. Fresh architectures are built constructing only the chosen cell operators

@@ -248,9 +248,8 @@ def _greedy_row(missing: Required, grid: _Grid, strict: bool, rng: random.Random
     row: dict[str, Any] = {}
     for g in sorted(missing, key=lambda g: (-len(missing[g]), g)):
         combos = sorted(missing[g], key=repr)
-        for combo in rng.sample(
-            combos, len(combos)
-        ):  # in order, labels of different sets would move together
+        # in a fixed order, the labels of different sets would move together and look alike to the search
+        for combo in rng.sample(combos, len(combos)):
             placed = grid.place(row, g, combo, strict)
             if placed is not None:
                 row = placed
@@ -322,11 +321,11 @@ def fit_tables(
     matter to a module path (those of the mutables above it), to break ties, and ``known(path)`` the labels its
     count is known to be a function of (used while no measured architecture contradicts them); ``masks`` boolean
     derived labels without which a module counts 0 (it reaches nothing, or is not in the architecture), and
-    ``mask_of(path)`` the one of a path (by default, one of ``masks`` among its ``known`` labels): only architectures where it is True need measuring, there the first
-    architectures show the joint values of ``pairs`` only, and the path's table is 0 where it is False (while
-    no measured architecture contradicts it). ``derived`` adds labels computed from several choices (see
-    :mod:`~evaluators.derived_labels`) that tables may be keyed on, and ``pairs`` label sets (pairs or more) whose
-    every joint value the first architectures show; ``cross`` screens every value of a label derived from several
+    ``mask_of(path)`` the one of a path (by default, one of ``masks`` among its ``known`` labels): only
+    architectures where it is True need measuring (the first architectures show the joint values of ``pairs``
+    there only), and the path's table is 0 where it is False (while no measured architecture contradicts it).
+    ``derived`` adds labels computed from several choices (see :mod:`~evaluators.derived_labels`) that tables may
+    be keyed on, and ``pairs`` label sets (pairs or more) whose every joint value the first architectures show; ``cross`` screens every value of a label derived from several
     choices beside every value of every other label (not needed where ``known`` covers what depends on them).
     Raises :class:`DecompositionError` when a count depends on too many choices, an architecture cannot be
     measured, or the check on ``verify`` fresh random architectures fails after ``rounds`` refinements.
@@ -360,8 +359,12 @@ def fit_tables(
     def random_row(masked_on: bool = False) -> dict:
         """A random architecture; with ``masked_on``, one where every mask is True (where they can all be: a
         module that exists only with a Repeat's largest depth is then checked half the time, not rarely)."""
-        fixed = alive if masked_on and alive is not None else {}
-        return space.complete({x: fixed[x] if x in fixed else rng.choice(vs) for x, vs in hgrid.items()})
+        row = space.complete({x: rng.choice(vs) for x, vs in hgrid.items()})
+        if masked_on and alive is not None and not all(row[n] for n in every):
+            row = space.complete(
+                {**{x: row[x] for x in hgrid}, **{x: v for x, v in alive.items() if x in hgrid}}
+            )
+        return row
 
     screening = _masked(_all_combos(_screening(space, pairs, cross, masks), space), masks)
     for row in _covering_rows(screening, space, [], rng):
