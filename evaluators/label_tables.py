@@ -96,10 +96,13 @@ def _rekeyed(
             for combo in itertools.product(*(domain[x] for x in scope)):
                 env = dict(zip(scope, combo))
                 key = tuple(single[x][0].values(env)[single[x][1]] if x in single else env[x] for x in labels)
-                new[combo if len(scope) > 1 else combo[0]] = t[key if len(labels) > 1 else key[0]]
-        merged = out.setdefault(scope, {})
-        for k, v in new.items():
-            merged[k] = merged.get(k, 0) + v
+                key = key if len(labels) > 1 else key[0]
+                if key in t:  # a joint value with a label derived from several choices may be unreachable
+                    new[combo if len(scope) > 1 else combo[0]] = t[key]
+        if scope in out:  # summed where both tables hold the joint value (a value one lacks, no one reaches)
+            out[scope] = {k: v + out[scope][k] for k, v in new.items() if k in out[scope]}
+        else:
+            out[scope] = new
     return out
 
 
