@@ -21,6 +21,7 @@ from .blocks import arch_key, is_gate_space
 from .derived_labels import (
     EXISTS,
     LIVE,
+    DerivedLabels,
     cell_derived_labels,
     cell_pairs,
     cell_priors,
@@ -135,12 +136,7 @@ class _FrozenCount(AdditiveCost):
                 self.grid,
                 prior=local,
                 known=local.structural,
-                masks=[
-                    n
-                    for d in derived
-                    for n in d.names
-                    if n.endswith((LIVE, EXISTS) if self._reached_only else EXISTS)
-                ],
+                masks=local.masks(derived),
                 mask_of=local.mask_of,
                 derived=derived,
                 # every joint value of each structural label set shown from the start: a combination first seen
@@ -325,6 +321,12 @@ class _LocalLabels:
         for path, exists in self.blocks.items():  # whether a Repeat block exists comes before the depth
             self.extra[path] = [exists, *self.extra.get(path, [])]
         self._cache: dict[str, list[str]] = {}
+
+    def masks(self, derived: Sequence[DerivedLabels]) -> list[str]:
+        """The derived labels without which a module counts 0: a Repeat block's existence, and a chained cell's
+        liveness for a count of what reaches the output."""
+        ends = (LIVE, EXISTS) if self.reached_only else (EXISTS,)
+        return [n for d in derived for n in d.names if n.endswith(ends)]
 
     def mask_of(self, path: str) -> str | None:
         """The label without which a frozen path counts 0: whether its chained cell reaches the classifier (for a

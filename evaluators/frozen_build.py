@@ -46,11 +46,13 @@ def only_chosen_candidates() -> Iterator[None]:
     def candidates(op_candidates: Any, node_index: int, op_index: int, chosen: int | None) -> Any:
         if chosen is None or not isinstance(op_candidates, (list, dict)):  # not a fixed cell: NNI's own way
             return create(op_candidates, node_index, op_index, chosen)
-        named = op_candidates if isinstance(op_candidates, dict) else dict(enumerate(op_candidates))
-        ops = {
-            (k if named is op_candidates else str(k)): _deferred(op, node_index, op_index, chosen)
-            for k, op in named.items()
-        }
+        # keyed as NNI keys them: a dict by its keys, a list by the string of each index
+        named = (
+            op_candidates
+            if isinstance(op_candidates, dict)
+            else {str(i): op for i, op in enumerate(op_candidates)}
+        )
+        ops = {k: _deferred(op, node_index, op_index, chosen) for k, op in named.items()}
         return ops, any(not isinstance(op, nn.Module) for op in named.values())
 
     def fixed_module(cls: type, sample: dict, candidates: Any, **kwargs: Any) -> Any:

@@ -481,10 +481,7 @@ def _required(deps: Mapping[str, tuple[str, ...]], masked: Mapping[str, str], sp
     path keyed on the set has that mask (such a path counts 0 there)."""
     out: Required = {}
     for p, g in deps.items():
-        combos = _all_combos([g], space)[g]
-        if p in masked:
-            at = g.index(masked[p])
-            combos = {c for c in combos if c[at]}
+        combos = _masked(_all_combos([g], space), [masked[p]] if p in masked else [])[g]
         out[g] = out.get(g, set()) | combos
     return out
 

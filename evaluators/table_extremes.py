@@ -36,20 +36,20 @@ def extreme(
     """The largest (``best=max``) or smallest (``min``) cost over the grid, and an architecture reaching it.
 
     Max-sum variable elimination: eliminating a label merges the tables that hold it into one over their other
-    labels; exact, and cheap while those merged tables stay small (chains, trees, disjoint groups). A derived
-    label of one source is re-keyed on that source; the sources of a derived group are eliminated together, by
+    labels; exact, and cheap while those merged tables stay small (chains, trees, disjoint groups). The tables
+    hold choices and labels derived from several choices (:class:`~evaluators.label_tables.LabelTables` re-keys a
+    label derived from one choice on that choice); the sources of a derived group are eliminated together, by
     dynamic programming over their union (:func:`_group_best`).
     """
     sign = 1.0 if best is max else -1.0  # maximise sign * cost
-    single = {n: (d, i) for d in derived if len(d.sources) == 1 for i, n in enumerate(d.names)}
     groups = [d for d in derived if len(d.sources) > 1]
     domain = {x: [hashable_value(v) for v in vs] for x, vs in grid.items()}
     for d in groups:
         domain.update({n: vs for n, vs in d.domains().items()})
-    factors = []
-    for labels, t in tables.items():
-        keyed = {(k if len(labels) > 1 else (k,)): sign * v for k, v in t.items()}
-        factors.append(_substitute(labels, keyed, single, domain))
+    factors = [
+        (labels, {(k if len(labels) > 1 else (k,)): sign * v for k, v in t.items()})
+        for labels, t in tables.items()
+    ]
     held = {x for d in groups for x in (*d.sources, *d.names)}
     variables = {x for labels, _ in factors for x in labels}
     factors, steps = _eliminate(factors, domain, variables - held)
@@ -69,25 +69,6 @@ def extreme(
 
 Factor = tuple[tuple[str, ...], dict[tuple, float]]
 Step = tuple[tuple[str, ...], dict[tuple, dict[str, Any]]]
-
-
-def _substitute(
-    labels: tuple[str, ...],
-    table: dict[tuple, float],
-    single: Mapping[str, tuple[DerivedLabels, int]],
-    domain: Mapping,
-) -> Factor:
-    """A factor keyed on derived labels of one source each (``single``: the labels and the index of each name),
-    re-keyed on those sources."""
-    if not any(x in single for x in labels):
-        return labels, table
-    scope = tuple(sorted({single[x][0].sources[0] if x in single else x for x in labels}))
-    out = {}
-    for combo in itertools.product(*(domain[x] for x in scope)):
-        env = dict(zip(scope, combo))
-        key = tuple(single[x][0].values(env)[single[x][1]] if x in single else env[x] for x in labels)
-        out[combo] = table.get(key, -math.inf)
-    return scope, out
 
 
 def _eliminate(

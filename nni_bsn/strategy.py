@@ -446,10 +446,8 @@ class BSN(OneShotStrategy):
             raise ValueError(
                 "BSN: reward_data='val' needs validation data: give the evaluator val_dataloaders"
             )
-        return {
-            "train": train_dataloader_fn(),
-            "val": val,
-        }  # Lightning combines it: {'train': batch, 'val': batch}
+        # Lightning combines the dict: each step gets {'train': batch, 'val': batch}
+        return {"train": train_dataloader_fn(), "val": val}
 
     def configure_oneshot_module(self, training_module: LightningModule) -> BSNLightningModule:
         if self.distribution is None:
