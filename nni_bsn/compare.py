@@ -231,7 +231,8 @@ def run_compare(
     del space
     progress(
         f"comparing {', '.join(cfg.strategies)} on {cfg.space} ({gates} gates) / {cfg.dataset} "
-        f"({info.sizes['train']} training images): {cfg.epochs} search epochs, {cfg.retrain} retraining epochs, "
+        f"({info.sizes['train']} training images): {cfg.epochs} search epochs"
+        f"{f' at most (--settle {cfg.settle})' if cfg.settle else ''}, {cfg.retrain} retraining epochs, "
         f"{cfg.cost} budget {cfg.budget} = {budget['limit']:.6g}"
     )
     machine_at_start = machine()  # its load average: other work on the machine slows every timing column

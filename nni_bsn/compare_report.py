@@ -116,6 +116,15 @@ def _gates(r: dict[str, Any]) -> str:
     return f"{r['gates_alive']}/{r['gates_total']} ({r['gates_on']} on)"
 
 
+def _search_length(cfg: CompareConfig) -> str:
+    if cfg.settle is None:
+        return f"{cfg.epochs} search epochs"
+    return (
+        f"a search until its most probable architecture (the argmax of every choice) is the same at {cfg.settle} "
+        f"consecutive epoch ends, at most {cfg.epochs} epochs (RandomOneShot, without probabilities, runs all)"
+    )
+
+
 def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
     """The notes under the table: this run's settings, then what its rows call for (how each column is measured is
     in the project's ``docs/compare.md``)."""
@@ -123,7 +132,7 @@ def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
     lines = [
         f"Same space ({cfg.space}, a fresh instance per strategy), data ({cfg.dataset}), seeds "
         f"({', '.join(map(str, cfg.seed_list))}), batch "
-        f"size ({cfg.batch_size}) and {cfg.epochs} search epochs for every strategy, each in its own process.",
+        f"size ({cfg.batch_size}) and {_search_length(cfg)} for every strategy, each in its own process.",
         f"Retraining: the pruned architecture from scratch for {cfg.retrain} epochs ({cfg.optimizer}, lr "
         f"{cfg.learning_rate:g}, weight decay {cfg.weight_decay:g}); val and test accuracy are the retrained model's. "
         f"Inherited accuracy: the supernet's weights, BatchNorm re-estimated on {INHERITED_BN_BATCHES} batches.",

@@ -21,7 +21,13 @@ from typing import Any
 
 from evaluators.blocks import GATE_OFF, GATE_ON
 
-from .compare_strategies import choice_stats, derived_architecture, make_strategy, strategy_details
+from .compare_strategies import (
+    SettleStop,
+    choice_stats,
+    derived_architecture,
+    make_strategy,
+    strategy_details,
+)
 from .config import DERIVED, FIXED_NAMES, CompareConfig, row_label
 
 __all__ = ["search_and_evaluate", "failed_row", "INHERITED_BN_BATCHES"]
@@ -43,6 +49,7 @@ class _Searched:
     rss_after: float
     extra: dict[str, Any]
     final_metrics: dict[str, float]
+    epochs_run: int
 
 
 def _classification(cfg: CompareConfig, train, val, num_classes: int, epochs: int, callbacks=()):
@@ -115,16 +122,26 @@ def _search(cfg: CompareConfig, name: str, space, strategy, evaluator, workdir: 
         extra["choices"] = choice_stats(strategy.oneshot_module)
         derived = derived_architecture(name, strategy, graph, model.sample)
         # Per-gate probabilities ('prob/...') are left out: the architecture is in the row already.
+        trainer = strategy.oneshot_module.trainer
         final_metrics = {
             k: round(float(v), 6)
-            for k, v in strategy.oneshot_module.trainer.callback_metrics.items()
+            for k, v in trainer.callback_metrics.items()
             if v is not None and not k.startswith("prob/") and torch.as_tensor(v).numel() == 1
         }
+        epochs_run = int(trainer.current_epoch)  # Lightning counts the finished epochs once fit returns
     finally:
         exp.stop()  # NNI would otherwise save its experiment checkpoint at interpreter exit
         shutil.rmtree(nni_dir, ignore_errors=True)
     return _Searched(
-        dict(model.sample), inherited, derived, seconds, rss_before, rss_after, extra, final_metrics
+        dict(model.sample),
+        inherited,
+        derived,
+        seconds,
+        rss_before,
+        rss_after,
+        extra,
+        final_metrics,
+        epochs_run,
     )
 
 
@@ -306,6 +323,7 @@ def _search_fields(name: str, strategy, searched: _Searched, timer, setup: dict[
         "final_epoch_metrics": searched.final_metrics,
         "choice_max_prob": (searched.extra.get("choices") or {}).get("mean_max_prob"),
         "choice_entropy": (searched.extra.get("choices") or {}).get("mean_entropy"),
+        "search_epochs": searched.epochs_run,
         **setup,
         **searched.extra,
     }
@@ -335,10 +353,13 @@ def search_and_evaluate(
         return [{**nothing_searched, **_evaluate(work, name, spec, fixed, None)}]
     strategy, setup = make_strategy(name, cfg, space, work.input_shape, {**budget, "space_spec": space_spec})
     timer = StepTimer()
-    callbacks = [timer, EpochLog(f"{name} search")]
+    settle = SettleStop(cfg.settle) if cfg.settle else None
+    callbacks = [timer, EpochLog(f"{name} search"), *([settle] if settle else [])]
     evaluator = _classification(cfg, data.train, data.val, info.num_classes, cfg.epochs, callbacks=callbacks)
     graph = getattr(rebuild_space(space_spec), "graph", None)
     searched = _search(cfg, name, space, strategy, evaluator, workdir, graph)
+    if settle is not None:
+        searched.extra["settle"] = settle.summary(searched.epochs_run)
     found = [(name, searched.arch, searched.inherited)]
     if searched.derived is not None:
         found.append((name + DERIVED, *searched.derived))

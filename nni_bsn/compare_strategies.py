@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from pytorch_lightning.callbacks import Callback
+
 from evaluators.blocks import GATE_ON
 
 from .config import BSN_KINDS, DERIVED_FROM, CompareConfig, bsn_row_budget, row_kind
@@ -19,6 +21,7 @@ __all__ = [
     "choice_stats",
     "probabilities",
     "derived_architecture",
+    "SettleStop",
 ]
 
 
@@ -107,6 +110,41 @@ def choice_stats(module) -> dict[str, Any] | None:
         "min_max_prob": round(min(top), 4),
         "mean_entropy": round(sum(entropy) / n, 4),  # 1: uniform, 0: settled
     }
+
+
+class SettleStop(Callback):
+    """Stop a search once its most probable architecture (the argmax of every choice's probabilities) is the same
+    at ``patience`` consecutive epoch ends; :meth:`summary` says when, and how settled each epoch ended.
+
+    A strategy without probabilities (RandomOneShot) has no choice to settle: it runs every epoch."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.history: list[dict[str, Any]] = []  # per epoch end: mean largest probability, argmax changed
+        self._last: dict[str, Any] | None = None
+        self._unchanged = 0
+        self.settled_epoch: int | None = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        probs = probabilities(pl_module)
+        if not probs:
+            return
+        argmax = {label: max(weights, key=weights.get) for label, weights in probs.items()}
+        self._unchanged = self._unchanged + 1 if argmax == self._last else 1
+        self._last = argmax
+        stats = choice_stats(pl_module) or {}
+        self.history.append({"max_prob": stats.get("mean_max_prob"), "unchanged": self._unchanged})
+        if self._unchanged >= self.patience:
+            self.settled_epoch = trainer.current_epoch + 1
+            trainer.should_stop = True
+
+    def summary(self, epochs_run: int) -> dict[str, Any]:
+        return {
+            "patience": self.patience,
+            "epochs_run": epochs_run,
+            "settled_epoch": self.settled_epoch,  # None: not settled within the epochs
+            "max_prob_per_epoch": [h["max_prob"] for h in self.history],
+        }
 
 
 def probabilities(module) -> dict[str, dict[Any, float]]:

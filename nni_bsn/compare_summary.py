@@ -26,6 +26,7 @@ SUMMARY_FIELDS = (
     "params",
     "latency_ms",
     "search_seconds",
+    "search_epochs",
     "retrain_seconds",
     "choice_max_prob",
     "choice_entropy",
@@ -60,6 +61,8 @@ def summarize(rows: Sequence[dict[str, Any]], full_cost: float | None = None) ->
         }
         for field in SUMMARY_FIELDS:
             entry[field] = _stats([float(r[field]) for r in ok if r.get(field) is not None])
+        settles = [r["settle"] for r in ok if r.get("settle")]
+        entry["settled"] = sum(s["settled_epoch"] is not None for s in settles) if settles else None
         if full_cost and entry["macs"]:
             entry["macs_fraction"] = entry["macs"]["mean"] / full_cost
         summary.append(entry)
@@ -173,6 +176,15 @@ def _settled(e: dict[str, Any]) -> str:
     return f"{p['mean']:.2f} / {h['mean']:.2f}" if p and h else "–"
 
 
+def _epochs(e: dict[str, Any]) -> str:
+    """Search epochs, and with ``--settle`` how many runs settled (``12 ± 3 (2/3 settled)``)."""
+    epochs = e.get("search_epochs")
+    if not epochs:
+        return "–"
+    settled = f" ({e['settled']}/{e['runs']} settled)" if e.get("settled") is not None else ""
+    return _pm(epochs, ".0f") + settled
+
+
 def table_head(head: str) -> list[str]:
     """A markdown table's header line and the separator line under it (one ``---`` per column)."""
     return [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -182,7 +194,7 @@ def summary_table(summary: Sequence[dict[str, Any]]) -> str:
     """The summary as a markdown table: mean ± std over each row's runs."""
     head = (
         "| row | runs | test acc | val acc | inherited test acc | MACs (share of full) | params | search s | "
-        "retrain s | max prob / entropy | failed |"
+        "search epochs | retrain s | max prob / entropy | failed |"
     )
     lines = table_head(head)
     for e in summary:
@@ -191,7 +203,7 @@ def summary_table(summary: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {e['strategy']} | {e['runs']} | {_pm(e['test_acc'], '.4f')} | {_pm(e['val_acc'], '.4f')} "
             f"| {_pm(e['inherited_test_acc'], '.4f')} | {_pm(e['macs'], ',.0f')}{share} "
-            f"| {_pm(e['params'], ',.0f')} | {_pm(e['search_seconds'], '.0f')} "
+            f"| {_pm(e['params'], ',.0f')} | {_pm(e['search_seconds'], '.0f')} | {_epochs(e)} "
             f"| {_pm(e['retrain_seconds'], '.0f')} | {_settled(e)} | {failed} |"
         )
     return "\n".join(lines)

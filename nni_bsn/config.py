@@ -220,6 +220,9 @@ class CompareConfig(JobConfig):
     strategies: tuple[str, ...] = STRATEGIES
     epochs: int = 3
     retrain_epochs: int | None = None  # None: the search epochs
+    # Stop a search once its most probable architecture is the same at this many consecutive epoch ends
+    # (``epochs`` is then the most); None: every search runs ``epochs``.
+    settle: int | None = None
     channels: int = 8
     # Lightning's limit_train_batches / limit_val_batches for searches and retraining (tests use a few batches)
     limit_train_batches: int | float | None = None
@@ -394,6 +397,11 @@ def check_compare_config(cfg: CompareConfig) -> None:
         raise UsageError("--seeds is empty; give comma-separated integers, e.g. --seeds 0,1,2")
     if len(set(cfg.seed_list)) != len(cfg.seed_list):
         raise UsageError(f"--seeds repeats a seed: {','.join(map(str, cfg.seed_list))}")
+    if cfg.settle is not None and not (isinstance(cfg.settle, int) and 2 <= cfg.settle <= cfg.epochs):
+        raise UsageError(
+            f"--settle must be an integer from 2 to --epochs ({cfg.epochs}), got {cfg.settle!r}: it counts the "
+            "epoch ends with the same most probable architecture"
+        )
     for option in ("random_archs", "jobs", "devices"):
         if not isinstance(getattr(cfg, option), int) or getattr(cfg, option) < 1:
             raise UsageError(

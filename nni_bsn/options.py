@@ -161,6 +161,14 @@ OPTIONS: tuple[Option, ...] = (
         commands=("compare",),
         none="the search epochs",
     ),
+    Option(
+        "settle",
+        "stop each search once its most probable architecture is the same at N consecutive epoch ends "
+        "(--epochs is then the most; strategies without probabilities run every epoch)",
+        positive_int,
+        commands=("compare",),
+        none="every search runs --epochs",
+    ),
     Option("batch_size", "batch size", positive_int),
     Option("seed", "random seed", int),
     Option(
