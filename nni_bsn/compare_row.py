@@ -215,12 +215,15 @@ class _Work:
 
 
 def _connected(space: Any, arch: dict[str, Any], input_shape: tuple[int, ...]) -> bool:
-    """Whether the input reaches the classifier: the fabric's own check on a gate space, else the frozen network's
-    output must depend on its input (:func:`~nni_bsn.evaluation.input_reaches_output`)."""
-    if hasattr(space, "is_connected"):
-        return bool(space.is_connected(arch))
+    """Whether the input reaches the classifier: the fabric's own check on a gate space, NasBench201's cells
+    (:func:`~nni_bsn.connectivity.space_connectivity`), else the frozen network's output must depend on its input
+    (:func:`~nni_bsn.evaluation.input_reaches_output`)."""
+    from .connectivity import space_connectivity
     from .evaluation import input_reaches_output
 
+    known = space_connectivity(space)
+    if known is not None:
+        return bool(known(arch))
     return input_reaches_output(space.freeze(arch), input_shape)
 
 

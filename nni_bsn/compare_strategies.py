@@ -144,6 +144,9 @@ class SettleStop(Callback):
             "epochs_run": epochs_run,
             "settled_epoch": self.settled_epoch,  # None: not settled within the epochs
             "max_prob_per_epoch": [h["max_prob"] for h in self.history],
+            "unchanged_per_epoch": [
+                h["unchanged"] for h in self.history
+            ],  # epoch ends with this argmax so far
         }
 
 

@@ -130,6 +130,7 @@ def draw_for_row(
 
     from .builders import build_cost, rebuild_space
     from .config import RANDOM_BANDS, row_kind
+    from .connectivity import space_connectivity
 
     space = rebuild_space(space_spec)
     evaluator = build_cost(cfg.cost, input_shape).bind(rebuild_space(space_spec))
@@ -140,6 +141,6 @@ def draw_for_row(
         cfg.random_archs,
         band=RANDOM_BANDS[row_kind(name)],
         prune=getattr(space, "prune", None),
-        is_connected=getattr(space, "is_connected", None),
+        is_connected=space_connectivity(space),
         seed=f"{seed}:{name}",
     )

@@ -35,6 +35,7 @@ from .budget import (
     resolve_limit,
 )
 from .config import ESTIMATORS, REWARD_DATA
+from .connectivity import space_connectivity
 from .lightning import BSNLightningModule
 from .policy import ArchitectureDistribution, is_gate
 from .reward import BASELINES
@@ -341,7 +342,7 @@ class BSN(OneShotStrategy):
         if not mutables:
             raise ValueError("BSN: the model space has no choice to search (model.simplify() is empty)")
         self._prune = getattr(model, "prune", None)
-        self._is_connected = getattr(model, "is_connected", None)
+        self._is_connected = space_connectivity(model)
         graph = getattr(model, "graph", None)
         self._sensitive = getattr(graph, "sensitive", None) if self._prune is not None else None
         auto = self.init_keep_prob == "auto"
