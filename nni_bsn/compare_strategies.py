@@ -90,9 +90,10 @@ def strategy_details(name: str, strategy) -> dict[str, Any]:
     return extra
 
 
-def choice_stats(module) -> dict[str, Any] | None:
-    """How settled the strategy's choices ended: the mean largest probability and normalised entropy per choice."""
-    probs = probabilities(module)
+def choice_stats(module, probs: dict[str, dict[Any, float]] | None = None) -> dict[str, Any] | None:
+    """How settled the strategy's choices ended: the mean largest probability and normalised entropy per choice
+    (of ``probs``, else of the module's :func:`probabilities`)."""
+    probs = probabilities(module) if probs is None else probs
     if not probs:
         return None
     top, entropy = [], []
@@ -120,9 +121,9 @@ class SettleStop(Callback):
 
     def __init__(self, patience: int):
         self.patience = patience
-        self.history: list[dict[str, Any]] = []  # per epoch end: mean largest probability, argmax changed
+        # per epoch end: mean largest probability, choices whose argmax moved, epoch ends with this argmax so far
+        self.history: list[dict[str, Any]] = []
         self._last: dict[str, Any] | None = None
-        self._unchanged = 0
         self.settled_epoch: int | None = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -130,11 +131,13 @@ class SettleStop(Callback):
         if not probs:
             return
         argmax = {label: max(weights, key=weights.get) for label, weights in probs.items()}
-        self._unchanged = self._unchanged + 1 if argmax == self._last else 1
+        last = self._last
+        moved = None if last is None else sum(argmax[k] != last.get(k) for k in argmax)
+        unchanged = self.history[-1]["unchanged"] + 1 if moved == 0 else 1
         self._last = argmax
-        stats = choice_stats(pl_module) or {}
-        self.history.append({"max_prob": stats.get("mean_max_prob"), "unchanged": self._unchanged})
-        if self._unchanged >= self.patience:
+        stats = choice_stats(pl_module, probs) or {}
+        self.history.append({"max_prob": stats.get("mean_max_prob"), "moved": moved, "unchanged": unchanged})
+        if unchanged >= self.patience:
             self.settled_epoch = trainer.current_epoch + 1
             trainer.should_stop = True
 
@@ -143,10 +146,10 @@ class SettleStop(Callback):
             "patience": self.patience,
             "epochs_run": epochs_run,
             "settled_epoch": self.settled_epoch,  # None: not settled within the epochs
-            "max_prob_per_epoch": [h["max_prob"] for h in self.history],
-            "unchanged_per_epoch": [
-                h["unchanged"] for h in self.history
-            ],  # epoch ends with this argmax so far
+            **{
+                f"{key}_per_epoch": [h[key] for h in self.history]
+                for key in ("max_prob", "moved", "unchanged")
+            },
         }
 
 

@@ -45,6 +45,7 @@ def test_settle_stops_when_the_argmax_is_the_same_at_patience_epoch_ends():
     assert ran == 5 and stop.settled_epoch == 5
     summary = stop.summary(ran)
     assert summary["unchanged_per_epoch"] == [1, 1, 1, 2, 3]
+    assert summary["moved_per_epoch"] == [None, 1, 1, 0, 0]  # choices whose argmax moved since the last end
     assert summary["max_prob_per_epoch"][3] == pytest.approx(0.85)  # mean of the largest probabilities
 
 
