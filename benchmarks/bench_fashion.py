@@ -43,8 +43,8 @@ def _names(text: str) -> list[str]:
 
 def _rows(args: argparse.Namespace) -> str:
     budgets, space = args.budgets.split(","), args.space
-    bsn = [f"{kind}@{b}" for kind in args.bsn_kinds.split(",") for b in budgets]
-    random = [f"{kind}@{b}" for b in budgets for kind in args.random_kinds.split(",")]
+    bsn = [f"{kind}@{b}" for kind in _names(args.bsn_kinds) for b in budgets]
+    random = [f"{kind}@{b}" for b in budgets for kind in _names(args.random_kinds)]
     fixed = _names(args.fixed) if space in FABRICS else []  # the fixed networks are the fabrics'
     peers = _names(args.peers)
     return ",".join([*bsn, *peers, *fixed, *random])
@@ -101,9 +101,11 @@ def main() -> int:
     parser.add_argument("--budgets", default="10%,25%,50%")
     parser.add_argument("--peers", default=PEERS, help="NNI's strategies beside BSN ('none': no peer)")
     parser.add_argument("--fixed", default="full,resnet", help="fixed networks, on a fabric ('none': no row)")
-    parser.add_argument("--bsn-kinds", default="bsn,bsn-abs", help="BSN's rows at each budget")
+    parser.add_argument("--bsn-kinds", default="bsn,bsn-abs", help="BSN's rows at each budget ('none': none)")
     parser.add_argument(
-        "--random-kinds", default="random-arch,random-arch90", help="random rows at each budget"
+        "--random-kinds",
+        default="random-arch,random-arch90",
+        help="random rows at each budget ('none': none)",
     )
     parser.add_argument("--space", default="cnf")
     parser.add_argument("--train-size", type=int, default=5000)
