@@ -13,7 +13,7 @@ from typing import Any
 
 from .compare_row import INHERITED_BN_BATCHES
 from .compare_summary import SUMMARY_FIELDS, summary_table, table_head, targets_markdown
-from .config import CompareConfig
+from .config import PEER_VARIANTS, CompareConfig
 
 __all__ = [
     "COLUMNS",
@@ -149,6 +149,13 @@ def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
         "architecture. '(DARTS derivation)' rows: the DARTS paper's rule on the same weights (docs/compare.md).",
         f"Torch threads per strategy process: {cfg.threads or 'torch default (all cores)'}. Timing columns depend on "
         "the machine's load (load averages above). How each column is measured: docs/compare.md.",
+    ]
+    lines += [
+        f"{name}: NNI's DARTS with {', '.join(f'{k}={v:g}' for k, v in options.items())} instead of its paper's "
+        "arc_learning_rate=0.0003, all else the same; not "
+        "an authors' setting: what DARTS finds once its choice has settled."
+        for name, options in PEER_VARIANTS.items()
+        if name in cfg.strategies
     ]
     last = [
         f"{r['strategy']} {r['final_epoch_metrics']['train_acc']:.2f}"

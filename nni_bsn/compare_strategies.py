@@ -12,7 +12,7 @@ from pytorch_lightning.callbacks import Callback
 
 from evaluators.blocks import GATE_ON
 
-from .config import BSN_KINDS, DERIVED_FROM, CompareConfig, bsn_row_budget, row_kind
+from .config import BSN_KINDS, DERIVED_FROM, PEER_VARIANTS, CompareConfig, bsn_row_budget, row_kind
 
 __all__ = [
     "is_bsn",
@@ -64,6 +64,7 @@ def make_strategy(
         return cls(penalty=penalty), info
     factories: dict[str, Callable[[], Any]] = {
         "darts": DARTS,
+        "darts-fast": lambda: DARTS(**PEER_VARIANTS["darts-fast"]),
         "gumbel-darts": GumbelDARTS,
         "proxyless": Proxyless,
         "random": RandomOneShot,

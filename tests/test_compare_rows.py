@@ -48,6 +48,12 @@ def test_row_names_labels_and_their_checks():
         "Plain ResNet (fabric, no shortcuts)",
     ]
     assert row_label("darts:derived") == "DARTS (DARTS derivation)"
+    assert row_label("darts-fast") == "DARTS, arch lr 1e-2 (not its paper's)"
+    assert "darts-fast" not in CompareConfig().strategies  # by name only: not an authors' setting
+    from nni_bsn.compare_strategies import make_strategy
+
+    fast, _ = make_strategy("darts-fast", CompareConfig(), None, (1, 1, 16, 16), {})
+    assert type(fast).__name__ == "DARTS" and fast.arc_learning_rate == 1e-2
     with pytest.raises(UsageError, match="random-arch@x"):
         parse_strategies("random-arch@x")
     with pytest.raises(UsageError, match="'full' needs a fabric's gates"):
