@@ -61,7 +61,8 @@ def summarize(rows: Sequence[dict[str, Any]], full_cost: float | None = None) ->
         }
         for field in SUMMARY_FIELDS:
             entry[field] = _stats([float(r[field]) for r in ok if r.get(field) is not None])
-        settles = [r["settle"] for r in ok if r.get("settle")]
+        # runs with probabilities to settle (RandomOneShot has none: no "0/3 settled" for it)
+        settles = [r["settle"] for r in ok if (r.get("settle") or {}).get("max_prob_per_epoch")]
         entry["settled"] = sum(s["settled_epoch"] is not None for s in settles) if settles else None
         if full_cost and entry["macs"]:
             entry["macs_fraction"] = entry["macs"]["mean"] / full_cost

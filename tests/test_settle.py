@@ -68,7 +68,7 @@ def test_settle_out_of_range_is_refused_with_what_it_counts(settle):
 
 def test_summary_counts_the_runs_that_settled():
     def row(seed, epochs, settled):
-        settle = {"patience": 2, "epochs_run": epochs, "settled_epoch": settled}
+        settle = {"patience": 2, "epochs_run": epochs, "settled_epoch": settled, "max_prob_per_epoch": [0.6]}
         return {"name": "darts", "strategy": "DARTS", "seed": seed, "status": "ok", "test_acc": 0.8} | {
             "search_epochs": epochs,
             "settle": settle,
@@ -79,6 +79,9 @@ def test_summary_counts_the_runs_that_settled():
     assert "| 4 ± 2 (2/3 settled) |" in summary_table([entry])
     (plain,) = summarize([{"name": "full", "strategy": "Full", "seed": 0, "status": "ok", "test_acc": 0.8}])
     assert plain["settled"] is None and "| – |" in summary_table([plain])
+    no_probs = {"patience": 2, "epochs_run": 4, "settled_epoch": None, "max_prob_per_epoch": []}
+    (random_one_shot,) = summarize([{**row(0, 4, None), "name": "random", "settle": no_probs}])
+    assert random_one_shot["settled"] is None and "| 4 ± 0 |" in summary_table([random_one_shot])
 
 
 def test_compare_settle_stops_each_search_by_its_own_argmax(tmp_path):
