@@ -7,7 +7,8 @@ The estimator study (BSN's estimators against random architectures on the same s
     python benchmarks/bench_fashion.py --bsn-kinds bsn,bsn-k2,bsn-disarm,bsn-val --budgets 25%,50% \
         --peers none --fixed full --random-kinds random-arch --name fashion_estimators --title "Fashion-MNIST estimators"
 
-Runs ``nni-bsn compare`` once (every row at every seed, each in its own process, ``--jobs`` at a time): BSN at each
+``--from-run`` runs nothing: it summarises the finished run in ``--out`` again with this code (given the options the
+run had) and appends that. Runs ``nni-bsn compare`` once (every row at every seed, each in its own process, ``--jobs`` at a time): BSN at each
 budget (with its default hinge penalty and with ``penalty='abs'``), NNI's DARTS / ENAS / Proxyless / RandomOneShot (with the DARTS paper's derivation beside the
 DARTS-family exports), random connected architectures at each budget (anywhere within it, and costing 90-100% of
 it; ``--random-archs`` per seed), the full super network and a plain ResNet. Every architecture is retrained from
@@ -93,6 +94,24 @@ def _body(report: dict, plot: str, command: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _summarised_again(result: Path, out: str) -> dict:
+    """The report of a finished run (moved to ``out``, say), its summary, targets, notes and command computed again
+    from its rows by this code, and its outputs written again beside it."""
+    from nni_bsn.compare_report import equivalent_command, notes, write_outputs
+    from nni_bsn.compare_summary import summarize, targets
+    from nni_bsn.config import CompareConfig
+
+    report = json.loads(result.read_text())
+    cfg = CompareConfig.from_dict({**report["config"], "out": out})
+    full = report["budget"]["full"] if report["budget"]["cost"] == "macs" else None
+    report["summary"] = summarize(report["rows"], full)
+    report["targets"] = targets(report["summary"])
+    report["equivalent_command"] = equivalent_command(cfg)
+    report["notes"] = notes(cfg, report)
+    write_outputs(report, result.parent)
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -122,16 +141,24 @@ def main() -> int:
     parser.add_argument("--out", default="bench-fashion")
     parser.add_argument("--name", default="fashion_front", help="the plot's name under benchmarks/")
     parser.add_argument("--title", default="Fashion-MNIST front", help="the RESULTS.md section's title")
+    parser.add_argument(
+        "--from-run",
+        action="store_true",
+        help="do not run compare: summarise the finished run in --out again with this code, and append it",
+    )
     parser.add_argument("extra", nargs="*", help="more nni-bsn compare options, after --")
     args = parser.parse_args()
     command = _command(args)
-    print(" ".join(command), flush=True)
-    code = subprocess.call(command)
     result = Path(args.out) / "compare.json"
-    if not result.is_file():
-        print(f"bench_fashion: nni-bsn compare wrote no {result} (exit code {code})", file=sys.stderr)
-        return 1
-    report = json.loads(result.read_text())
+    if args.from_run:  # --out and the other options as the run had them
+        report = _summarised_again(result, args.out)
+    else:
+        print(" ".join(command), flush=True)
+        code = subprocess.call(command)
+        if not result.is_file():
+            print(f"bench_fashion: nni-bsn compare wrote no {result} (exit code {code})", file=sys.stderr)
+            return 1
+        report = json.loads(result.read_text())
     plot = f"{args.name}.png"
     shutil.copyfile(Path(args.out) / "accuracy_vs_cost.png", HERE / plot)
     append(f"{args.title} ({args.space}, seeds {args.seeds})", _body(report, plot, command))

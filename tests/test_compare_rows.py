@@ -92,6 +92,16 @@ def test_summary_means_over_seeds_and_the_targets_say_met_or_not_with_numbers():
     assert "| BSN 25% | 2 | 0.8700 ± 0.0141 |" in table and "(26.2%)" in table
 
 
+def test_search_time_target_reads_the_darts_derivation_when_every_darts_export_failed():
+    rows = [
+        _row("bsn@25%", 0, 0.86, 100, search=10),
+        _row("darts", 0, None, None, status="failed: exported a disconnected network"),
+        _row("darts:derived", 0, 0.80, 50, search=40),
+    ]
+    found = {t["target"]: t for t in targets(summarize(rows))}
+    assert found["BSN 25% search <= 0.35x DARTS's"]["detail"] == "10 s vs 40 s (0.25x)"
+
+
 def test_compare_seeds_random_architectures_fixed_networks_and_bsn_abs(tmp_path):
     out = tmp_path / "cmp"
     rows = "bsn-abs@50%,random-arch@50%,random-arch90@50%,full,resnet"
