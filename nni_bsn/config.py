@@ -86,7 +86,7 @@ STRATEGY_NAMES: dict[str, str] = {
     "darts-fast": "DARTS, arch lr 1e-2 (not its paper's)",
 }
 #: Peers away from their authors' settings, asked for by name only: DARTS with an architecture learning rate 33x
-#: its paper's 3e-4, so that its choice settles in a run this machine affords (what it would find if it had).
+#: its paper's 3e-4, so that its choice can settle in a run this machine affords (what it finds if it does).
 PEER_VARIANTS: dict[str, dict[str, Any]] = {"darts-fast": {"arc_learning_rate": 1e-2}}
 #: The rows of a comparison by default: every strategy at its authors' settings.
 STRATEGIES: tuple[str, ...] = tuple(n for n in STRATEGY_NAMES if n not in PEER_VARIANTS)
