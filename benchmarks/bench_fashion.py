@@ -7,14 +7,15 @@ The estimator study (BSN's estimators against random architectures on the same s
     python benchmarks/bench_fashion.py --bsn-kinds bsn,bsn-k2,bsn-disarm,bsn-val --budgets 25%,50% \
         --peers none --fixed full --random-kinds random-arch --name fashion_estimators --title "Fashion-MNIST estimators"
 
-``--from-run`` runs nothing: it summarises the finished run in ``--out`` again with this code (given the options the
-run had) and appends that. Runs ``nni-bsn compare`` once (every row at every seed, each in its own process, ``--jobs`` at a time): BSN at each
+Runs ``nni-bsn compare`` once (every row at every seed, each in its own process, ``--jobs`` at a time): BSN at each
 budget (with its default hinge penalty and with ``penalty='abs'``), NNI's DARTS / ENAS / Proxyless / RandomOneShot (with the DARTS paper's derivation beside the
 DARTS-family exports), random connected architectures at each budget (anywhere within it, and costing 90-100% of
 it; ``--random-archs`` per seed), the full super network and a plain ResNet. Every architecture is retrained from
 scratch the same way. Appends the mean ± std table, the targets (met or not) and the command to
 benchmarks/RESULTS.md and copies the plot to benchmarks/<name>.png. ``--accelerator gpu`` repeats it on a CUDA
 machine (on CPU nothing changes). Fashion-MNIST comes from ``--data-dir`` or Debian's dataset-fashion-mnist.
+``--from-run`` runs nothing: it summarises the finished run in ``--out`` again with this code (given the options
+the run had) and appends that.
 """
 
 from __future__ import annotations

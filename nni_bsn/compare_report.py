@@ -153,7 +153,7 @@ def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
     lines += [
         f"{name}: NNI's DARTS with {', '.join(f'{k}={v:g}' for k, v in options.items())} instead of its paper's "
         "arc_learning_rate=0.0003, all else the same; not "
-        "an authors' setting: its architecture weights move ~30x faster, a chance to settle in a short run."
+        "an authors' setting: its architecture weights move 33x faster, a chance to settle in a short run."
         for name, options in PEER_VARIANTS.items()
         if name in cfg.strategies
     ]

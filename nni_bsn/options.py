@@ -22,7 +22,7 @@ from .config import (
     PRESETS,
     REWARD_DATA,
     SPACES,
-    STRATEGIES,
+    STRATEGY_NAMES,
     CompareConfig,
     SearchConfig,
 )
@@ -333,7 +333,7 @@ def _help(option: Option, command: str, default: Any) -> str:
             default=shown or "''",
             spaces=", ".join(COMPARE_SPACES if command == "compare" else SPACES),
             costs=", ".join(COSTS),
-            strategies=", ".join(STRATEGIES),
+            strategies=", ".join(STRATEGY_NAMES),
             cifar_size=CIFAR_IMAGE_SIZE,
         )
     return text.replace("%", "%%")  # argparse formats help with %
