@@ -138,7 +138,11 @@ class SettleStop(Callback):
         self._last = argmax
         stats = choice_stats(pl_module, probs) or {}
         self.history.append({"max_prob": stats.get("mean_max_prob"), "moved": moved, "unchanged": unchanged})
-        if unchanged >= self.patience:
+        settled = unchanged >= self.patience
+        strategy = getattr(trainer, "strategy", None)  # under DDP every process stops, or none does
+        if strategy is not None:
+            settled = strategy.reduce_boolean_decision(settled, all=True)
+        if settled:
             self.settled_epoch = trainer.current_epoch + 1
             trainer.should_stop = True
 
