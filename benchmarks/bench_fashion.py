@@ -98,18 +98,18 @@ def _body(report: dict, plot: str, command: list[str]) -> str:
 def _summarised_again(result: Path, out: str) -> dict:
     """The report of a finished run (moved to ``out``, say), its summary, targets, notes and command computed again
     from its rows by this code, and its outputs written again beside it."""
-    from nni_bsn.compare_report import equivalent_command, notes, write_outputs
-    from nni_bsn.compare_summary import summarize, targets
+    from nni_bsn.compare import summarise
+    from nni_bsn.compare_report import equivalent_command, write_outputs
     from nni_bsn.config import CompareConfig
 
     report = json.loads(result.read_text())
     cfg = CompareConfig.from_dict({**report["config"], "out": out})
-    full = report["budget"]["full"] if report["budget"]["cost"] == "macs" else None
-    report["summary"] = summarize(report["rows"], full)
-    report["targets"] = targets(report["summary"])
+    if (
+        "full_macs" not in report
+    ):  # a run from before compare kept it: on a MACs budget, the budget's full cost
+        report["full_macs"] = report["budget"]["full"] if report["budget"]["cost"] == "macs" else None
     report["equivalent_command"] = equivalent_command(cfg)
-    report["notes"] = notes(cfg, report)
-    write_outputs(report, result.parent)
+    write_outputs(summarise(report, cfg), result.parent)
     return report
 
 

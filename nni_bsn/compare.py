@@ -35,7 +35,7 @@ from .config import (
     row_kind,
 )
 
-__all__ = ["run_compare"]
+__all__ = ["run_compare", "summarise"]
 
 
 def _resolve_budget(cfg: CompareConfig, space_spec: dict, input_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -256,9 +256,17 @@ def run_compare(
         "config": cfg.as_dict(),
         "rows": rows,
         "failed": [r["name"] for r in rows if r["status"] != "ok"],
+        "full_macs": _full_macs(cfg, budget, space_spec, input_shape),
     }
-    report["summary"] = summarize(rows, _full_macs(cfg, budget, space_spec, input_shape))
+    summarise(report, cfg)
+    write_outputs(report, workdir)
+    return report
+
+
+def summarise(report: dict[str, Any], cfg: CompareConfig) -> dict[str, Any]:
+    """``report`` with its summary (mean ± std per row), targets and notes computed from its rows (a finished run
+    can be summarised again by newer code: ``benchmarks/bench_fashion.py --from-run``)."""
+    report["summary"] = summarize(report["rows"], report["full_macs"])
     report["targets"] = targets(report["summary"])
     report["notes"] = notes(cfg, report)
-    write_outputs(report, workdir)
     return report
