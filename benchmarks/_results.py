@@ -34,7 +34,7 @@ def _relative(script: str) -> str:
 
 
 def append(title: str, body: str) -> None:
-    from nni_bsn.outputs import versions
+    from nni_bsn.jobs.outputs import versions
 
     command = "python " + " ".join([_relative(sys.argv[0]), *sys.argv[1:]])
     vers = ", ".join(f"{k} {v}" for k, v in versions().items())

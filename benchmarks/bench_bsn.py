@@ -20,14 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nni_bsn.training import QUIET_CPU  # noqa: E402
+from nni_bsn.network.training import QUIET_CPU  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
 
 def _search(cfg_kwargs: dict) -> dict:
-    from nni_bsn.config import SearchConfig
-    from nni_bsn.workflow import run_search
+    from nni_bsn.jobs.config import SearchConfig
+    from nni_bsn.jobs.search import run_search
 
     cfg = SearchConfig(**{"onnx": False, **cfg_kwargs})
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +104,7 @@ def _overhead_child(mode: str, epochs: int, logits_file: str) -> dict:
     from evaluators import MacsCost
     from nni_bsn import BSN
     from nni_bsn.data import get_dataloaders
-    from nni_bsn.training import StepTimer
+    from nni_bsn.network.training import StepTimer
     from search_spaces import ConvolutionalNeuralFabric
 
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""The connectivity check BSN runs on every sampled architecture (``nni_bsn.connectivity.space_connectivity``): its
+"""The connectivity check BSN runs on every sampled architecture (``nni_bsn.strategy.connectivity.space_connectivity``): its
 set-up and call time on NNI's NasBench201 (the cells' structure) beside the CNF fabric's own ``is_connected``.
 
     python benchmarks/bench_connectivity.py [--archs 1000] [--append]
@@ -21,8 +21,8 @@ from _results import append  # noqa: E402
 def _spaces():
     from nni.nas.hub.pytorch import NasBench201
 
-    from nni_bsn.builders import build_space
-    from nni_bsn.config import SearchConfig
+    from nni_bsn.jobs.builders import build_space
+    from nni_bsn.jobs.config import SearchConfig
 
     cnf, _ = build_space(SearchConfig(space="cnf", layers=4, channels=16), 1, 10, 16)
     return {
@@ -34,7 +34,7 @@ def _spaces():
 
 
 def _row(name: str, space, archs: int, rng: random.Random) -> str:
-    from nni_bsn.connectivity import space_connectivity
+    from nni_bsn.strategy.connectivity import space_connectivity
 
     grid = {label: list(m.values) for label, m in space.simplify().items()}
     sample = [{label: rng.choice(vs) for label, vs in grid.items()} for _ in range(archs)]

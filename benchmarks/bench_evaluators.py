@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 import nni_bsn.compat  # noqa: E402,F401
 from evaluators import DistributedCost, LatencyCost, MacsCost, ParamsCost  # noqa: E402
-from evaluators.ort import cpu_model  # noqa: E402
+from evaluators.latency.ort import cpu_model  # noqa: E402
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric  # noqa: E402
 
 

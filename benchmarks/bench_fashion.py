@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import append  # noqa: E402
 
-from nni_bsn.config import FABRICS  # noqa: E402
+from nni_bsn.jobs.config import FABRICS  # noqa: E402
 
 PEERS = "darts,enas,proxyless,random"  # GumbelDARTS: --peers adds it (the costliest search, DARTS's family)
 # On NasBench201 (python benchmarks/bench_fashion.py --space nasbench201 --peers darts,gumbel-darts,...) every
@@ -73,7 +73,7 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 
 def _body(report: dict, plot: str, command: list[str]) -> str:
-    from nni_bsn.compare_report import summary_lines
+    from nni_bsn.compare.report import summary_lines
 
     data = report["dataset"]
     lines = [
@@ -98,9 +98,9 @@ def _body(report: dict, plot: str, command: list[str]) -> str:
 def _summarised_again(result: Path, out: str) -> dict:
     """The report of a finished run (moved to ``out``, say), its summary, targets, notes and command computed again
     from its rows by this code, and its outputs written again beside it."""
-    from nni_bsn.compare import summarise
-    from nni_bsn.compare_report import equivalent_command, write_outputs
-    from nni_bsn.config import CompareConfig
+    from nni_bsn.compare.report import equivalent_command, write_outputs
+    from nni_bsn.compare.run import summarise
+    from nni_bsn.jobs.config import CompareConfig
 
     report = json.loads(result.read_text())
     cfg = CompareConfig.from_dict({**report["config"], "out": out})

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from nni_models import small_hub_space  # noqa: E402
 
 from evaluators import MacsCost, ParamsCost  # noqa: E402
-from evaluators.flops import fvcore_macs, space_grid  # noqa: E402
+from evaluators.counting.flops import fvcore_macs, space_grid  # noqa: E402
 from nni_bsn import BSN  # noqa: E402
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nni_bsn.training import QUIET_CPU  # noqa: E402
+from nni_bsn.network.training import QUIET_CPU  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -46,7 +46,7 @@ def child(name: str, epochs: int, layers: int, channels: int, image_size: int) -
     from nni_bsn import BSN
     from nni_bsn.compat import TaggedENAS
     from nni_bsn.data import get_dataloaders
-    from nni_bsn.training import StepTimer
+    from nni_bsn.network.training import StepTimer
     from search_spaces import ConvolutionalNeuralFabric
 
     torch.manual_seed(0)

@@ -6,11 +6,11 @@ Bind an evaluator once to a raw model space, then ask ``cost(arch)`` every train
     macs(arch)            # MACs of space.freeze(space.prune(arch)), exactly as fvcore counts them
 """
 
-from .base import CallableCost, CompositeCost, CostEvaluator, as_evaluator
-from .distributed import DistributedCost
-from .flops import MacsCost, ParamsCost
-from .latency import LatencyCost
-from .table import AdditiveCost, TableCost
+from evaluators.base import CallableCost, CompositeCost, CostEvaluator, as_evaluator
+from evaluators.counting.flops import MacsCost, ParamsCost
+from evaluators.distributed.cost import DistributedCost
+from evaluators.latency.cost import LatencyCost
+from evaluators.table import AdditiveCost, TableCost
 
 __all__ = [
     "CostEvaluator",

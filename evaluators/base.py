@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .blocks import all_gates, is_gate_space
+from evaluators.blocks import all_gates, is_gate_space
 
 __all__ = ["CostEvaluator", "CallableCost", "CompositeCost", "as_evaluator"]
 

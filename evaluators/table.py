@@ -14,8 +14,8 @@ from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .base import Arch, CostEvaluator
-from .blocks import GATE_OFF, GATE_ON, arch_key, choice_modules, choice_values, is_gate_space
+from evaluators.base import Arch, CostEvaluator
+from evaluators.blocks import GATE_OFF, GATE_ON, arch_key, choice_modules, choice_values, is_gate_space
 
 __all__ = ["TableCost", "AdditiveCost"]
 

@@ -7,8 +7,8 @@ that the command line checks its arguments before the heavy libraries load.
 
 from typing import Any
 
-from .quiet import filter_import_warnings as _filter_import_warnings
-from .quiet import hide_gym_banner as _hide_gym_banner
+from nni_bsn.quiet import filter_import_warnings as _filter_import_warnings
+from nni_bsn.quiet import hide_gym_banner as _hide_gym_banner
 
 _filter_import_warnings()
 _hide_gym_banner()
@@ -19,7 +19,7 @@ __all__ = ["BSN"]
 
 def __getattr__(name: str) -> Any:
     if name == "BSN":
-        from .strategy import BSN
+        from nni_bsn.strategy.bsn import BSN
 
         return BSN
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

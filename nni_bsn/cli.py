@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import (
+from nni_bsn.jobs.config import (
     PRESETS,
     CompareConfig,
     SearchConfig,
@@ -21,7 +21,7 @@ from .config import (
     default_image_size,
     parse_strategies,
 )
-from .options import COMMAND_DEFAULTS, add_options, given_options, positive_float
+from nni_bsn.jobs.options import COMMAND_DEFAULTS, add_options, given_options, positive_float
 
 __all__ = ["main", "build_parser", "config_from_args", "compare_config_from_args"]
 
@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``nni-bsn`` parser; the jobs' options come from the one table :data:`nni_bsn.options.OPTIONS`."""
+    """The ``nni-bsn`` parser; the jobs' options come from the one table :data:`nni_bsn.jobs.options.OPTIONS`."""
     parser = _Parser(prog="nni-bsn", description="Budgeted Super Networks for NNI 3.0")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and warnings")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,8 +104,8 @@ def compare_config_from_args(args: argparse.Namespace) -> CompareConfig:
 def _load_libraries(args: argparse.Namespace) -> None:
     """Import torch, NNI and Lightning (once the arguments are checked), then quiet their loggers unless
     ``--verbose``: importing them sets their levels, so this comes after."""
-    from . import compat  # noqa: F401  (imports them, and guards NNI's experiment lock)
-    from .quiet import quiet_library_logs
+    from nni_bsn import compat  # noqa: F401  (imports them, and guards NNI's experiment lock)
+    from nni_bsn.quiet import quiet_library_logs
 
     if not args.verbose:
         quiet_library_logs()
@@ -118,8 +118,8 @@ def _progress(message: str) -> None:
 def _search(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # arguments are checked before torch and NNI load
     _load_libraries(args)
-    from .outputs import atomic_output_dir, partial_dir
-    from .workflow import run_search
+    from nni_bsn.jobs.outputs import atomic_output_dir, partial_dir
+    from nni_bsn.jobs.search import run_search
 
     if int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0:
         # A DDP worker that Lightning started by re-running this command: it trains, rank 0 writes the outputs.
@@ -177,7 +177,7 @@ def _print_summary(report: dict, out: str) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .budget import parse_budget
+    from nni_bsn.strategy.budget import parse_budget
 
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     if not budgets:
@@ -192,8 +192,8 @@ def _sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--budgets gives {repeated} twice; give each budget once")
     base = config_from_args(args)
     _load_libraries(args)
-    from .outputs import atomic_output_dir, partial_dir
-    from .sweep import run_sweep
+    from nni_bsn.jobs.outputs import atomic_output_dir, partial_dir
+    from nni_bsn.jobs.sweep import run_sweep
 
     if base.resume and not partial_dir(base.out).is_dir():
         raise UsageError(
@@ -274,8 +274,8 @@ def _example_input(report: dict):
     """A batch of the search's test images (as RGB where the space needs it), or random inputs of that shape."""
     import torch
 
-    from .builders import needs_rgb, to_rgb
-    from .data import DataError, get_dataloaders
+    from nni_bsn.data import DataError, get_dataloaders
+    from nni_bsn.jobs.builders import needs_rgb, to_rgb
 
     cfg, size = report.get("config", {}), report["dataset"].get("image_size")
     try:
@@ -292,8 +292,8 @@ def _export(args: argparse.Namespace) -> int:
     arch, report = _read_found(arch_path)
     _check_writable(out, args.force)
     _load_libraries(args)
-    from .builders import rebuild_space
-    from .export import ExportError, export_and_time, load_frozen_model
+    from nni_bsn.jobs.builders import rebuild_space
+    from nni_bsn.network.export import ExportError, export_and_time, load_frozen_model
 
     _check_arch_fits(arch, rebuild_space(report["space"]), arch_path)
     weights = arch_path.with_name("weights.pt")
@@ -335,9 +335,9 @@ def _compare(args: argparse.Namespace) -> int:
 
     cfg = compare_config_from_args(args)
     _load_libraries(args)
-    from .compare import run_compare
-    from .compare_report import equivalent_command, markdown_table
-    from .outputs import atomic_output_dir
+    from nni_bsn.compare.report import equivalent_command, markdown_table
+    from nni_bsn.compare.run import run_compare
+    from nni_bsn.jobs.outputs import atomic_output_dir
 
     typed = Path(sys.argv[0]).name == "nni-bsn" and sys.argv[1:2] == ["compare"]
     command = shlex.join(["nni-bsn", *sys.argv[1:]]) if typed else equivalent_command(cfg)
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     if not args.verbose:
-        from . import quiet
+        from nni_bsn import quiet
 
         quiet.quiet_library_warnings()
     handlers = {"search": _search, "sweep": _sweep, "export": _export, "compare": _compare}

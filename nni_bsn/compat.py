@@ -31,7 +31,7 @@ from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 from nni.nas.strategy import DARTS, ENAS, GumbelDARTS, Proxyless
 from packaging.version import Version
 
-from .quiet import NOISY_MODULES, quiet_library_logs, quiet_library_warnings  # noqa: F401
+from nni_bsn.quiet import NOISY_MODULES, quiet_library_logs, quiet_library_warnings  # noqa: F401
 
 __all__ = [
     "apply_filelock_guard",

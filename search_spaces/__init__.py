@@ -1,4 +1,7 @@
-"""The paper's super networks as NNI model spaces, with binary gates and pruning."""
+"""The paper's super networks as NNI model spaces, with binary gates and pruning: the Convolutional Neural Fabric
+(``cnf``, B-CNF) and the ResNet fabric (``resnet_fabric``, B-ResNet; a plain CIFAR ResNet without shortcuts), built
+from conv-BN edges and the gate helper (``ops``), with the live-edge sweep and cheapest path that every evaluator
+reaches through ``space.graph`` (``gate_graph``)."""
 
 from .cnf import ConvolutionalNeuralFabric, cnf_edge_label
 from .gate_graph import GateGraph

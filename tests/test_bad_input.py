@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nni_bsn.cli import main
-from nni_bsn.config import UsageError
+from nni_bsn.jobs.config import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--layers", "2", "--channels", "4", "--image-size", "8", "--epochs", "1", "--no-onnx"]
@@ -61,7 +61,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from nni_bsn.outputs import atomic_output_dir
+    from nni_bsn.jobs.outputs import atomic_output_dir
     out, ready, go = sys.argv[1:]
     with atomic_output_dir(out) as tmp:
         (tmp / "result.txt").write_text("first")
@@ -101,7 +101,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs_and_the_fi
 
 
 def test_a_killed_run_does_not_leave_its_lock_stuck(tmp_path):
-    from nni_bsn.outputs import atomic_output_dir
+    from nni_bsn.jobs.outputs import atomic_output_dir
 
     out = tmp_path / "run"
     first, _ = _start_holder(tmp_path, out)
@@ -113,7 +113,7 @@ def test_a_killed_run_does_not_leave_its_lock_stuck(tmp_path):
 
 
 def test_an_out_that_appears_during_a_run_is_never_replaced_without_force(tmp_path):
-    from nni_bsn.outputs import atomic_output_dir
+    from nni_bsn.jobs.outputs import atomic_output_dir
 
     out = tmp_path / "run"
     with pytest.raises(UsageError, match="appeared while this run") as info:
@@ -162,7 +162,7 @@ def test_parsing_and_checking_the_arguments_imports_neither_torch_nor_nni():
 
 def test_the_configs_read_bsns_defaults_without_importing_it_and_they_are_bsns_own():
     from nni_bsn import BSN
-    from nni_bsn.config import bsn_defaults
+    from nni_bsn.jobs.config import bsn_defaults
 
     assert bsn_defaults() == BSN.option_defaults()
 
@@ -197,7 +197,7 @@ def test_accelerator_gpu_without_a_gpu_is_refused_in_one_line(capsys, tmp_path):
 
 
 def test_devices_are_checked_against_the_gpus_and_cores_and_cpu_ddp_is_announced():
-    from nni_bsn.workflow import check_devices
+    from nni_bsn.jobs.search import check_devices
 
     with pytest.raises(UsageError, match="no CUDA GPU"):
         check_devices("gpu", 1, 0, 16)
@@ -212,8 +212,8 @@ def test_devices_are_checked_against_the_gpus_and_cores_and_cpu_ddp_is_announced
 def test_resume_after_changing_channels_names_the_option_and_keeps_the_checkpoint(capsys, tmp_path):
     import torch
 
-    from nni_bsn.config import SearchConfig
-    from nni_bsn.outputs import partial_dir, write_json
+    from nni_bsn.jobs.config import SearchConfig
+    from nni_bsn.jobs.outputs import partial_dir, write_json
 
     out = tmp_path / "run"
     partial = partial_dir(out)
@@ -243,8 +243,8 @@ def found(tmp_path) -> Path:
     import json
 
     from evaluators.blocks import GATE_ON
-    from nni_bsn.builders import rebuild_space
-    from nni_bsn.export import load_frozen_model, save_weights
+    from nni_bsn.jobs.builders import rebuild_space
+    from nni_bsn.network.export import load_frozen_model, save_weights
 
     spec = {"name": "cnf", "layers": 2, "channels": 2, "image_size": 8, "in_channels": 1, "num_classes": 10}
     folder = tmp_path / "found"
@@ -328,7 +328,7 @@ def test_a_cost_returning_a_bad_value_is_one_error_at_set_up_naming_the_cost(val
 
 def test_a_cost_that_raises_at_set_up_is_named():
     from nni_bsn import BSN
-    from nni_bsn.budget import CostEvaluationError
+    from nni_bsn.strategy.budget import CostEvaluationError
 
     def broken_cost(arch):
         raise ZeroDivisionError("division by zero")
@@ -340,7 +340,7 @@ def test_a_cost_that_raises_at_set_up_is_named():
 def test_an_evaluator_that_raises_while_binding_is_named():
     from evaluators import ParamsCost
     from nni_bsn import BSN
-    from nni_bsn.budget import CostEvaluationError
+    from nni_bsn.strategy.budget import CostEvaluationError
 
     class Failing(ParamsCost):
         name = "failing"
@@ -391,8 +391,8 @@ def test_a_budget_that_does_not_bind_is_said_and_distributed_4_is_reported_for_4
 
 
 def test_chance_accuracy_and_no_gate_kept_are_warned_and_a_binding_budget_is_not():
-    from nni_bsn.budget import Budget
-    from nni_bsn.findings import search_warnings
+    from nni_bsn.jobs.findings import search_warnings
+    from nni_bsn.strategy.budget import Budget
 
     binding = Budget(evaluator=len, limit=5.0, name="macs", full=10.0)
     assert search_warnings([binding], {"test": 0.9}, 10, kept=3, gates=14) == []
@@ -441,7 +441,7 @@ def test_an_interrupted_sweep_resumes_reusing_its_finished_budgets_and_checkpoin
 ):
     import json
 
-    from nni_bsn import workflow
+    from nni_bsn.jobs import search
 
     calls = []
 
@@ -460,7 +460,7 @@ def test_an_interrupted_sweep_resumes_reusing_its_finished_budgets_and_checkpoin
         (workdir / "report.json").write_text(json.dumps(report))
         return report
 
-    monkeypatch.setattr(workflow, "run_search", fake_search)
+    monkeypatch.setattr(search, "run_search", fake_search)
     out = tmp_path / "sweep"
     argv = ["sweep", "--budgets", "50%,25%", "--out", str(out)]
     assert main(argv) == 130

@@ -8,8 +8,8 @@ import pytest
 
 from evaluators import MacsCost
 from evaluators.blocks import GATE_OFF, GATE_ON, choice_values
-from nni_bsn.derivation import derive_darts, strongest
-from nni_bsn.random_baseline import random_architectures
+from nni_bsn.compare.derivation import derive_darts, strongest
+from nni_bsn.compare.random_baseline import random_architectures
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
 

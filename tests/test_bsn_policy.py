@@ -9,16 +9,16 @@ import torch
 from nni.mutable import Categorical, CategoricalMultiple
 
 from nni_bsn import BSN
-from nni_bsn.budget import Budget, budget_penalty, parse_budget, resolve_limit
-from nni_bsn.policy import ArchitectureDistribution, is_gate
-from nni_bsn.reward import (
+from nni_bsn.strategy.budget import Budget, budget_penalty, parse_budget, resolve_limit
+from nni_bsn.strategy.policy import ArchitectureDistribution, is_gate
+from nni_bsn.strategy.reward import (
     Baseline,
     architecture_surrogate,
     budgeted_reward,
     local_penalty_surrogate,
     penalty_differences,
 )
-from nni_bsn.selection import NoFeasibleArchitecture, select_architecture
+from nni_bsn.strategy.selection import NoFeasibleArchitecture, select_architecture
 
 
 def small_space():
@@ -241,7 +241,7 @@ def _module(dist, budgets, **options):
     """The one-shot module with BSN's default options (``options`` override them)."""
     from nni.nas.evaluator.pytorch.lightning import ClassificationModule
 
-    from nni_bsn.lightning import BSNLightningModule
+    from nni_bsn.strategy.lightning import BSNLightningModule
 
     defaults = {k: v for k, v in BSN.option_defaults().items() if k != "init_keep_prob"}
     return BSNLightningModule(ClassificationModule(num_classes=2), dist, budgets, **{**defaults, **options})

@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from evaluators import MacsCost
 from nni_bsn import BSN
-from nni_bsn.training import QUIET_CPU
+from nni_bsn.network.training import QUIET_CPU
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
 
@@ -262,7 +262,7 @@ def test_constructor_rejects_bad_arguments_with_a_clear_message(kwargs, match):
 def test_auto_start_puts_the_expected_sampled_cost_at_the_budget(budget):
     """init_keep_prob='auto': the distribution starts where the mean cost the reward sees (pruned samples,
     disconnected ones charged the whole network) meets the budget, checked on fresh samples."""
-    from nni_bsn.budget import charged_costs
+    from nni_bsn.strategy.budget import charged_costs
 
     strategy = BSN(cost=MacsCost(input_shape=(1, 1, 16, 16)), budget=budget)
     space = ConvolutionalNeuralFabric(layers=4, channels=16, image_size=16, in_channels=1)
@@ -293,7 +293,7 @@ def test_auto_start_without_a_binding_budget_is_the_papers_and_a_number_is_kept(
 
 
 def test_calibrate_keep_prob_on_an_additive_cost_and_past_the_valley():
-    from nni_bsn.budget import calibrate_keep_prob
+    from nni_bsn.strategy.budget import calibrate_keep_prob
 
     labels = [f"g{i}" for i in range(20)]
 

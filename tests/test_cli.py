@@ -156,7 +156,7 @@ def test_the_cli_and_config_defaults_of_every_bsn_option_are_bsns_own(command):
     from dataclasses import fields
 
     from nni_bsn.cli import build_parser, compare_config_from_args, config_from_args
-    from nni_bsn.config import CompareConfig, SearchConfig
+    from nni_bsn.jobs.config import CompareConfig, SearchConfig
 
     bsn = _bsn_signature_defaults()
     args = build_parser().parse_args([command])
@@ -177,8 +177,8 @@ def test_the_cli_and_config_defaults_of_every_bsn_option_are_bsns_own(command):
 
 def test_every_option_of_the_table_reaches_its_config_and_the_command_line_parses_back():
     from nni_bsn.cli import build_parser, compare_config_from_args
-    from nni_bsn.compare_report import equivalent_command
-    from nni_bsn.config import CompareConfig
+    from nni_bsn.compare.report import equivalent_command
+    from nni_bsn.jobs.config import CompareConfig
 
     cfg = CompareConfig(
         strategies=("bsn", "random"),
@@ -202,8 +202,8 @@ def test_every_option_of_the_table_reaches_its_config_and_the_command_line_parse
 
 
 def test_the_space_table_names_every_space_the_cli_offers():
-    from nni_bsn.builders import SPACE_KINDS
-    from nni_bsn.config import SPACES
+    from nni_bsn.jobs.builders import SPACE_KINDS
+    from nni_bsn.jobs.config import SPACES
 
     assert tuple(SPACE_KINDS) == SPACES
 
@@ -228,7 +228,7 @@ def test_the_cli_hides_nni_and_lightning_warnings_but_keeps_bsns_own(monkeypatch
                 RuntimeWarning,
                 "pytorch_lightning.strategies.strategy",
             ),
-            ("a warning of nni-bsn's own", UserWarning, "nni_bsn.workflow"),
+            ("a warning of nni-bsn's own", UserWarning, "nni_bsn.jobs.search"),
         ]
         for i, (message, category, module) in enumerate(noise + ours):
             warnings.warn_explicit(message, category, f"{module}.py", i + 1, module=module)

@@ -11,10 +11,10 @@ import torch
 
 from evaluators.blocks import GATE_OFF, GATE_ON
 from nni_bsn.cli import build_parser, main
-from nni_bsn.compare import _Job, _run_in_process
-from nni_bsn.compare_report import equivalent_command, markdown_table
+from nni_bsn.compare.report import equivalent_command, markdown_table
+from nni_bsn.compare.run import _Job, _run_in_process
 from nni_bsn.compat import fabric_flops_profiler
-from nni_bsn.config import STRATEGIES, CompareConfig, UsageError, parse_strategies
+from nni_bsn.jobs.config import STRATEGIES, CompareConfig, UsageError, parse_strategies
 
 TINY = [
     "--layers",
@@ -291,7 +291,7 @@ def test_compare_on_a_cifar10_folder_runs_bsn_at_two_budgets_beside_darts(tmp_pa
 
 
 def test_bsn_rows_at_their_own_budgets_are_accepted_and_bad_ones_refused():
-    from nni_bsn.config import parse_strategies, row_label
+    from nni_bsn.jobs.config import parse_strategies, row_label
 
     assert parse_strategies("bsn@25%,bsn@75%,darts") == ("bsn@25%", "bsn@75%", "darts")
     assert row_label("bsn@25%") == "BSN 25%" and row_label("darts") == "DARTS"

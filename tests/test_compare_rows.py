@@ -8,8 +8,8 @@ import json
 import pytest
 
 from nni_bsn.cli import main
-from nni_bsn.compare_summary import summarize, summary_table, targets, targets_markdown
-from nni_bsn.config import CompareConfig, UsageError, check_compare_config, parse_strategies, row_label
+from nni_bsn.compare.summary import summarize, summary_table, targets, targets_markdown
+from nni_bsn.jobs.config import CompareConfig, UsageError, check_compare_config, parse_strategies, row_label
 
 TINY = [
     "--epochs",
@@ -50,7 +50,7 @@ def test_row_names_labels_and_their_checks():
     assert row_label("darts:derived") == "DARTS (DARTS derivation)"
     assert row_label("darts-fast") == "DARTS, arch lr 1e-2 (not its paper's)"
     assert "darts-fast" not in CompareConfig().strategies  # by name only: not an authors' setting
-    from nni_bsn.compare_strategies import make_strategy
+    from nni_bsn.compare.strategies import make_strategy
 
     fast, _ = make_strategy("darts-fast", CompareConfig(), None, (1, 1, 16, 16), {})
     assert type(fast).__name__ == "DARTS" and fast.arc_learning_rate == 1e-2
@@ -179,7 +179,7 @@ def test_compare_on_nasbench201_gives_bsn_darts_its_derivation_and_random_rows(t
 def test_a_network_whose_output_ignores_its_input_is_told_from_one_that_reads_it():
     """On a space without gates, connectivity is whether the output depends on the input: NasBench201 with 'none'
     on every edge predicts one class whatever it is shown."""
-    from nni_bsn.evaluation import input_reaches_output
+    from nni_bsn.network.evaluation import input_reaches_output
     from tests.nni_models import small_hub_space
 
     space = small_hub_space("nasbench201")
@@ -195,7 +195,7 @@ def test_a_network_whose_output_ignores_its_input_is_told_from_one_that_reads_it
 def test_every_retraining_sees_the_same_batches_whatever_the_search_drew_before_it(digits_loaders):
     """compare retrains a row's architectures in the process that searched them: the training loader's shuffle
     is rewound to the seed first, so a search (or an earlier retraining) does not change the data order."""
-    from nni_bsn.compare_row import reset_order
+    from nni_bsn.compare.row import reset_order
 
     train = digits_loaders[0]
 

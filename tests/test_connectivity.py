@@ -7,9 +7,9 @@ import itertools
 import random
 import time
 
-from nni_bsn.budget import charged_costs
-from nni_bsn.connectivity import space_connectivity
-from nni_bsn.evaluation import input_reaches_output
+from nni_bsn.network.evaluation import input_reaches_output
+from nni_bsn.strategy.budget import charged_costs
+from nni_bsn.strategy.connectivity import space_connectivity
 from tests.nni_models import small_hub_space
 
 SHAPE = (1, 3, 16, 16)
@@ -68,8 +68,8 @@ def test_the_check_is_a_microsecond_one_and_disconnected_cells_are_charged_the_w
 
 
 def test_the_fabrics_keep_their_own_check_and_other_spaces_have_none():
-    from nni_bsn.builders import build_space
-    from nni_bsn.config import SearchConfig
+    from nni_bsn.jobs.builders import build_space
+    from nni_bsn.jobs.config import SearchConfig
 
     fabric, _ = build_space(SearchConfig(space="cnf", layers=3, channels=4), 1, 10, 8)
     assert space_connectivity(fabric) == fabric.is_connected

@@ -520,7 +520,7 @@ def test_canonical_dataset_name_accepts_every_spelling_and_rejects_others():
 
 def test_the_jobs_accept_every_dataset_the_loader_knows_under_its_aliases():
     from nni_bsn import data
-    from nni_bsn.config import DATASETS, canonical_dataset, check_data_cost_budget
+    from nni_bsn.jobs.config import DATASETS, canonical_dataset, check_data_cost_budget
 
     assert DATASETS == data.DATASETS
     for alias in ("fashion-mnist", "fashion_mnist", "FashionMNIST", "CIFAR10", "digits"):

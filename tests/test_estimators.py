@@ -11,9 +11,9 @@ from nni.nas.space import RawFormatModelSpace
 
 from evaluators import MacsCost
 from nni_bsn import BSN
-from nni_bsn.lightning import BSNLightningModule
-from nni_bsn.policy import ArchitectureDistribution
-from nni_bsn.reward import disarm_surrogate
+from nni_bsn.strategy.lightning import BSNLightningModule
+from nni_bsn.strategy.policy import ArchitectureDistribution
+from nni_bsn.strategy.reward import disarm_surrogate
 from tests.test_bsn_strategy import evaluator, run, small_cnf
 
 _GATES = ("g0", "g1", "g2")

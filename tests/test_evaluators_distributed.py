@@ -56,7 +56,7 @@ def test_resnet_fabric_block_dag_schedules():
 
 
 def test_plan_runs_for_real_on_two_gloo_processes_with_the_single_process_output():
-    from evaluators.distributed_run import eager_block_ms, run_plan
+    from evaluators.distributed.run import eager_block_ms, run_plan
 
     space = ConvolutionalNeuralFabric(layers=3, channels=8, image_size=8, in_channels=1)
     shape = (1, 1, 8, 8)

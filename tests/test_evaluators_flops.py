@@ -11,7 +11,7 @@ import torch
 
 from evaluators import CompositeCost, MacsCost, ParamsCost
 from evaluators.blocks import all_gates, random_arch
-from evaluators.flops import fvcore_macs
+from evaluators.counting.flops import fvcore_macs
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
 SPACES = {

@@ -6,8 +6,8 @@ import pytest
 
 from evaluators import LatencyCost
 from evaluators.blocks import all_gates
-from evaluators.latency_nodes import node_signature
-from evaluators.ort import TimingProtocol, export_onnx, measure_onnx
+from evaluators.latency.nodes import node_signature
+from evaluators.latency.ort import TimingProtocol, export_onnx, measure_onnx
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
 
@@ -90,7 +90,7 @@ def test_resnet_fabric_nodes_count_the_residual_sums(tmp_path):
 
 
 def test_measure_onnx_re_measures_when_sessions_disagree(tmp_path):
-    from evaluators.latency import _Echo
+    from evaluators.latency.cost import _Echo
 
     path = tmp_path / "relu.onnx"
     export_onnx(_Echo(), (1, 2, 4, 4), path, dynamo=False)

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from evaluators.blocks import GATE_OFF, GATE_ON
-from nni_bsn.export import ExportError, export_onnx, load_frozen_model, measure_ort_latency, save_weights
+from nni_bsn.network.export import (
+    ExportError,
+    export_onnx,
+    load_frozen_model,
+    measure_ort_latency,
+    save_weights,
+)
 from search_spaces import ConvolutionalNeuralFabric, ResNetFabric
 
 
@@ -86,7 +92,7 @@ def test_saved_weights_reload_into_a_fresh_frozen_model(tmp_path):
 
 
 def test_dynamo_failure_falls_back_to_the_torchscript_exporter_and_says_so(tmp_path, monkeypatch):
-    import nni_bsn.export as export
+    import nni_bsn.network.export as export
 
     real = export._export
 

@@ -27,9 +27,9 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from evaluators import MacsCost, ParamsCost
-from evaluators.flops import fvcore_macs, space_grid
+from evaluators.counting.flops import fvcore_macs, space_grid
 from nni_bsn import BSN
-from nni_bsn.training import QUIET_CPU
+from nni_bsn.network.training import QUIET_CPU
 from tests.nni_models import EXPECT_SUCCESS, INPUT_SHAPES, MODELS, small_hub_space
 
 TRAINER = dict(
@@ -153,8 +153,8 @@ def test_tables_keyed_on_a_cells_loose_ends_are_exact_with_exact_extremes():
     """A count that hangs on all input choices of a cell jointly (its loose ends, whether it reads its input):
     the fit keys tables on the derived labels, and the extremes (dynamic programming over the cell's union of
     read states) equal brute force."""
-    from evaluators.derived_labels import DerivedLabels
-    from evaluators.label_tables import fit_tables
+    from evaluators.counting.derived_labels import DerivedLabels
+    from evaluators.counting.label_tables import fit_tables
 
     grid = {
         "in1": [[0]],
@@ -195,8 +195,8 @@ def test_tables_measure_a_masked_count_only_where_it_lives_and_stay_exact():
     """A cell whose operators count only when the next cell reads it (``A/live``, derived from ``inB``): with the
     structure known and the mask given, the fit measures fewer architectures, and the tables, zero where the cell
     is dead, equal the count everywhere."""
-    from evaluators.derived_labels import DerivedLabels
-    from evaluators.label_tables import fit_tables
+    from evaluators.counting.derived_labels import DerivedLabels
+    from evaluators.counting.label_tables import fit_tables
 
     ops = ["a", "b", "c", "d"]
     grid = {"inB": [[0], [1]], **{f"opA{i}": ops for i in (1, 2, 3)}, "opB": ops}
@@ -230,7 +230,7 @@ def test_tables_measure_a_masked_count_only_where_it_lives_and_stay_exact():
 def test_a_fresh_build_constructs_only_the_chosen_cell_operators_and_equals_freeze(monkeypatch):
     """On NNI's DARTS space a fixed cell builds every candidate operator; inside ``only_chosen_candidates`` it
     builds the chosen ones only, and the network is the one ``freeze`` gives (same modules, same count)."""
-    from evaluators.frozen_build import only_chosen_candidates
+    from evaluators.counting.frozen_build import only_chosen_candidates
 
     space = small_hub_space("darts")
     grid = space_grid(space)
@@ -299,7 +299,7 @@ class RepeatOfBlocks(ModelSpace):
 def test_repeat_blocks_are_masked_by_whether_they_exist_and_counts_stay_exact():
     """Each block after the first counts only where the depth keeps it (``<block path>/exists``): its tables are
     keyed on that, not on the depth, and the counts equal fvcore / numel on every architecture."""
-    from evaluators.derived_labels import EXISTS, repeat_derived_labels
+    from evaluators.counting.derived_labels import EXISTS, repeat_derived_labels
 
     space = RepeatOfBlocks()
     grid = space_grid(space)
@@ -318,7 +318,7 @@ def test_repeat_blocks_are_masked_by_whether_they_exist_and_counts_stay_exact():
 def test_darts_space_binds_macs_on_few_measured_architectures(monkeypatch):
     """The set-up cost of MacsCost on NNI's DARTS space is its measured architectures (a build and an fvcore trace
     each): known cell structure, liveness masks and the covering keep them to a few dozen (134 before)."""
-    from evaluators.flops import MacsCost as Macs
+    from evaluators.counting.flops import MacsCost as Macs
 
     measured = []
     measure = Macs._measure
@@ -402,7 +402,7 @@ class CountingCost:
 
 
 def test_callable_cost_is_called_on_a_bounded_number_of_probes_before_training():
-    from nni_bsn.budget import PROBES
+    from nni_bsn.strategy.budget import PROBES
 
     space = small_hub_space("darts")  # 32 choices: the coordinate pass called a callable 169 times here
     cost = CountingCost(space_grid(space))
@@ -415,7 +415,7 @@ def test_callable_cost_is_called_on_a_bounded_number_of_probes_before_training()
 
 
 def test_callable_cost_with_an_impossible_budget_is_refused_at_set_up():
-    from nni_bsn.budget import PROBES
+    from nni_bsn.strategy.budget import PROBES
     from search_spaces import ConvolutionalNeuralFabric
 
     space = ConvolutionalNeuralFabric(layers=3, channels=4, image_size=8, in_channels=1)
@@ -517,9 +517,9 @@ def _rare_reads(space, rng: random.Random, avoid: dict[str, list[int]]) -> dict:
 def test_a_cell_that_no_later_cell_reads_is_dead_and_the_liveness_labels_say_so():
     """NNI's DARTS space at 3 cells (normal, reduce, reduce; 'reduce' cells share their choices): when the
     reduction cells never read predecessor 1, the middle cell reaches nothing, and fvcore counts none of it."""
-    from evaluators.derived_labels import LIVE, cell_derived_labels
-    from evaluators.flops import _analysis
-    from evaluators.table_extremes import hashable_value
+    from evaluators.counting.derived_labels import LIVE, cell_derived_labels
+    from evaluators.counting.flops import _analysis
+    from evaluators.counting.table_extremes import hashable_value
 
     space = small_hub_space("darts")
     grid = space_grid(space)

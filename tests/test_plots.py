@@ -67,7 +67,7 @@ def test_a_history_that_does_not_match_the_labels_is_refused(tmp_path):
 
 def test_both_pictures_count_the_kept_gates_the_same_way(tmp_path, monkeypatch):
     from nni_bsn import plots
-    from nni_bsn.findings import kept_gates
+    from nni_bsn.jobs.findings import kept_gates
 
     titles = []
     real_save = plots.save_figure

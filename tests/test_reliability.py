@@ -19,7 +19,7 @@ from nni.nas.space import RawFormatModelSpace
 
 from evaluators.blocks import GATE_ON
 from nni_bsn import BSN
-from nni_bsn.training import QUIET_CPU
+from nni_bsn.network.training import QUIET_CPU
 from search_spaces import ConvolutionalNeuralFabric
 
 
@@ -233,7 +233,7 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 def test_resume_counts_a_checkpoint_saved_at_an_epochs_end_as_that_epoch_trained(tmp_path, capsys):
     from nni_bsn.cli import main
-    from nni_bsn.workflow import _epochs_trained
+    from nni_bsn.jobs.search import _epochs_trained
 
     def state(last_batch: bool) -> dict:
         return {

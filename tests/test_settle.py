@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from nni_bsn.cli import main
-from nni_bsn.compare_strategies import SettleStop
-from nni_bsn.compare_summary import summarize, summary_table
-from nni_bsn.config import CompareConfig, UsageError, check_compare_config
+from nni_bsn.compare.strategies import SettleStop
+from nni_bsn.compare.summary import summarize, summary_table
+from nni_bsn.jobs.config import CompareConfig, UsageError, check_compare_config
 
 
 class _Module:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nni_bsn.cli import build_parser, config_from_args
-from nni_bsn.training import ScheduledClassificationModule
+from nni_bsn.network.training import ScheduledClassificationModule
 
 
 def test_sgd_gets_momentum_and_the_learning_rate_drops_at_the_milestones():

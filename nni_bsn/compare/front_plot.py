@@ -1,0 +1,94 @@
+"""The accuracy-cost front of ``nni-bsn compare``: each row's mean test accuracy against its mean MACs, with error
+bars of one standard deviation both ways, each run as a faint point, and the budgets drawn as vertical lines."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nni_bsn.jobs.config import BSN_KINDS, DERIVED, FIXED_NAMES, RANDOM_BANDS, row_kind
+from nni_bsn.plots import new_figure, save_figure
+
+__all__ = ["plot_front"]
+
+# One colour per family, so that a reader finds BSN, the NNI strategies, random search and the fixed networks.
+_FAMILY_COLOURS = {
+    "bsn": "#c0392b",
+    "bsn-abs": "#7b241c",
+    "bsn-k2": "#e67e22",
+    "bsn-disarm": "#8e44ad",
+    "bsn-val": "#d35400",
+    "random": "#7f8c8d",
+    "fixed": "#111111",
+    "nni": "#2e86c1",
+}
+_MARKERS = "os^Dv<>Ph*Xd"
+
+
+def _family(name: str) -> str:
+    kind = row_kind(name)
+    if kind in BSN_KINDS:
+        return kind
+    if kind in RANDOM_BANDS:
+        return "random"
+    return "fixed" if name in FIXED_NAMES else "nni"
+
+
+def _runs(rows: Sequence[Mapping[str, Any]], name: str) -> list[tuple[float, float]]:
+    return [(r["macs"], r["test_acc"]) for r in rows if r["name"] == name and r["status"] == "ok"]
+
+
+def plot_front(
+    summary: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    budgets: Mapping[str, float] | None = None,
+    title: str = "",
+) -> str:
+    """Plot the summary's entries (``compare_summary.summarize``) with their runs; ``budgets`` maps a label to a
+    MACs limit drawn as a vertical line. Entries without a successful run are left out. Return ``path``."""
+    fig = new_figure(8.0, 5.5)
+    ax = fig.add_subplot()
+    shown = [e for e in summary if e["runs"] and e["macs"] and e["test_acc"]]
+    for i, e in enumerate(shown):
+        colour = _FAMILY_COLOURS[_family(e["name"])]
+        marker = _MARKERS[i % len(_MARKERS)]
+        runs = _runs(rows, e["name"])
+        if len(runs) > 1:
+            ax.scatter(*zip(*runs), s=10, color=colour, alpha=0.25, marker=marker, linewidths=0)
+        ax.errorbar(
+            e["macs"]["mean"],
+            e["test_acc"]["mean"],
+            xerr=e["macs"]["std"],
+            yerr=e["test_acc"]["std"],
+            fmt=marker,
+            color=colour,
+            markerfacecolor="white" if e["name"].endswith(DERIVED) else colour,
+            markersize=7,
+            capsize=3,
+            label=f"{e['strategy']} (n={e['runs']})",
+            zorder=3,
+        )
+    for label, limit in (budgets or {}).items():
+        ax.axvline(limit, color="#999999", linestyle="--", linewidth=0.8, zorder=1)
+        ax.annotate(
+            label,
+            (limit, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            va="top",
+            ha="right",
+            color="#666666",
+        )
+    costs = [e["macs"]["mean"] for e in shown]
+    if costs and min(costs) > 0 and max(costs) / min(costs) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("MACs of the retrained network (mean ± std)")
+    ax.set_ylabel("test accuracy (mean ± std)")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or f"test accuracy vs MACs ({sum(e['runs'] for e in shown)} runs)", fontsize=10)
+    if shown:
+        ax.legend(fontsize=6.5, loc="lower right", ncol=2 if len(shown) > 10 else 1)
+    return save_figure(fig, path)

@@ -1,0 +1,396 @@
+"""The one-shot LightningModule of BSN: one training step = sample -> run the sampled paths -> reward -> update."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from nni.nas.evaluator.pytorch.lightning import LightningModule, SupervisedLearningModule
+from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
+
+from nni_bsn import compat as _compat  # noqa: F401  (guards NNI's experiment lock)
+from nni_bsn.strategy.budget import Budget, CostEvaluationError, budget_penalty, charged_costs
+from nni_bsn.strategy.policy import ArchitectureDistribution
+from nni_bsn.strategy.reward import (
+    Baseline,
+    architecture_surrogate,
+    budgeted_reward,
+    local_penalty_surrogate,
+    penalty_differences,
+)
+from nni_bsn.strategy.selection import Selection, select_architecture
+
+__all__ = ["BSNLightningModule", "split_batch", "CostEvaluationError"]
+
+_logger = logging.getLogger(__name__)
+
+Arch = dict[str, Any]
+
+
+def split_batch(batch: Any, k: int) -> list[Any]:
+    """Split every tensor of a batch (tensor, tuple/list or dict of tensors) into ``k`` chunks along dim 0."""
+    if k == 1:
+        return [batch]
+    if isinstance(batch, torch.Tensor):
+        return list(torch.tensor_split(batch, k))
+    if isinstance(batch, (tuple, list)):
+        parts = [split_batch(b, k) for b in batch]
+        return [type(batch)(p[i] for p in parts) for i in range(k)]
+    if isinstance(batch, dict):
+        parts = {key: split_batch(v, k) for key, v in batch.items()}
+        return [{key: p[i] for key, p in parts.items()} for i in range(k)]
+    return [batch] * k
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    if isinstance(batch, (tuple, list)) and batch:
+        return _batch_size(batch[0])
+    if isinstance(batch, dict) and batch:
+        return _batch_size(next(iter(batch.values())))
+    return 1
+
+
+def _upgrade_baselines(state: dict[str, Any]) -> None:
+    """Rename, in place, the baselines of a checkpoint written before they were named.
+
+    Those kept both moving averages in one buffer, ``reward_baseline[0]`` (the whole reward) and ``[1]`` (``-loss``,
+    for the gates under ``penalty_gradient='local'``), with ``baseline_ready`` beside it.
+    """
+    old, ready = state.get("reward_baseline"), state.get("baseline_ready")
+    if isinstance(old, torch.Tensor) and old.shape == (2,) and isinstance(ready, torch.Tensor):
+        del state["reward_baseline"], state["baseline_ready"]
+        for i, name in enumerate(("reward_baseline", "loss_baseline")):
+            state[f"{name}.value"], state[f"{name}.ready"] = old[i].clone(), ready[i].clone()
+
+
+class BSNLightningModule(BaseOneShotLightningModule):
+    """Search logic of :class:`nni_bsn.BSN` (see its docstring for the arguments, and ``BSN.option_defaults()``
+    for their defaults: they have no other home)."""
+
+    def __init__(
+        self,
+        training_module: LightningModule,
+        distribution: ArchitectureDistribution,
+        budgets: Sequence[Budget],
+        *,
+        num_samples: int,
+        estimator: str,
+        reward_data: str,
+        lam: float,
+        penalty: str,
+        penalty_gradient: str,
+        baseline: str,
+        baseline_decay: float,
+        entropy_coef: float,
+        warmup_epochs: int,
+        arc_optimizer: str,
+        arc_learning_rate: float,
+        gradient_clip_val: float | None,
+        export_samples: int,
+        allow_over_budget: bool,
+        prune: Callable[[Arch], Arch] | None = None,
+        is_connected: Callable[[Arch], bool] | None = None,
+        sensitive: Callable[[Arch], set[str]] | None = None,
+    ):
+        super().__init__(training_module)
+        self.distribution = distribution
+        self.budgets = list(budgets)
+        self.num_samples, self.estimator, self.reward_data = num_samples, estimator, reward_data
+        self.lam, self.penalty, self.penalty_gradient = lam, penalty, penalty_gradient
+        self.entropy_coef, self.warmup_epochs = entropy_coef, warmup_epochs
+        self.arc_optimizer, self.arc_learning_rate = arc_optimizer, arc_learning_rate
+        self.gradient_clip_val = gradient_clip_val
+        self.prune_fn, self.connected_fn, self.sensitive_fn = prune, is_connected, sensitive
+        self.export_samples, self.allow_over_budget = export_samples, allow_over_budget
+        # Baselines of the whole reward and of -loss alone (the gates' REINFORCE term when their penalty gradient
+        # is computed locally); submodules, so that their moving averages are saved in checkpoints.
+        self.reward_baseline = Baseline(baseline, baseline_decay)
+        self.loss_baseline = Baseline(baseline, baseline_decay)
+        self.keep_prob_history: list[list[float]] = []
+        self.skipped_samples = 0
+        self._epoch_sums: dict[str, list[float]] = {}
+        self.last_selection: Selection | None = None
+        self._modules_cache: list | None = None
+
+    # ----- architecture plumbing -------------------------------------------------------------------------------
+
+    def _supernet_modules(self) -> list:
+        if self._modules_cache is None:
+            self._modules_cache = list(self.supernet_modules())
+        return self._modules_cache
+
+    def apply_arch(self, arch: Arch) -> None:
+        """Make the supernet run ``arch`` (only its paths compute)."""
+        for m in self._supernet_modules():
+            m.resample(memo=arch)
+
+    def prune(self, arch: Arch) -> Arch:
+        return self.prune_fn(arch) if self.prune_fn is not None else arch
+
+    def is_connected(self, arch: Arch) -> bool:
+        return self.connected_fn(arch) if self.connected_fn is not None else True
+
+    def costs(self, arch: Arch) -> list[float]:
+        """Cost of ``arch`` for each budget, as the reward sees it (disconnected: the full super network's)."""
+        return charged_costs(arch, self.budgets, self.connected_fn)
+
+    def deterministic_arch(self) -> Arch:
+        """Keep-probability > 0.5 (argmax elsewhere), pruned."""
+        return self.prune(self.distribution.mode())
+
+    def resample(self) -> Arch:
+        arch = self.distribution.sample(1)[0][0]
+        self.apply_arch(arch)
+        return arch
+
+    def export(self) -> Arch:
+        self.last_selection = select_architecture(
+            self.distribution,
+            self.budgets,
+            prune=self.prune_fn,
+            is_connected=self.connected_fn,
+            n_samples=self.export_samples,
+            allow_over_budget=self.allow_over_budget,
+        )
+        return self.last_selection.arch
+
+    def export_probs(self) -> dict[str, dict[Any, float]]:
+        return self.distribution.probs()
+
+    # ----- optimisation -----------------------------------------------------------------------------------------
+
+    def configure_architecture_optimizers(self) -> torch.optim.Optimizer:
+        params = list(self.distribution.parameters())
+        if self.arc_optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.arc_learning_rate)
+        return torch.optim.SGD(params, lr=self.arc_learning_rate)
+
+    def penalty_differences(self, archs: list[Arch], penalties: list[float]) -> torch.Tensor:
+        """Per gate, the mean over ``archs`` of penalty(gate on) - penalty(gate off) (:func:`penalty_differences`).
+
+        Costs are counted on the pruned architecture: a flip that leaves it unchanged changes nothing, so only the
+        gates that ``sensitive`` names are re-costed.
+        """
+        limits = [b.limit for b in self.budgets]
+
+        def penalty_of(arch: Arch) -> float:
+            return budget_penalty(self.costs(arch), limits, self.penalty)
+
+        return penalty_differences(
+            archs, penalties, self.distribution.gate_labels, penalty_of, self.sensitive_fn
+        )
+
+    def _arch_step(
+        self,
+        gate_logp: torch.Tensor,
+        choice_logp: torch.Tensor,
+        losses: torch.Tensor,
+        penalties: torch.Tensor,
+        archs: list[Arch],
+        bits: torch.Tensor | None = None,
+    ) -> tuple[float, torch.Tensor]:
+        """One update of the distribution on the step's kept samples (``bits``: DisARM's antithetic pairs);
+        returns the surrogate loss and the rewards."""
+        distribution = self.distribution
+        local = self.penalty_gradient == "local" and bool(distribution.gate_labels)
+        local_penalty = None
+        if local:  # the exact local gradient of lam * E[penalty] for the gates
+            diff = self.penalty_differences(archs, penalties.tolist())
+            local_penalty = local_penalty_surrogate(distribution.gate_logits, diff, self.lam)
+        arch_loss = architecture_surrogate(
+            gate_logp,
+            choice_logp,
+            losses,
+            penalties,
+            lam=self.lam,
+            reward_baseline=self.reward_baseline,
+            loss_baseline=self.loss_baseline,
+            local_penalty=local_penalty,
+            with_choices=bool(distribution.choice_labels),
+            pairs=None if bits is None or not distribution.gate_labels else (distribution.gate_logits, bits),
+        )
+        if self.entropy_coef:
+            arch_loss = arch_loss - self.entropy_coef * distribution.entropy()
+        self._step_distribution(arch_loss)
+        rewards = budgeted_reward(losses, penalties, self.lam)
+        if local:
+            self.loss_baseline.update(budgeted_reward(losses))
+        self.reward_baseline.update(rewards)
+        return float(arch_loss.detach()), rewards
+
+    def _step_distribution(self, arch_loss: torch.Tensor) -> None:
+        """Gradient of ``arch_loss`` for the logits, averaged over the ranks, then one step of their optimizer."""
+        params = list(self.distribution.parameters())
+        # autograd.grad, not manual_backward: the logits' gradient is averaged across ranks here, so that
+        # every rank keeps identical logits (DDP's reducer only sees the weights' backward).
+        grads = torch.autograd.grad(arch_loss, params, allow_unused=True)
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        for p, g in zip(params, grads):
+            g = torch.zeros_like(p) if g is None else g
+            if world > 1:
+                dist.all_reduce(g)
+                g = g / world
+            p.grad = g
+        opt = self.architecture_optimizers()
+        opt.step()
+        opt.zero_grad()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        # reward_data='val': the strategy's loader gives {'train': ..., 'val': ...} (NNI's DARTS's arrangement).
+        train, held_out = (batch["train"], batch["val"]) if self.reward_data == "val" else (batch, None)
+        archs, gate_logp, choice_logp, bits = self._sample(_batch_size(train))
+        losses, out = self._train_weights(archs, train, batch_idx)
+        if self.trainer.current_epoch >= self.warmup_epochs:
+            if held_out is not None:
+                losses = self._held_out_losses(archs, held_out, batch_idx)
+            self._search_step(archs, gate_logp, choice_logp, bits, losses)
+        self.advance_lr_schedulers(batch_idx)
+        return out
+
+    def _sample(self, batch_size: int) -> tuple[list[Arch], torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The step's architectures, their gates' and choices' log-probabilities, and DisARM's pair bits."""
+        if self.estimator == "disarm":
+            return self.distribution.sample_pairs(max(1, min(self.num_samples, batch_size // 2)))
+        return (*self.distribution.sample_parts(max(1, min(self.num_samples, batch_size))), None)
+
+    def _loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        out = self.training_module.training_step(batch, batch_idx)
+        return out["loss"] if isinstance(out, dict) else out
+
+    def _train_weights(self, archs: list[Arch], batch: Any, batch_idx: int) -> tuple[torch.Tensor, Any]:
+        """One step of the weights on the batch split between ``archs``; the (detached) loss of each sample."""
+        chunks = split_batch(batch, len(archs))
+        losses, sizes = [], []
+        for arch, chunk in zip(archs, chunks):
+            # Run the pruned sample: gates on no input -> output path would compute for nothing (or add a
+            # constant to the output); what trains is what is costed, validated and exported.
+            self.apply_arch(self.prune(arch))
+            losses.append(self._loss(chunk, batch_idx))
+            sizes.append(_batch_size(chunk))
+        values = torch.stack([x.detach() for x in losses])
+        finite = torch.isfinite(values).tolist()
+        if not all(finite):
+            self.skipped_samples += finite.count(False)
+            warnings.warn(
+                f"BSN: skipped {finite.count(False)} sampled architecture(s) with a non-finite loss "
+                f"at step {self.global_step}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if any(finite):
+            n = sum(s for s, f in zip(sizes, finite) if f)
+            loss = sum(x * (s / n) for x, s, f in zip(losses, sizes, finite) if f)
+            self.advance_optimization(loss, batch_idx, self.gradient_clip_val)
+        return values, values[-1]
+
+    @torch.no_grad()
+    def _held_out_losses(self, archs: list[Arch], batch: Any, batch_idx: int) -> torch.Tensor:
+        """The loss of each architecture on its chunk of a held-out batch, after the weights' step."""
+        module = self.training_module
+        chunks = split_batch(batch, len(archs))
+        losses = []
+        for arch, chunk in zip(archs, chunks):
+            self.apply_arch(self.prune(arch))
+            if isinstance(module, SupervisedLearningModule):  # not training_step: it would log train metrics
+                x, y = chunk
+                losses.append(module.criterion(module(x), y))
+            else:
+                losses.append(self._loss(chunk, batch_idx))
+        return torch.stack(losses)
+
+    def _search_step(
+        self,
+        archs: list[Arch],
+        gate_logp: torch.Tensor,
+        choice_logp: torch.Tensor,
+        bits: torch.Tensor | None,
+        losses: torch.Tensor,
+    ) -> None:
+        """Cost the step's samples and update the distribution on those with a finite loss and cost."""
+        costs = [self.costs(a) for a in archs]
+        penalties = [budget_penalty(c, [b.limit for b in self.budgets], self.penalty) for c in costs]
+        finite = torch.isfinite(losses).tolist()
+        keep = [f and all(math.isfinite(x) for x in c) for f, c in zip(finite, costs)]
+        if not all(keep) and all(finite):
+            self.skipped_samples += keep.count(False)
+            warnings.warn(
+                "BSN: skipped a sampled architecture with a non-finite cost", RuntimeWarning, stacklevel=3
+            )
+        if bits is not None:  # DisARM: a pair is used whole or not at all
+            keep = [keep[i] and keep[i ^ 1] for i in range(len(keep))]
+        if any(keep):
+            idx = torch.tensor([i for i, f in enumerate(keep) if f])
+            arch_loss, rewards = self._arch_step(
+                gate_logp[idx],
+                choice_logp[idx],
+                losses[idx],
+                torch.tensor(penalties)[idx],
+                [archs[i] for i in idx.tolist()],
+                None if bits is None else bits[idx],
+            )
+            self._accumulate("bsn/reward", float(rewards.mean()))
+            self._accumulate("bsn/arch_loss", arch_loss)
+        for j, b in enumerate(self.budgets):
+            self._accumulate(f"bsn/cost_{b.name}", sum(c[j] for c in costs) / len(costs))
+        self._accumulate("bsn/penalty", sum(penalties) / len(penalties))
+        self._accumulate("bsn/connected", sum(map(self.is_connected, archs)) / len(archs))
+
+    # ----- validation and epoch summaries ------------------------------------------------------------------------
+
+    def _accumulate(self, name: str, value: float) -> None:
+        # Per-step search metrics are averaged here and logged (then reset) in on_train_epoch_end: Lightning's
+        # self.log costs ~1 ms per call, which on a small network is several percent of a step.
+        if math.isfinite(value):
+            total = self._epoch_sums.setdefault(name, [0.0, 0])
+            total[0] += value
+            total[1] += 1
+
+    def on_validation_epoch_start(self) -> None:
+        self.apply_arch(self.deterministic_arch())
+        self.training_module.on_validation_epoch_start()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        return self.training_module.validation_step(batch, batch_idx)
+
+    def on_train_epoch_end(self) -> None:
+        probs = self.distribution.keep_probs()
+        self.keep_prob_history.append(probs.tolist())
+        det = self.deterministic_arch()
+        det_costs = [b(det) for b in self.budgets]
+        metrics = {
+            "bsn/entropy": float(self.distribution.entropy().detach()),
+            "bsn/gates_on": float(probs.mean()) if probs.numel() else 0.0,
+            "bsn/det_connected": float(self.is_connected(det)),
+        }
+        for b in self.budgets:
+            metrics[f"bsn/budget_{b.name}"] = b.limit
+        shown = {f"bsn/det_{b.name}": c for b, c in zip(self.budgets, det_costs)}
+        means = {k: total / n for k, (total, n) in self._epoch_sums.items() if n}
+        self._epoch_sums = {}
+        shown.update({k: v for k, v in means.items() if k.startswith("bsn/cost_")})
+        metrics.update({k: v for k, v in means.items() if not k.startswith("bsn/cost_")})
+        self.log_dict(metrics, prog_bar=False)
+        self.log_dict(shown, prog_bar=True)
+        if self.trainer.is_global_zero:
+            _logger.info(
+                "epoch %d: %s",
+                self.current_epoch,
+                ", ".join(f"{k}={v:.4g}" for k, v in {**shown, **metrics}.items()),
+            )
+        self.training_module.on_train_epoch_end()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["bsn_keep_prob_history"] = self.keep_prob_history
+        checkpoint["bsn_skipped_samples"] = self.skipped_samples
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        _upgrade_baselines(checkpoint.get("state_dict", {}))
+        self.keep_prob_history = list(checkpoint.get("bsn_keep_prob_history", []))
+        self.skipped_samples = int(checkpoint.get("bsn_skipped_samples", 0))

@@ -1,0 +1,219 @@
+"""Choosing the architecture BSN exports: connected, within every budget, as probable as possible."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from evaluators.blocks import GATE_OFF, GATE_ON, arch_key
+from nni_bsn.strategy.budget import Budget
+from nni_bsn.strategy.policy import ArchitectureDistribution
+
+__all__ = ["Selection", "select_architecture", "NoFeasibleArchitecture"]
+
+_logger = logging.getLogger(__name__)
+
+Arch = dict[str, Any]
+
+
+class NoFeasibleArchitecture(RuntimeError):
+    """No connected architecture found within every budget."""
+
+
+@dataclass
+class Selection:
+    """The exported architecture with how it was found and what it costs."""
+
+    arch: Arch
+    method: str
+    costs: dict[str, float]
+    budgets: dict[str, float]
+    within_budget: bool
+    connected: bool
+    log_prob: float
+    candidates_checked: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "method": self.method,
+            "costs": self.costs,
+            "budgets": self.budgets,
+            "within_budget": self.within_budget,
+            "connected": self.connected,
+            "log_prob": self.log_prob,
+            "candidates_checked": self.candidates_checked,
+            "notes": self.notes,
+        }
+
+
+def _identity(arch: Arch) -> Arch:
+    return dict(arch)
+
+
+def _always(arch: Arch) -> bool:
+    return True
+
+
+@dataclass
+class _Judge:
+    """What every step of the selection asks of a candidate: its costs, whether they fit, by how much they miss."""
+
+    dist: ArchitectureDistribution
+    budgets: Sequence[Budget]
+
+    def costs(self, arch: Arch) -> list[float]:
+        return [b(arch) for b in self.budgets]
+
+    def feasible(self, costs: list[float]) -> bool:
+        return all(c <= b.limit for c, b in zip(costs, self.budgets))
+
+    def excess(self, costs: list[float]) -> float:
+        return max((c / b.limit - 1.0 for c, b in zip(costs, self.budgets)), default=0.0)
+
+    def selection(
+        self, arch: Arch, method: str, costs: list[float], connected: bool, checked: int
+    ) -> Selection:
+        with torch.no_grad():
+            logp = float(self.dist.log_prob([arch])[0])
+        return Selection(
+            arch=arch,
+            method=method,
+            costs={b.name: c for b, c in zip(self.budgets, costs)},
+            budgets={b.name: b.limit for b in self.budgets},
+            within_budget=self.feasible(costs),
+            connected=connected,
+            log_prob=logp,
+            candidates_checked=checked,
+        )
+
+
+def _greedy_trim(
+    judge: _Judge, mode: Arch, prune: Callable[[Arch], Arch], is_connected: Callable[[Arch], bool]
+) -> Arch:
+    """Drop the least probable live gate that keeps the input connected, until every budget holds."""
+    arch = dict(mode)
+    order = sorted(zip(judge.dist.keep_probs().tolist(), judge.dist.gate_labels))
+    for _, label in order:
+        if judge.feasible(judge.costs(arch)):
+            break
+        if arch.get(label) != GATE_ON:
+            continue
+        trial = {**arch, label: GATE_OFF}
+        if is_connected(trial):
+            arch = prune(trial)
+    return arch
+
+
+def _sampled(
+    dist: ArchitectureDistribution, n_samples: int, prune: Callable[[Arch], Arch]
+) -> list[tuple[Arch, str]]:
+    """``n_samples`` architectures drawn from the distribution, pruned, each with how it was found."""
+    with torch.no_grad():
+        sampled, _ = dist.sample(n_samples)
+    return [(prune(a), f"most probable of {n_samples} samples within budget") for a in sampled]
+
+
+_Ranked = tuple[float, Arch, str, list[float]]  # (log-probability or excess, arch, method, costs)
+
+
+def _rank(
+    judge: _Judge, candidates: list[tuple[Arch, str]], is_connected: Callable[[Arch], bool]
+) -> tuple[_Ranked | None, _Ranked | None, int]:
+    """The most probable connected candidate within budget, the connected one closest to it, and how many were
+    checked (distinct candidates plus the deterministic architecture)."""
+    first: dict[tuple, tuple[Arch, str]] = {}
+    for arch, method in candidates:
+        first.setdefault(arch_key(arch), (arch, method))
+    unique = list(first.values())
+    with torch.no_grad():
+        logps = judge.dist.log_prob([a for a, _ in unique]).tolist() if unique else []
+    best: _Ranked | None = None
+    fallback: _Ranked | None = None
+    for (arch, method), lp in zip(unique, logps):
+        if not is_connected(arch):
+            continue
+        costs = judge.costs(arch)
+        if judge.feasible(costs):
+            if best is None or lp > best[0]:
+                best = (lp, arch, method, costs)
+        else:
+            ex = judge.excess(costs)
+            if fallback is None or ex < fallback[0]:
+                fallback = (ex, arch, method, costs)
+    return best, fallback, len(unique) + 1
+
+
+def _over_budget(judge: _Judge, fallback: _Ranked | None, checked: int) -> Selection:
+    """The connected candidate closest to the budget, with a warning (``allow_over_budget=True``)."""
+    if fallback is None:
+        raise NoFeasibleArchitecture(f"no connected architecture found among {checked} candidates")
+    _logger.warning(
+        "No connected architecture within %s among %d candidates: exporting the one closest to the budget "
+        "(%.1f%% over), because allow_over_budget=True.",
+        _limits(judge.budgets),
+        checked,
+        100 * fallback[0],
+    )
+    method = f"closest to the budget (over budget, allowed): {fallback[2]}"
+    sel = judge.selection(fallback[1], method, fallback[3], True, checked)
+    sel.notes.append(f"over budget by {100 * fallback[0]:.1f}%")
+    return sel
+
+
+def _limits(budgets: Sequence[Budget]) -> str:
+    return ", ".join(f"{b.name} <= {b.limit:.6g}" for b in budgets)
+
+
+def select_architecture(
+    dist: ArchitectureDistribution,
+    budgets: Sequence[Budget],
+    *,
+    prune: Callable[[Arch], Arch] | None = None,
+    is_connected: Callable[[Arch], bool] | None = None,
+    n_samples: int = 1000,
+    allow_over_budget: bool = False,
+) -> Selection:
+    """The architecture to export.
+
+    1. The deterministic architecture (keep-probability > 0.5, argmax elsewhere), pruned, if it is connected and
+       within every budget.
+    2. Otherwise the most probable (under the learned distribution) of: the deterministic architecture trimmed
+       greedily (drop the least probable live gate that keeps the input connected, until every budget holds) and
+       ``n_samples`` architectures drawn from the distribution, keeping only connected ones within every budget.
+    3. If none qualifies: the connected candidate with the smallest relative excess when ``allow_over_budget``,
+       with a warning; otherwise :class:`NoFeasibleArchitecture`.
+    """
+    prune = prune or _identity
+    is_connected = is_connected or _always
+    judge = _Judge(dist, budgets)
+
+    mode = prune(dist.mode())
+    mode_costs = judge.costs(mode)
+    mode_connected = is_connected(mode)
+    if mode_connected and judge.feasible(mode_costs):
+        return judge.selection(mode, "deterministic (keep-probability > 0.5, pruned)", mode_costs, True, 1)
+
+    candidates: list[tuple[Arch, str]] = []
+    if mode_connected and dist.gate_labels:
+        trimmed = _greedy_trim(judge, mode, prune, is_connected)
+        candidates.append((trimmed, "deterministic architecture trimmed greedily to the budget"))
+    candidates += _sampled(dist, n_samples, prune)
+
+    best, fallback, checked = _rank(judge, candidates, is_connected)
+    if best is not None:
+        _logger.info("Exporting the %s (log-probability %.3f).", best[2], best[0])
+        return judge.selection(best[1], best[2], best[3], True, checked)
+    if allow_over_budget:
+        if fallback is None and mode_connected:
+            fallback = (judge.excess(mode_costs), mode, "deterministic", mode_costs)
+        return _over_budget(judge, fallback, checked)
+    raise NoFeasibleArchitecture(
+        f"no connected architecture within {_limits(budgets)} among {checked} candidates drawn from the learned "
+        "distribution; train longer, raise the budget or lambda, or pass allow_over_budget=True"
+    )
