@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from nni_bsn.strategy.names import ESTIMATORS, PENALTIES, REWARD_DATA
+from nni_bsn.strategy.names import ESTIMATORS, PENALTIES, REWARD_DATA, SELECTIONS
 
 __all__ = [
     "UsageError",
@@ -18,6 +18,7 @@ __all__ = [
     "COSTS",
     "ESTIMATORS",
     "PENALTIES",
+    "SELECTIONS",
     "REWARD_DATA",
     "DATASETS",
     "CIFAR_IMAGE_SIZE",
@@ -104,6 +105,7 @@ BUDGETED_KINDS: dict[str, str] = {
     "bsn-k2": "BSN 2 samples {budget}",
     "bsn-disarm": "BSN DisARM {budget}",
     "bsn-val": "BSN held-out reward {budget}",
+    "bsn-supernet": "BSN, chosen on the super network {budget}",
     "random-arch": "Random arch <= {budget}",
     "random-arch90": "Random arch 90-100% of {budget}",
 }
@@ -115,6 +117,7 @@ BSN_KINDS: dict[str, dict[str, Any]] = {
     "bsn-k2": {"num_samples": 2},
     "bsn-disarm": {"estimator": "disarm", "num_samples": 1},
     "bsn-val": {"reward_data": "val"},
+    "bsn-supernet": {"select": "supernet"},
 }
 #: The cost band of each random-architecture kind, as fractions of its budget.
 RANDOM_BANDS: dict[str, tuple[float, float]] = {"random-arch": (0.0, 1.0), "random-arch90": (0.9, 1.0)}
@@ -194,6 +197,7 @@ class JobConfig:
     reward_data: str = _BSN["reward_data"]
     arc_learning_rate: float = _BSN["arc_learning_rate"]
     init_keep_prob: float | str = _BSN["init_keep_prob"]
+    select: str = _BSN["select"]
     onnx: bool = True
     out: str = "bsn-search"
     force: bool = False

@@ -22,6 +22,7 @@ from nni_bsn.jobs.config import (
     PENALTIES,
     PRESETS,
     REWARD_DATA,
+    SELECTIONS,
     SPACES,
     STRATEGY_NAMES,
     CompareConfig,
@@ -235,6 +236,13 @@ OPTIONS: tuple[Option, ...] = (
         group="BSN",
     ),
     Option("num_samples", "architectures per step, the batch split between them", positive_int, group="BSN"),
+    Option(
+        "select",
+        "what is exported: probable (the paper's: keep-probability > 0.5, else the most probable within budget) or "
+        "supernet (candidates within budget scored by inherited validation accuracy, BatchNorm re-estimated)",
+        choices=SELECTIONS,
+        group="BSN",
+    ),
     Option(
         "estimator",
         "the gates' gradient: reinforce (the paper's) or disarm (antithetic pairs: 2 x num_samples a step)",

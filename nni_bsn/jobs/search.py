@@ -366,7 +366,18 @@ def _report(
             for b in strategy.budgets
         ],
         "arch": found.arch,
-        "selection": {k: bsn[k] for k in ("method", "within_budget", "connected", "log_prob", "costs")},
+        "selection": {
+            k: bsn[k]
+            for k in (
+                "method",
+                "within_budget",
+                "connected",
+                "log_prob",
+                "costs",
+                "candidates_checked",
+                "notes",
+            )
+        },
         "start_keep_prob": bsn["start_keep_prob"],
         "skipped_samples": bsn.get("skipped_samples", 0),
         "costs": costs,

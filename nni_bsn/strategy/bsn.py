@@ -134,6 +134,12 @@ class BSN(OneShotStrategy):
         Gradient clipping of the weights.
     export_samples
         Architectures drawn at export time when the deterministic one misses a budget.
+    select
+        What is exported. ``'probable'`` (the paper's): the deterministic architecture (keep-probability > 0.5) if
+        it fits, else the most probable that does. ``'supernet'`` (Once-for-All's and SPOS's way): at the end of
+        training, in-budget candidates drawn from the distribution, filled towards the budget, then mutated and
+        crossed, are scored by their inherited validation accuracy with BatchNorm re-estimated for each, and the
+        best is exported (:mod:`nni_bsn.strategy.evolution`).
     allow_over_budget
         Export the closest architecture (with a warning) when none is found within every budget, instead of
         raising.
@@ -171,6 +177,7 @@ class BSN(OneShotStrategy):
         warmup_epochs: int = 0,
         gradient_clip_val: float | None = None,
         export_samples: int = 1000,
+        select: str = "probable",
         allow_over_budget: bool = False,
         mutation_hooks: list | None = None,
     ):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nni_bsn.strategy.budget import CostEvaluationError, parse_budget
-from nni_bsn.strategy.names import BASELINES, ESTIMATORS, PENALTIES, REWARD_DATA
+from nni_bsn.strategy.names import BASELINES, ESTIMATORS, PENALTIES, REWARD_DATA, SELECTIONS
 
 Arch = dict[str, Any]
 
@@ -46,6 +46,7 @@ OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "entropy_coef": (is_number, "a number"),
     "warmup_epochs": (lambda v: _is_int(v, 0), "an integer >= 0"),
     "export_samples": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "select": (lambda v: v in SELECTIONS, f"one of {SELECTIONS}"),
 }
 
 

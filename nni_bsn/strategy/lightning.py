@@ -15,6 +15,7 @@ from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 
 from nni_bsn import compat as _compat  # noqa: F401  (guards NNI's experiment lock)
 from nni_bsn.strategy.budget import Budget, CostEvaluationError, budget_penalty, charged_costs
+from nni_bsn.strategy.evolution import EvolutionSettings, supernet_score
 from nni_bsn.strategy.policy import ArchitectureDistribution
 from nni_bsn.strategy.reward import (
     Baseline,
@@ -23,7 +24,7 @@ from nni_bsn.strategy.reward import (
     local_penalty_surrogate,
     penalty_differences,
 )
-from nni_bsn.strategy.selection import Selection, select_architecture
+from nni_bsn.strategy.selection import Selection, select_architecture, select_with_supernet
 
 __all__ = ["BSNLightningModule", "split_batch", "CostEvaluationError"]
 
@@ -94,6 +95,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
         arc_learning_rate: float,
         gradient_clip_val: float | None,
         export_samples: int,
+        select: str,
         allow_over_budget: bool,
         prune: Callable[[Arch], Arch] | None = None,
         is_connected: Callable[[Arch], bool] | None = None,
@@ -109,6 +111,8 @@ class BSNLightningModule(BaseOneShotLightningModule):
         self.gradient_clip_val = gradient_clip_val
         self.prune_fn, self.connected_fn, self.sensitive_fn = prune, is_connected, sensitive
         self.export_samples, self.allow_over_budget = export_samples, allow_over_budget
+        self.select = select
+        self._chosen: Selection | None = None  # select='supernet': chosen when training ends
         # Baselines of the whole reward and of -loss alone (the gates' REINFORCE term when their penalty gradient
         # is computed locally); submodules, so that their moving averages are saved in checkpoints.
         self.reward_baseline = Baseline(baseline, baseline_decay)
@@ -150,7 +154,27 @@ class BSNLightningModule(BaseOneShotLightningModule):
         self.apply_arch(arch)
         return arch
 
+    def on_train_end(self) -> None:
+        if self.select != "supernet":
+            return
+        settings = EvolutionSettings()
+        score = supernet_score(self, settings)
+        try:
+            self._chosen = select_with_supernet(
+                self.distribution,
+                self.budgets,
+                score,
+                settings,
+                prune=self.prune_fn,
+                is_connected=self.connected_fn,
+            )
+        finally:
+            score.restore()
+
     def export(self) -> Arch:
+        if self._chosen is not None:
+            self.last_selection = self._chosen
+            return self._chosen.arch
         self.last_selection = select_architecture(
             self.distribution,
             self.budgets,

@@ -4,3 +4,4 @@ PENALTIES = ("hinge", "abs")  # the over-budget penalty: max(0, C/B - 1) (the pa
 ESTIMATORS = ("reinforce", "disarm")  # how BSN's gates learn from the loss (its ``estimator``)
 REWARD_DATA = ("train", "val")  # the batches BSN's reward is measured on (its ``reward_data``)
 BASELINES = ("auto", "mean", "ema")  # the REINFORCE baseline (its ``baseline``)
+SELECTIONS = ("probable", "supernet")  # how BSN chooses what it exports (its ``select``)

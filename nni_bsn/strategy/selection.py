@@ -11,9 +11,10 @@ import torch
 
 from evaluators.blocks import GATE_OFF, GATE_ON, arch_key
 from nni_bsn.strategy.budget import Budget
+from nni_bsn.strategy.evolution import Candidates, EvolutionSettings, evolve
 from nni_bsn.strategy.policy import ArchitectureDistribution
 
-__all__ = ["Selection", "select_architecture", "NoFeasibleArchitecture"]
+__all__ = ["Selection", "select_architecture", "select_with_supernet", "NoFeasibleArchitecture"]
 
 _logger = logging.getLogger(__name__)
 
@@ -217,3 +218,50 @@ def select_architecture(
         f"no connected architecture within {_limits(budgets)} among {checked} candidates drawn from the learned "
         "distribution; train longer, raise the budget or lambda, or pass allow_over_budget=True"
     )
+
+
+def select_with_supernet(
+    dist: ArchitectureDistribution,
+    budgets: Sequence[Budget],
+    score: Callable[[Arch], float],
+    settings: EvolutionSettings,
+    *,
+    prune: Callable[[Arch], Arch] | None = None,
+    is_connected: Callable[[Arch], bool] | None = None,
+) -> Selection:
+    """The architecture to export chosen with the trained super network (:func:`~nni_bsn.strategy.evolution.evolve`):
+    ``settings.population`` architectures drawn from the distribution, filled towards the budgets, then mutated
+    and crossed, each scored by ``score`` (inherited accuracy); the best within every budget."""
+    prune = prune or _identity
+    is_connected = is_connected or _always
+    judge = _Judge(dist, budgets)
+
+    def fits(arch: Arch) -> bool:
+        return is_connected(arch) and judge.feasible(judge.costs(arch))
+
+    def trim(arch: Arch) -> Arch:
+        return (
+            _greedy_trim(judge, arch, prune, is_connected)
+            if is_connected(arch) and dist.gate_labels
+            else arch
+        )
+
+    options = {g: [GATE_OFF, GATE_ON] for g in dist.gate_labels}
+    options.update(zip(dist.choice_labels, dist.choice_options()))
+    keep = dict(zip(dist.gate_labels, dist.keep_probs().tolist()))
+    with torch.no_grad():
+        drawn, _ = dist.sample(settings.population)
+    drawn = [prune(dist.mode()), *drawn]  # the mode first: it is scored whatever the draws
+    candidates = Candidates(options, keep, prune, fits, trim)
+    arch, value, scored = evolve(drawn, candidates, score, settings)
+    sel = judge.selection(
+        arch,
+        "best inherited accuracy of candidates scored on the super network",
+        judge.costs(arch),
+        True,
+        scored,
+    )
+    sel.notes.append(
+        f"inherited validation accuracy {value:.4f} (BatchNorm re-estimated), {scored} candidates"
+    )
+    return sel
