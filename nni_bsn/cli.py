@@ -337,12 +337,23 @@ def _compare(args: argparse.Namespace) -> int:
     _load_libraries(args)
     from nni_bsn.compare.report import equivalent_command, markdown_table
     from nni_bsn.compare.run import run_compare
-    from nni_bsn.jobs.outputs import atomic_output_dir
+    from nni_bsn.jobs.outputs import atomic_output_dir, partial_dir
 
     typed = Path(sys.argv[0]).name == "nni-bsn" and sys.argv[1:2] == ["compare"]
     command = shlex.join(["nni-bsn", *sys.argv[1:]]) if typed else equivalent_command(cfg)
-    with atomic_output_dir(cfg.out, cfg.force) as tmp:
-        report = run_compare(cfg, tmp, progress=_progress, command=command)
+    kept = partial_dir(cfg.out) / "rows"
+    if cfg.resume and not kept.is_dir():
+        raise UsageError(
+            f"nothing to resume: {kept} does not exist (a comparison keeps its finished rows there)"
+        )
+    try:
+        with atomic_output_dir(cfg.out, cfg.force) as tmp:
+            report = run_compare(cfg, tmp, progress=_progress, command=command)
+    except BaseException:
+        if any(kept.glob("*.json")):
+            _progress(f"finished rows kept in {kept}/; run the same command with --resume to reuse them")
+        raise
+    shutil.rmtree(partial_dir(cfg.out), ignore_errors=True)
     print(markdown_table(report["rows"]))
     print(f"outputs in {cfg.out}/: compare.md compare.csv compare.json accuracy_vs_cost.png logs/")
     if report["failed"]:

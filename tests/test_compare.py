@@ -297,3 +297,26 @@ def test_bsn_rows_at_their_own_budgets_are_accepted_and_bad_ones_refused():
     assert row_label("bsn@25%") == "BSN 25%" and row_label("darts") == "DARTS"
     with pytest.raises(UsageError, match="bsn@lots"):
         parse_strategies("bsn@lots")
+
+
+def test_a_compare_failing_at_its_end_keeps_its_rows_and_resume_reuses_them(tmp_path, monkeypatch, capsys):
+    import nni_bsn.compare.run as run
+
+    out = tmp_path / "cmp"
+    argv = ["compare", "--strategies", "full,bsn-supernet@50%", *TINY, "--out", str(out)]
+
+    def broken_plot(report, workdir):
+        raise RuntimeError("the plot failed")
+
+    monkeypatch.setattr(run, "write_outputs", broken_plot)
+    with pytest.raises(RuntimeError):
+        main(argv)
+    kept = sorted(p.name for p in (tmp_path / "cmp.partial" / "rows").glob("*.json"))
+    assert kept == ["seed0-bsn-supernet_at_50pct.json", "seed0-full.json"] and not out.exists()
+    assert "--resume to reuse them" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main([*argv, "--resume"]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert report["resumed"] == 2 and all(r["resumed"] for r in report["rows"])
+    assert "2 row(s) were kept from an earlier" in (out / "compare.md").read_text()
+    assert not (tmp_path / "cmp.partial").exists()

@@ -209,3 +209,50 @@ def test_every_retraining_sees_the_same_batches_whatever_the_search_drew_before_
         pass
     again = first_batches()
     assert all(a.equal(b) for a, b in zip(fresh, again))
+
+
+def test_bsn_against_random_is_paired_by_seed_with_a_confidence_interval():
+    from nni_bsn.compare.summary import paired_difference, summarize, targets
+
+    rows = [
+        {"name": "bsn@25%", "status": "ok", "seed": s, "test_acc": acc}
+        for s, acc in [(0, 0.90), (1, 0.88), (2, 0.86)]
+    ] + [
+        {"name": "random-arch90@25%", "status": "ok", "seed": s, "test_acc": acc}
+        for s, acc in [(0, 0.89), (0, 0.87), (1, 0.87), (2, 0.85), (3, 0.99)]
+    ]
+    bsn, rand = summarize(rows)
+    assert rand["test_acc_by_seed"] == {0: 0.88, 1: 0.87, 2: 0.85, 3: 0.99}
+    diff = paired_difference(bsn, rand)  # seed 3 has no BSN run: left out of the pairs
+    assert diff["n"] == 3 and abs(diff["mean"] - 0.04 / 3) < 1e-9
+    assert diff["low"] < diff["mean"] < diff["high"]
+    (vs_random,) = [t for t in targets([bsn, rand]) if "Random" in t["target"]]
+    assert "paired by seed +0.0133" in vs_random["detail"] and "n=3" in vs_random["detail"]
+
+
+def test_every_row_kind_has_its_colour_on_the_front():
+    from nni_bsn.compare.front_plot import _FAMILY_COLOURS
+    from nni_bsn.jobs.config import BSN_KINDS
+
+    assert set(BSN_KINDS) <= set(_FAMILY_COLOURS), (
+        "a BSN row kind without a colour fails the plot at a run's end"
+    )
+
+
+def test_a_compare_keeps_each_finished_row_and_resume_reuses_it(tmp_path):
+    from nni_bsn.compare.run import KeptRows, _Job
+    from nni_bsn.jobs.config import CompareConfig
+
+    cfg = CompareConfig(out=str(tmp_path / "out"), seeds=(0, 1), jobs=2)
+    kept = KeptRows(tmp_path / "rows", cfg)
+    job = _Job("bsn@25%", 1, {"spec": "25%", "limit": 10.0})
+    assert kept.get(job) is None
+    kept.put(job, [{"name": "bsn@25%", "seed": 1, "status": "ok", "test_acc": 0.9}])
+    # more seeds, more jobs at once, another output folder: the same row
+    again = KeptRows(tmp_path / "rows", CompareConfig(out=str(tmp_path / "o2"), seeds=(0, 1, 2), jobs=1))
+    assert again.get(job) == [
+        {"name": "bsn@25%", "seed": 1, "status": "ok", "test_acc": 0.9, "resumed": True}
+    ]
+    # another recipe (retraining epochs) or another budget: not the same row
+    assert KeptRows(tmp_path / "rows", CompareConfig(retrain_epochs=7)).get(job) is None
+    assert kept.get(_Job("bsn@25%", 1, {"spec": "25%", "limit": 11.0})) is None

@@ -19,6 +19,7 @@ _FAMILY_COLOURS = {
     "bsn-k2": "#e67e22",
     "bsn-disarm": "#8e44ad",
     "bsn-val": "#d35400",
+    "bsn-supernet": "#1e8449",
     "random": "#7f8c8d",
     "fixed": "#111111",
     "nni": "#2e86c1",

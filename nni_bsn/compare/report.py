@@ -150,6 +150,12 @@ def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
         f"Torch threads per strategy process: {cfg.threads or 'torch default (all cores)'}. Timing columns depend on "
         "the machine's load (load averages above). How each column is measured: docs/compare.md.",
     ]
+    resumed = sorted({f"{r['name']} (seed {r.get('seed')})" for r in rows if r.get("resumed")})
+    if resumed:
+        lines.append(
+            f"{len(resumed)} row(s) were kept from an earlier, interrupted or failed run with the same options "
+            f"(--resume): {', '.join(resumed)}."
+        )
     if "darts-fast" in cfg.strategies:
         lines.append(
             f"darts-fast: NNI's DARTS with arc_learning_rate={PEER_VARIANTS['darts-fast']['arc_learning_rate']:g} "

@@ -34,6 +34,7 @@ from nni_bsn.jobs.config import (
     row_budget,
     row_kind,
 )
+from nni_bsn.jobs.outputs import partial_dir
 
 __all__ = ["run_compare", "summarise"]
 
@@ -127,6 +128,51 @@ def _run_in_process(cfg: CompareConfig, job: _Job, jobdir: Path, log: Path) -> l
     return [failed_row(job.name, job.seed, error)]
 
 
+# Options that change what a row finds: the others (how many rows, at once, where) leave a kept row valid.
+_NOT_IDENTITY = (
+    "strategies",
+    "seeds",
+    "jobs",
+    "out",
+    "force",
+    "resume",
+    "threads",
+    "strategy_timeout",
+    "random_archs",
+)
+
+
+class KeptRows:
+    """Every finished job's rows, kept in ``folder`` (``<out>.partial/rows/``) the moment the job ends, so that a
+    comparison interrupted, killed or failing at its end loses none; ``--resume`` reuses those whose job is the
+    same (its options, row, seed, budget and drawn architecture), marked ``resumed``."""
+
+    def __init__(self, folder: Path, cfg: CompareConfig):
+        self.folder, self.cfg = folder, cfg
+
+    def _identity(self, job: _Job) -> dict[str, Any]:
+        config = dataclasses.replace(self.cfg, seed=job.seed, seeds=None).as_dict()
+        config = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+        return json.loads(
+            json.dumps({"config": config, "row": job.name, "budget": job.budget, "arch": job.arch})
+        )
+
+    def get(self, job: _Job) -> list[dict[str, Any]] | None:
+        try:
+            kept = json.loads((self.folder / f"{job.tag}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if kept.get("identity") != self._identity(job):
+            return None
+        return [{**row, "resumed": True} for row in kept["rows"]]
+
+    def put(self, job: _Job, rows: list[dict[str, Any]]) -> None:
+        from nni_bsn.jobs.outputs import write_json
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(self.folder / f"{job.tag}.json", {"identity": self._identity(job), "rows": rows})
+
+
 def _row_budgets(
     cfg: CompareConfig, budget: dict, space_spec: dict, input_shape
 ) -> dict[str, dict[str, Any]]:
@@ -183,7 +229,15 @@ def _run_rows(
     n, done = len(jobs), [0]
     lock = threading.Lock()
 
+    kept = KeptRows(partial_dir(cfg.out) / "rows", cfg)
+
     def run(job: _Job) -> list[dict[str, Any]]:
+        rows = kept.get(job) if cfg.resume else None
+        if rows is not None:
+            with lock:
+                done[0] += 1
+                progress(f"[{done[0]}/{n}] kept from an earlier run: " + _progress_line(job, rows, 0.0))
+            return rows
         t0 = time.perf_counter()
         rows = _run_in_process(cfg, job, jobdir, logs / f"{job.tag}.log")
         seconds = round(time.perf_counter() - t0, 1)
@@ -191,6 +245,8 @@ def _run_rows(
             row.update(wall_seconds=seconds, draw=job.draw)
             if job.draw:
                 row["strategy"] = f"{row['strategy']} #{job.draw['index']}"
+        if all(row["status"] == "ok" for row in rows):
+            kept.put(job, rows)
         with lock:
             done[0] += 1
             progress(f"[{done[0]}/{n}] " + _progress_line(job, rows, seconds))
@@ -256,6 +312,7 @@ def run_compare(
         "config": cfg.as_dict(),
         "rows": rows,
         "failed": [r["name"] for r in rows if r["status"] != "ok"],
+        "resumed": sum(bool(r.get("resumed")) for r in rows),
         "full_macs": _full_macs(cfg, budget, space_spec, input_shape),
     }
     summarise(report, cfg)

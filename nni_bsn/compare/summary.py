@@ -23,7 +23,15 @@ from nni_bsn.jobs.config import (
 )
 from nni_bsn.strategy.budget import parse_budget
 
-__all__ = ["SUMMARY_FIELDS", "summarize", "targets", "summary_table", "targets_markdown", "table_head"]
+__all__ = [
+    "SUMMARY_FIELDS",
+    "summarize",
+    "paired_difference",
+    "targets",
+    "summary_table",
+    "targets_markdown",
+    "table_head",
+]
 
 #: The columns averaged over a row's runs.
 SUMMARY_FIELDS = (
@@ -74,8 +82,41 @@ def summarize(rows: Sequence[dict[str, Any]], full_cost: float | None = None) ->
         entry["settled"] = sum(s["settled_epoch"] is not None for s in settles) if settles else None
         if full_cost and entry["macs"]:
             entry["macs_fraction"] = entry["macs"]["mean"] / full_cost
+        entry["test_acc_by_seed"] = _by_seed(ok)
         summary.append(entry)
     return summary
+
+
+def _by_seed(rows: Sequence[dict[str, Any]]) -> dict[int, float]:
+    """Mean test accuracy at each seed (a random row's draws at a seed averaged): what pairs rows by seed."""
+    seeds: dict[int, list[float]] = {}
+    for r in rows:
+        if r.get("seed") is not None and r.get("test_acc") is not None:
+            seeds.setdefault(int(r["seed"]), []).append(float(r["test_acc"]))
+    return {seed: statistics.fmean(v) for seed, v in sorted(seeds.items())}
+
+
+def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float] | None:
+    """``a`` - ``b`` in test accuracy paired by seed (summary entries): mean, std, n and the 95% confidence
+    interval of the mean (Student's t); None with fewer than two common seeds."""
+    from scipy.stats import t
+
+    seeds = sorted(set(a.get("test_acc_by_seed", {})) & set(b.get("test_acc_by_seed", {})))
+    if len(seeds) < 2:
+        return None
+    diffs = [a["test_acc_by_seed"][s] - b["test_acc_by_seed"][s] for s in seeds]
+    mean, std = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = float(t.ppf(0.975, len(diffs) - 1)) * std / len(diffs) ** 0.5
+    return {"mean": mean, "std": std, "n": len(diffs), "low": mean - half, "high": mean + half}
+
+
+def _paired_text(diff: dict[str, float] | None) -> str:
+    if diff is None:
+        return ""
+    return (
+        f"; paired by seed {diff['mean']:+.4f} ± {diff['std']:.4f}, 95% CI [{diff['low']:+.4f}, "
+        f"{diff['high']:+.4f}], n={diff['n']}"
+    )
 
 
 def _mean(entry: dict[str, Any] | None, field: str = "test_acc") -> float | None:
@@ -101,7 +142,7 @@ def _vs_random(bsn: dict, by_name: dict, budget: str) -> list[dict[str, Any]]:
                 "target": f"{bsn['strategy']} >= {rand['strategy']} mean + 1 std",
                 "met": _mean(bsn) >= bar,
                 "detail": f"{_mean(bsn):.4f} vs {rand['test_acc']['mean']:.4f} + {rand['test_acc']['std']:.4f} "
-                f"= {bar:.4f} ({rand['runs']} architectures)",
+                f"= {bar:.4f} ({rand['runs']} architectures){_paired_text(paired_difference(bsn, rand))}",
             }
         )
     return found

@@ -252,6 +252,7 @@ class CompareConfig(JobConfig):
     seeds: tuple[int, ...] | None = None  # None: the one seed of ``seed``
     random_archs: int = 5  # architectures drawn per random-arch row and seed
     jobs: int = 1  # rows run at once, each in its own process
+    resume: bool = False  # reuse the rows an interrupted or failed run kept in <out>.partial/rows/
     accelerator: str = "cpu"
     devices: int = 1
     out: str = "bsn-compare"

@@ -202,7 +202,9 @@ OPTIONS: tuple[Option, ...] = (
         "resume",
         "continue an interrupted search from the checkpoint kept in <out>.partial/",
         const=True,
-        commands=SEARCH,
+        commands=(*SEARCH, "compare"),
+        compare_help="reuse the rows an interrupted or failed comparison kept in <out>.partial/rows/ (the same "
+        "options; more seeds or rows may be added)",
     ),
     Option("layers", "CNF layers", positive_int, group="space shape", space="cnf"),
     Option("channels", "CNF channels", positive_int, group="space shape", space="cnf"),
