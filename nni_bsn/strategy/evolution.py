@@ -63,9 +63,11 @@ class SupernetScore:
         for x in self.bn_batches:
             self.model(x)
         self.model.eval()
-        counts = torch.zeros(2, dtype=torch.float64)
+        device = self.val_batches[0][0].device if self.val_batches else torch.device("cpu")
+        counts = torch.zeros(2, dtype=torch.float64, device=device)  # correct, seen: one host sync at the end
         for x, y in self.val_batches:
-            counts += torch.tensor([float((self.model(x).argmax(-1) == y).sum()), float(y.numel())])
+            counts[0] += (self.model(x).argmax(-1) == y).sum()
+            counts[1] += y.numel()
         self.model.train(was_training)
         self.scored += 1
         return _ratio(counts)
@@ -80,17 +82,13 @@ class SupernetScore:
 
 
 def _ratio(counts: torch.Tensor) -> float:
-    counts = _all_ranks_sum(counts)
-    return float(counts[0] / max(float(counts[1]), 1.0))
-
-
-def _all_ranks_sum(counts: torch.Tensor) -> torch.Tensor:
+    """correct / seen, summed over the ranks of a DDP run (on the batches' device: NCCL reduces CUDA tensors)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        counts = counts.to(torch.float64)
         dist.all_reduce(counts)
-    return counts
+    correct, seen = counts.tolist()
+    return correct / max(seen, 1.0)
 
 
 @dataclass

@@ -355,7 +355,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
                 gate_logp[idx],
                 choice_logp[idx],
                 losses[idx],
-                torch.tensor(penalties)[idx],
+                torch.tensor(penalties, device=losses.device)[idx],
                 [archs[i] for i in idx.tolist()],
                 None if bits is None else bits[idx],
             )

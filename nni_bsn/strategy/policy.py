@@ -90,7 +90,7 @@ class ArchitectureDistribution(nn.Module):
         each is a sample of the distribution; the other choices are drawn independently. Returns the ``2m``
         architectures, the gates' and the choices' log-probabilities (``[2m]``) and the gate bits ``[2m, G]``.
         """
-        u = torch.rand(m, len(self.gate_labels))
+        u = torch.rand(m, len(self.gate_labels), device=self.gate_logits.device)
         p = torch.sigmoid(self.gate_logits.detach())
         bits = torch.stack([(u < p), (1 - u < p)], dim=1).reshape(2 * m, -1).float()
         return (*self._with_choices(bits), bits)
@@ -99,7 +99,7 @@ class ArchitectureDistribution(nn.Module):
         """Architectures with these gate bits and freshly drawn choices; their gates' and choices' log-probs."""
         k = bits.shape[0]
         gate_logp = torch.distributions.Bernoulli(logits=self.gate_logits).log_prob(bits).sum(-1)
-        choice_logp = torch.zeros(k)
+        choice_logp = torch.zeros(k, device=self.gate_logits.device)
         indices = []
         for logits in self.choice_logits:
             cat = torch.distributions.Categorical(logits=logits)
@@ -111,14 +111,17 @@ class ArchitectureDistribution(nn.Module):
     def encode(self, archs: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Gate bits ``[n, G]`` and choice indices of architectures (the inverse of sampling)."""
         try:
+            device = self.gate_logits.device
             bits = torch.tensor(
-                [[a[label] == GATE_ON for label in self.gate_labels] for a in archs], dtype=torch.float
+                [[a[label] == GATE_ON for label in self.gate_labels] for a in archs],
+                dtype=torch.float,
+                device=device,
             ).reshape(len(archs), len(self.gate_labels))
             indices = []
             for i, label in enumerate(self.choice_labels):
                 values = self._choice_values[i]
                 raw = [a[label][0] if self._choice_multiple[i] else a[label] for a in archs]
-                indices.append(torch.tensor([values.index(v) for v in raw], dtype=torch.long))
+                indices.append(torch.tensor([values.index(v) for v in raw], dtype=torch.long, device=device))
         except KeyError as e:
             raise KeyError(f"architecture has no value for {e.args[0]!r}") from None
         except ValueError as e:

@@ -54,7 +54,7 @@ def local_penalty_surrogate(gate_logits: torch.Tensor, differences: torch.Tensor
     ``differences`` are :func:`penalty_differences` (constants): the gradient of ``sigmoid(logit) * diff`` is
     ``p (1 - p) diff``, the derivative of the expected penalty for a factorised Bernoulli.
     """
-    return lam * (torch.sigmoid(gate_logits) * differences).sum()
+    return lam * (torch.sigmoid(gate_logits) * differences.to(gate_logits.device)).sum()
 
 
 def penalty_differences(
