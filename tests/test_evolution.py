@@ -63,7 +63,7 @@ def test_supernet_score_reestimates_batchnorm_per_candidate_and_restores_the_sup
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(64, 4)
     batches = [(x, torch.randint(0, 3, (64,)))]
-    score = SupernetScore(model, run=lambda arch: None, bn_batches=[x], val_batches=batches)
+    score = SupernetScore(model, run=lambda arch: None, bn_batches=batches, val_batches=batches)
     value = score({})
     assert 0.0 <= value <= 1.0 and score.scored == 1
     assert torch.allclose(model[1].running_mean, model[0](x).detach().mean(0), atol=1e-6)

@@ -13,7 +13,7 @@ PACKAGES = ("nni_bsn", "evaluators", "search_spaces")
 # top-level module of the package that is not named here is on the ground floor (``nni_bsn.compat``,
 # ``evaluators.base``); ``cli`` and ``__main__`` are the top; a package's own ``__init__`` is its face, above all.
 FLOORS = {
-    "nni_bsn": ["", "strategy", "network", "jobs", "compare", "cli", "__main__"],
+    "nni_bsn": ["", "network", "strategy", "jobs", "compare", "cli", "__main__"],
     "evaluators": ["", "counting", "latency", "distributed"],
     "search_spaces": [""],
 }

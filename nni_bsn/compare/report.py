@@ -150,11 +150,12 @@ def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
         f"Torch threads per strategy process: {cfg.threads or 'torch default (all cores)'}. Timing columns depend on "
         "the machine's load (load averages above). How each column is measured: docs/compare.md.",
     ]
-    resumed = sorted({f"{r['name']} (seed {r.get('seed')})" for r in rows if r.get("resumed")})
+    resumed = [r for r in rows if r.get("resumed")]
     if resumed:
+        which = sorted({f"{r['name']} (seed {r.get('seed')})" for r in resumed})
         lines.append(
             f"{len(resumed)} row(s) were kept from an earlier, interrupted or failed run with the same options "
-            f"(--resume): {', '.join(resumed)}."
+            f"(--resume): {', '.join(which)}."
         )
     if "darts-fast" in cfg.strategies:
         lines.append(

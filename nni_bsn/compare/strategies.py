@@ -85,7 +85,16 @@ def strategy_details(name: str, strategy) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if is_bsn(name):  # bsn@25% rows too
         rep = strategy.report()
-        keys = ("method", "within_budget", "connected", "costs", "start_keep_prob", "skipped_samples")
+        keys = (
+            "method",
+            "within_budget",
+            "connected",
+            "costs",
+            "candidates_checked",
+            "notes",
+            "start_keep_prob",
+            "skipped_samples",
+        )
         extra["bsn_selection"] = {k: rep.get(k) for k in keys}
     if name == "enas":
         trajectories = int(module._trajectory_counter)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["recalibrate_batchnorm", "evaluate_accuracy", "finetune", "input_reaches_output"]
+__all__ = [
+    "recalibrate_batchnorm",
+    "evaluate_accuracy",
+    "accuracy_counts",
+    "finetune",
+    "input_reaches_output",
+]
 
 
 def recalibrate_batchnorm(model: nn.Module, loader, batches: int = 20) -> None:
@@ -41,13 +47,22 @@ def input_reaches_output(model: nn.Module, input_shape: tuple[int, ...]) -> bool
 
 def evaluate_accuracy(model: nn.Module, loader) -> float:
     """Top-1 accuracy of ``model`` on ``loader``."""
+    correct, seen = accuracy_counts(model, loader).tolist()
+    return correct / max(seen, 1.0)
+
+
+def accuracy_counts(model: nn.Module, loader) -> torch.Tensor:
+    """Top-1 correct and seen examples of ``model`` (in eval mode) on ``loader``, as a float64 tensor ``[2]`` on the
+    batches' device: summed there, read by the host once, and summable over the ranks of a DDP run."""
     model.eval()
-    correct = total = 0
+    counts = None
     with torch.no_grad():
         for x, y in loader:
-            correct += int((model(x).argmax(-1) == y).sum())
-            total += int(y.numel())
-    return correct / max(total, 1)
+            if counts is None:
+                counts = torch.zeros(2, dtype=torch.float64, device=y.device)
+            counts[0] += (model(x).argmax(-1) == y).sum()
+            counts[1] += y.numel()
+    return counts if counts is not None else torch.zeros(2, dtype=torch.float64)
 
 
 def finetune(

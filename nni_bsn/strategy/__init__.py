@@ -1,7 +1,8 @@
 """The strategy: :class:`BSN`, the NNI one-shot strategy, and everything its search step is made of. Its
 LightningModule (``lightning``: one step samples architectures, runs only their paths, updates the weights, then
 the logits), the architecture distribution (``policy``), the budgeted reward and its gradient estimators
-(``reward``), budgets and penalties (``budget``), what BSN exports (``selection``), whether an architecture's
+(``reward``), budgets and penalties (``budget``), what BSN exports (``selection``; with ``select='supernet'``,
+chosen on the trained super network: ``evolution``), whether an architecture's
 output depends on its input (``connectivity``), and BSN's option checks (``checks``, ``names``). Nothing here knows
 of files or command lines. ``import nni_bsn.strategy`` is light; ``BSN`` loads torch and NNI on first use.
 """

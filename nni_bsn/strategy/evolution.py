@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from evaluators.blocks import GATE_OFF, GATE_ON, arch_key
+from nni_bsn.network.evaluation import accuracy_counts, recalibrate_batchnorm
 
 __all__ = ["Candidates", "EvolutionSettings", "SupernetScore", "evolve", "supernet_score"]
 
@@ -40,44 +41,29 @@ class EvolutionSettings:
 
 
 class SupernetScore:
-    """Inherited accuracy of an architecture: ``run(arch)`` makes the super network compute it, BatchNorm is
-    re-estimated on the fixed training batches, then the accuracy is read on the fixed validation batches
-    (summed over the ranks under DDP). The super network's BatchNorm statistics are restored by :meth:`restore`."""
+    """Inherited accuracy of an architecture: ``run(arch)`` makes the super network compute it, its BatchNorm
+    statistics are re-estimated on the fixed training batches, then its accuracy is read on the fixed validation
+    batches (summed over the ranks under DDP). :meth:`restore` puts back the super network's own statistics."""
 
     def __init__(self, model: nn.Module, run: Callable[[Arch], None], bn_batches: list, val_batches: list):
         self.model, self.run = model, run
         self.bn_batches, self.val_batches = bn_batches, val_batches
         self.bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        self._saved = [(m.running_mean, m.running_var, m.num_batches_tracked, m.momentum) for m in self.bns]
-        self._saved = [tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in s) for s in self._saved]
+        self._saved = [(m.momentum, {k: v.clone() for k, v in m.state_dict().items()}) for m in self.bns]
         self.scored = 0
 
-    @torch.no_grad()
     def __call__(self, arch: Arch) -> float:
         self.run(arch)
         was_training = self.model.training
-        for bn in self.bns:
-            bn.reset_running_stats()
-            bn.momentum = None  # a cumulative average over the fixed batches
-        self.model.train()
-        for x in self.bn_batches:
-            self.model(x)
-        self.model.eval()
-        device = self.val_batches[0][0].device if self.val_batches else torch.device("cpu")
-        counts = torch.zeros(2, dtype=torch.float64, device=device)  # correct, seen: one host sync at the end
-        for x, y in self.val_batches:
-            counts[0] += (self.model(x).argmax(-1) == y).sum()
-            counts[1] += y.numel()
+        recalibrate_batchnorm(self.model, self.bn_batches, len(self.bn_batches))
+        counts = accuracy_counts(self.model, self.val_batches)
         self.model.train(was_training)
         self.scored += 1
         return _ratio(counts)
 
     def restore(self) -> None:
-        for bn, (mean, var, tracked, momentum) in zip(self.bns, self._saved):
-            if mean is not None:
-                bn.running_mean.copy_(mean)
-                bn.running_var.copy_(var)
-                bn.num_batches_tracked.copy_(tracked)
+        for bn, (momentum, state) in zip(self.bns, self._saved):
+            bn.load_state_dict(state)
             bn.momentum = momentum
 
 
@@ -122,15 +108,16 @@ class Candidates:
     trim: Callable[[Arch], Arch]
 
     def settle(self, arch: Arch, rng: random.Random) -> Arch:
-        """``arch`` pruned, trimmed to the budgets, then filled: gates switched on, most probable first (ties at
-        random), while every budget still holds; a candidate that leaves budget unused gives capacity away. Costs
-        count what runs, so a gate that is dead when added costs nothing until a later one makes it live (a new
-        path needs several gates); the result is pruned."""
+        """``arch`` pruned, trimmed to the budgets, then filled: gates switched on while every budget still holds,
+        in a random order that favours the probable ones (each gate's key ``u ** (1 / p)``, largest first: a
+        weighted draw without replacement), so that candidates stay different; a candidate that leaves budget
+        unused gives capacity away. Costs count what runs, so a gate that is dead when added costs nothing until a
+        later one makes it live (a new path needs several gates); the result is pruned."""
         arch = self.trim(self.prune(arch))
         if not self.fits(arch):
             return arch
         off = [g for g in self.keep if arch.get(g) == GATE_OFF]
-        for g in sorted(off, key=lambda g: (-self.keep[g], rng.random())):
+        for g in sorted(off, key=lambda g: -(rng.random() ** (1.0 / max(self.keep[g], 1e-6)))):
             trial = {**arch, g: GATE_ON}
             if self.fits(trial):
                 arch = trial
@@ -203,7 +190,7 @@ def supernet_score(module: Any, settings: EvolutionSettings) -> SupernetScore:
         trainer.train_dataloader, settings.bn_batches + (0 if val else settings.val_batches), device
     )
     bn, val = train[: settings.bn_batches], val or train[settings.bn_batches :] or train
-    return SupernetScore(module.training_module, module.apply_arch, [x for x, _ in bn], val)
+    return SupernetScore(module.training_module, module.apply_arch, bn, val)
 
 
 def _batches(loader: Any, n: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
