@@ -70,3 +70,29 @@ def test_supernet_score_reestimates_batchnorm_per_candidate_and_restores_the_sup
     score.restore()
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_supernet_selection_draws_the_same_candidates_whatever_the_runs_random_state():
+    from nni.mutable import Categorical
+
+    from nni_bsn.strategy.budget import Budget
+    from nni_bsn.strategy.policy import ArchitectureDistribution
+    from nni_bsn.strategy.selection import select_with_supernet
+
+    dist = ArchitectureDistribution(
+        {g: Categorical(["off", "on"], label=g) for g in GATES}, init_keep_prob=0.4
+    )
+    budget = Budget(evaluator=lambda arch: sum(arch[g] == "on" for g in GATES), limit=4.0, name="gates")
+    weight = {g: (7 * i) % 10 for i, g in enumerate(GATES)}
+    runs = []
+    for state in (1, 2):  # two DDP ranks whose random states differ
+        torch.manual_seed(state)
+        seen = []
+
+        def score(arch, seen=seen):
+            seen.append(tuple(sorted(arch.items())))
+            return float(sum(weight[g] for g in GATES if arch[g] == "on"))
+
+        sel = select_with_supernet(dist, [budget], score, EvolutionSettings(population=6, generations=2))
+        runs.append((sel.arch, seen))
+    assert runs[0] == runs[1] and len(runs[0][1]) > 1

@@ -249,7 +249,11 @@ def select_with_supernet(
     options = {g: [GATE_OFF, GATE_ON] for g in dist.gate_labels}
     options.update(zip(dist.choice_labels, dist.choice_options()))
     keep = dict(zip(dist.gate_labels, dist.keep_probs().tolist()))
-    with torch.no_grad():
+    # Seeded apart from the run's random state, so that every rank of a DDP run draws the same candidates (and
+    # reduces the same number of scores).
+    devices = [dist.gate_logits.device] if dist.gate_logits.is_cuda else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(settings.seed)
         drawn, _ = dist.sample(settings.population)
     drawn = [prune(dist.mode()), *drawn]  # the mode first: it is scored whatever the draws
     candidates = Candidates(options, keep, prune, fits, trim)
