@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -320,3 +321,48 @@ def test_a_compare_failing_at_its_end_keeps_its_rows_and_resume_reuses_them(tmp_
     assert report["resumed"] == 2 and all(r["resumed"] for r in report["rows"])
     assert "2 row(s) were kept from an earlier" in (out / "compare.md").read_text()
     assert not (tmp_path / "cmp.partial").exists()
+
+
+def test_a_killed_compare_takes_its_running_rows_with_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "cmp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "nni_bsn",
+        "compare",
+        "--strategies",
+        "bsn",
+        *TINY,
+        "--epochs",
+        "50",
+        "--out",
+        str(out),
+    ]
+    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        row = None
+        for _ in range(120):  # the row's process starts once the comparison has set up
+            time.sleep(0.5)
+            found = subprocess.run(
+                ["pgrep", "-P", str(parent.pid), "-f", "compare.row"], capture_output=True, text=True
+            )
+            if found.stdout.split():
+                row = int(found.stdout.split()[0])
+                break
+        assert row is not None, "the row's process never started"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        for _ in range(40):
+            time.sleep(0.25)
+            if subprocess.run(["kill", "-0", str(row)], capture_output=True).returncode != 0:
+                break
+        else:
+            os.kill(row, signal.SIGKILL)
+            raise AssertionError("the row's process outlived the killed comparison")
+    finally:
+        parent.kill()

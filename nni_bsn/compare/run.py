@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,17 @@ class _Job:
         return f"seed{self.seed}-{_log_name(self.name)}{index}"
 
 
+def _die_with_parent() -> None:
+    """In a job's process before it runs (Linux): be sent SIGTERM when the comparison that started it dies, even
+    killed with SIGKILL, so that no orphaned row keeps the cores busy (its finished rows are kept, see KeptRows)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the job outlives a killed comparison
+        pass
+
+
 def _run_in_process(cfg: CompareConfig, job: _Job, jobdir: Path, log: Path) -> list[dict[str, Any]]:
     """Run one job in a fresh ``python -m nni_bsn.compare.row`` process (its output goes to ``log``); its rows."""
     workdir = jobdir / job.tag
@@ -112,6 +124,7 @@ def _run_in_process(cfg: CompareConfig, job: _Job, jobdir: Path, log: Path) -> l
                 timeout=cfg.strategy_timeout,
                 cwd=os.getcwd(),
                 check=False,
+                preexec_fn=_die_with_parent,
             )
         except subprocess.TimeoutExpired:
             return [failed_row(job.name, job.seed, f"timed out after {cfg.strategy_timeout:g} s")]
