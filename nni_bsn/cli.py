@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nni_bsn import __version__
 from nni_bsn.jobs.config import (
     PRESETS,
     CompareConfig,
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``nni-bsn`` parser; the jobs' options come from the one table :data:`nni_bsn.jobs.options.OPTIONS`."""
     parser = _Parser(prog="nni-bsn", description="Budgeted Super Networks for NNI 3.0")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and warnings")
+    parser.add_argument("--version", action="version", version=f"nni-bsn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_options(sub.add_parser("search", help="search an architecture within a budget"), "search")
 

@@ -239,3 +239,12 @@ def test_the_cli_hides_nni_and_lightning_warnings_but_keeps_bsns_own(monkeypatch
     with warnings.catch_warnings():
         assert main(["search", "--space", "vgg"]) == 2
     assert called
+
+
+def test_version_prints_the_package_version_and_exits_0(capsys):
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"nni-bsn {importlib.metadata.version('nni-bsn')}"
