@@ -477,3 +477,19 @@ def test_an_interrupted_sweep_resumes_reusing_its_finished_budgets_and_checkpoin
 
 def test_sweep_resume_without_an_interrupted_sweep_is_one_line(capsys, tmp_path):
     _refused(["sweep", "--resume", "--out", str(tmp_path / "sweep")], "nothing to resume", capsys)
+
+
+@pytest.mark.parametrize("out", [".", "", "..", "/"])
+def test_an_out_that_names_no_folder_of_its_own_is_one_line_and_exit_2(out, capsys):
+    assert main(["search", "--out", out, "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "names no new folder" in err[0]
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_search_even_with_force(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["search", "--out", str(afile), "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file, not a folder" in err[0]
+    assert afile.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["afile"]

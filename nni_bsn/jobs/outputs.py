@@ -69,6 +69,21 @@ def output_lock(out: str | os.PathLike) -> Iterator[None]:
         os.close(fd)
 
 
+def check_output_folder(out: str | os.PathLike) -> Path:
+    """``out`` as a path, if it can become the job's output folder; a :class:`UsageError` if it names no folder of
+    its own (``.``, ``..``, ``/``, empty) or names a file (``--force`` replaces folders only)."""
+    path = Path(out)
+    if path.name in ("", ".", ".."):
+        raise UsageError(
+            f"--out {str(out)!r} names no new folder; give the name of a folder to create, e.g. --out bsn-search"
+        )
+    if path.exists() and not path.is_dir():
+        raise UsageError(
+            f"--out {path} is a file, not a folder; give a folder's name (--force replaces folders only)"
+        )
+    return path
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """A temporary folder beside ``out`` that becomes ``out`` only when the block succeeds.
@@ -78,7 +93,7 @@ def atomic_output_dir(out: str | os.PathLike, force: bool = False) -> Iterator[P
     second job on the same ``out`` is refused; an ``out`` that appeared during the job is never replaced without
     ``force`` (the result is then kept in the temporary folder, and the error names it).
     """
-    out = Path(out)
+    out = check_output_folder(out)
     parent = out.parent if str(out.parent) else Path(".")
     if out.exists() and not force:
         raise UsageError(
