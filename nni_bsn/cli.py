@@ -181,9 +181,13 @@ def _print_summary(report: dict, out: str) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from nni_bsn.strategy.budget import parse_budget
 
-    budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
-    if not budgets:
+    budgets = [b.strip() for b in args.budgets.split(",")]
+    if not any(budgets):
         raise UsageError("--budgets is empty; give comma-separated budgets like 10%,25%,50%")
+    if not all(budgets):
+        raise UsageError(
+            f"--budgets {args.budgets!r} has an empty item; give comma-separated budgets like 10%,25%,50%"
+        )
     for b in budgets:
         try:
             parse_budget(b)

@@ -493,3 +493,11 @@ def test_an_out_that_is_a_file_is_refused_before_the_search_even_with_force(tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file, not a folder" in err[0]
     assert afile.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+@pytest.mark.parametrize("budgets", ["10%,,50%", "25%,", ",25%"])
+def test_sweep_budgets_with_an_empty_item_are_one_line_and_exit_2(budgets, tmp_path, capsys):
+    assert main(["sweep", "--budgets", budgets, "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has an empty item" in err[0]
+    assert not (tmp_path / "s").exists()
