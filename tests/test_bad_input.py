@@ -507,4 +507,4 @@ def test_sweep_budgets_with_an_empty_item_are_one_line_and_exit_2(budgets, tmp_p
 def test_a_negative_budget_names_the_budget_not_argparse(value, tmp_path, capsys):
     assert main(["search", "--budget", value, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "budget must be positive" in err[0] and value in err[0]
+    assert len(err) == 1 and "budget must be" in err[0] and "positive" in err[0] and value in err[0]
