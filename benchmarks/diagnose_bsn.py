@@ -94,25 +94,14 @@ def _score_archs_at_end(archs: list[dict], store: dict) -> None:
 
 
 def _search(run: dict, seed: int, workdir: Path, options: dict) -> None:
-    from nni_bsn.jobs.config import SearchConfig
+    """One BSN search with the comparison's own settings (its CompareConfig's search part), at ``seed``."""
+    import dataclasses
+
+    from nni_bsn.jobs.config import CompareConfig
     from nni_bsn.jobs.search import run_search
 
-    c = run["config"]
-    cfg = SearchConfig(
-        dataset=c["dataset"],
-        space=c["space"],
-        image_size=c["image_size"],
-        channels=c["channels"],
-        layers=c["layers"],
-        epochs=c["epochs"],
-        batch_size=c["batch_size"],
-        budget=run["budget"]["spec"],
-        cost=run["budget"]["cost"],
-        seed=seed,
-        onnx=False,
-        out=str(workdir),
-        **options,
-    )
+    shared = CompareConfig.from_dict(run["config"]).search_config()
+    cfg = dataclasses.replace(shared, seed=seed, onnx=False, resume=False, out=str(workdir), **options)
     run_search(cfg, workdir, progress=lambda message: print(message, flush=True))
 
 
