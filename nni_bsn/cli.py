@@ -121,30 +121,49 @@ def _progress(message: str) -> None:
 def _search(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # arguments are checked before torch and NNI load
     _load_libraries(args)
+    from nni_bsn.jobs.checkpoints import has_checkpoint
     from nni_bsn.jobs.outputs import atomic_output_dir, partial_dir
-    from nni_bsn.jobs.search import run_search
+    from nni_bsn.jobs.search import is_worker_process, run_search
 
-    if int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0:
-        # A DDP worker that Lightning started by re-running this command: it trains, rank 0 writes the outputs.
+    if is_worker_process():
+        # A DDP worker (started by Lightning re-running this command, or by a launcher): it trains, rank 0 writes.
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="nni-bsn-rank-") as tmp:
             run_search(cfg, Path(tmp), progress=lambda message: None)
         return 0
+    partial = partial_dir(cfg.out)
     try:
         with atomic_output_dir(cfg.out, cfg.force) as tmp:
             report = run_search(cfg, tmp, progress=_progress)
     except (KeyboardInterrupt, SystemExit):
-        partial = partial_dir(cfg.out)
-        if (partial / "last.ckpt").is_file():
+        if has_checkpoint(partial):
             _progress(
                 f"interrupted: checkpoint kept in {partial}/; run the same command with --resume to continue"
             )
         else:
+            shutil.rmtree(partial, ignore_errors=True)
             _progress("interrupted before the first checkpoint; nothing was written")
         return 130
+    except OSError as e:
+        resumable = "; run the same command with --resume to continue" if has_checkpoint(partial) else ""
+        raise WriteFailure(f"{_os_error(e)}; nothing was written to {cfg.out}{resumable}") from None
+    shutil.rmtree(partial, ignore_errors=True)
     _print_summary(report, cfg.out)
     return 0
+
+
+class WriteFailure(Exception):
+    """A file the job had to write could not be written (a full disk, a read-only or vanished folder)."""
+
+
+def _os_error(e: OSError) -> str:
+    """``e`` as the path it failed on and why, in one line."""
+    import errno
+
+    writing = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+    where = f" {e.filename}" if e.filename else ""
+    return f"{'cannot write' if writing else 'failed on'}{where}: {e.strerror or e}"
 
 
 def _print_summary(report: dict, out: str) -> None:
@@ -208,6 +227,7 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     try:
         with atomic_output_dir(base.out, base.force) as tmp:
+            _start_sweep(base)
             lines = run_sweep(base, budgets, tmp, progress=_progress)
     except (KeyboardInterrupt, SystemExit):
         _progress(
@@ -219,6 +239,22 @@ def _sweep(args: argparse.Namespace) -> int:
     print("\n".join(lines))
     print(f"outputs in {base.out}/")
     return 0
+
+
+def _start_sweep(base) -> None:
+    """An interrupted sweep's budgets are resumed with ``--resume``, discarded with ``--force``, else refused
+    (called holding the output's lock: no running sweep owns them)."""
+    from nni_bsn.jobs.outputs import partial_dir
+
+    kept = partial_dir(base.out)
+    if base.resume or not kept.is_dir():
+        return
+    if any(kept.iterdir()) and not base.force:
+        raise UsageError(
+            f"an interrupted sweep's budgets are in {kept}/; run the same command with --resume to continue it, "
+            "or with --force to discard them and start anew"
+        )
+    shutil.rmtree(kept)
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -397,6 +433,14 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"nni-bsn: error: {e}", file=sys.stderr)
         return 2
+    except WriteFailure as e:
+        print(f"nni-bsn: error: {e}", file=sys.stderr)
+        return 1
+    except (
+        OSError
+    ) as e:  # writing a sweep's or comparison's outputs; what they finished stays in <out>.partial
+        print(f"nni-bsn: error: {_os_error(e)}; earlier results are kept", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("nni-bsn: interrupted", file=sys.stderr)
         return 130

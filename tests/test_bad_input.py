@@ -416,7 +416,7 @@ def test_ctrl_c_prints_one_clear_line_and_keeps_the_checkpoint(tmp_path):
     )
     try:
         deadline = time.time() + 240
-        while not list(tmp_path.glob(".run.tmp-*/checkpoints/last.ckpt")):
+        while not (tmp_path / "run.partial" / "last.ckpt").is_file():
             assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
             time.sleep(0.3)
         time.sleep(0.5)
@@ -442,13 +442,14 @@ def test_an_interrupted_sweep_resumes_reusing_its_finished_budgets_and_checkpoin
     import json
 
     from nni_bsn.jobs import search
+    from nni_bsn.jobs.outputs import partial_dir
 
     calls = []
 
     def fake_search(cfg, workdir, progress=print):
         calls.append((cfg.budget, cfg.resume))
-        (workdir / "checkpoints").mkdir()
-        (workdir / "checkpoints" / "last.ckpt").write_text(cfg.budget)
+        partial_dir(cfg.out).mkdir(exist_ok=True)
+        (partial_dir(cfg.out) / "last.ckpt").write_text(cfg.budget)
         if cfg.budget == "25%" and len(calls) == 2:
             raise KeyboardInterrupt
         report = {

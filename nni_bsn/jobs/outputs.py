@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -23,8 +24,18 @@ _logger = logging.getLogger(__name__)
 
 def partial_dir(out: str | os.PathLike) -> Path:
     """Where the checkpoints of an interrupted search into ``out`` are kept."""
-    out = Path(out)
+    out = _named_folder(out)
     return out.with_name(out.name + ".partial")
+
+
+def _named_folder(out: str | os.PathLike) -> Path:
+    """``out`` as a path; a :class:`UsageError` if it names no folder of its own (``.``, ``..``, ``/``, empty)."""
+    path = Path(out)
+    if path.name in ("", ".", ".."):
+        raise UsageError(
+            f"--out {str(out)!r} names no new folder; give the name of a folder to create, e.g. --out bsn-search"
+        )
+    return path
 
 
 def lock_path(out: str | os.PathLike) -> Path:
@@ -72,11 +83,7 @@ def output_lock(out: str | os.PathLike) -> Iterator[None]:
 def check_output_folder(out: str | os.PathLike) -> Path:
     """``out`` as a path, if it can become the job's output folder; a :class:`UsageError` if it names no folder of
     its own (``.``, ``..``, ``/``, empty) or names a file (``--force`` replaces folders only)."""
-    path = Path(out)
-    if path.name in ("", ".", ".."):
-        raise UsageError(
-            f"--out {str(out)!r} names no new folder; give the name of a folder to create, e.g. --out bsn-search"
-        )
+    path = _named_folder(out)
     if path.exists() and not path.is_dir():
         raise UsageError(
             f"--out {path} is a file, not a folder; give a folder's name (--force replaces folders only)"
@@ -88,8 +95,9 @@ def check_output_folder(out: str | os.PathLike) -> Path:
 def atomic_output_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """A temporary folder beside ``out`` that becomes ``out`` only when the block succeeds.
 
-    Nothing half-written is ever left at ``out``: on failure the temporary folder is removed (its checkpoints
-    are kept in ``<out>.partial`` so a search can be resumed). The job holds :func:`output_lock` throughout, so a
+    Nothing half-written is ever left at ``out``: on failure the temporary folder is removed (a search keeps its
+    checkpoints in ``<out>.partial`` throughout, so it can be resumed), and one left by a killed job is removed
+    by the next job on ``out``. The job holds :func:`output_lock` throughout, so a
     second job on the same ``out`` is refused; an ``out`` that appeared during the job is never replaced without
     ``force`` (the result is then kept in the temporary folder, and the error names it).
     """
@@ -108,27 +116,33 @@ def atomic_output_dir(out: str | os.PathLike, force: bool = False) -> Iterator[P
             raise UsageError(
                 f"output folder {out} already exists; pass --force to replace it or choose another --out"
             )
+        _remove_stale_twins(out, parent)
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+            tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would make the published folder private
         except OSError as e:
             raise UsageError(f"cannot write the output folder {out}: {e.strerror or e}") from None
         try:
             yield tmp
         except BaseException:
-            _keep_checkpoints(tmp, out)
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _publish(tmp, out, force)
 
 
-def _keep_checkpoints(tmp: Path, out: Path) -> None:
-    """Move the checkpoints of a failed job to ``<out>.partial`` (a job without one leaves an earlier one)."""
-    ckpt = tmp / "checkpoints"
-    if ckpt.is_dir() and any(ckpt.glob("*.ckpt")):
-        partial = partial_dir(out)
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.move(str(ckpt), str(partial))
-        _logger.info("job interrupted: checkpoints kept in %s", partial)  # the CLI says it on its last line
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_twins(out: Path, parent: Path) -> None:
+    """Remove the temporary folders that killed jobs on ``out`` left (the caller holds ``out``'s lock, so no
+    running job owns one; a job's checkpoints are never in it, they are in ``<out>.partial``)."""
+    for twin in parent.glob(f".{glob.escape(out.name)}.tmp-*"):
+        if twin.is_dir():
+            _logger.info("removing %s, left by a job that was killed", twin)
+            shutil.rmtree(twin, ignore_errors=True)
 
 
 def _publish(tmp: Path, out: Path, force: bool) -> None:

@@ -17,11 +17,12 @@ from typing import Any
 import torch
 
 from nni_bsn.jobs.builders import JobData, all_costs, build_cost, build_space, load_job_data, rebuild_space
+from nni_bsn.jobs.checkpoints import RotatingCheckpointIO, keep_final, load_resumable, start_fresh
 from nni_bsn.jobs.config import SearchConfig, UsageError, distributed_devices
 from nni_bsn.jobs.outputs import partial_dir, versions, write_json
 from nni_bsn.network.evaluation import evaluate_accuracy, finetune, recalibrate_batchnorm
 
-__all__ = ["run_search", "check_devices", "RESUMABLE_CHANGES"]
+__all__ = ["run_search", "check_devices", "is_worker_process", "RESUMABLE_CHANGES"]
 
 
 @dataclass
@@ -45,7 +46,13 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
     note = check_devices(cfg.accelerator, cfg.devices, torch.cuda.device_count(), os.cpu_count() or 1)
     if note:
         progress(note)
-    _save_config(cfg, workdir)
+    partial = partial_dir(cfg.out)
+    if not is_worker_process():  # rank 0 owns the checkpoints (the workers start while it trains)
+        if cfg.resume:
+            _check_resumed_config(cfg, partial)
+        else:
+            start_fresh(partial, cfg.force)
+        _save_config(cfg, partial)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_job_data(cfg)
     space, space_spec = build_space(cfg, data.in_channels, data.info.num_classes, data.info.image_size)
@@ -74,9 +81,15 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
     report = _report(cfg, strategy, found, space_spec, data, costs, accuracy, onnx_info, timer)
     report.update(_findings(strategy, found, space_spec, accuracy, data.info.num_classes))
     write_json(workdir / "report.json", report)
-    if cfg.resume:
-        shutil.rmtree(partial_dir(cfg.out), ignore_errors=True)
+    keep_final(partial, workdir)  # <out>.partial goes once the output folder is in place
     return report
+
+
+def is_worker_process() -> bool:
+    """Whether this process is a DDP worker other than global rank 0: started by Lightning re-running the
+    command (``LOCAL_RANK``/``NODE_RANK``), by torchrun (``RANK``) or by SLURM's srun (``SLURM_PROCID``)."""
+    names = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
+    return any(int(os.environ.get(name) or 0) > 0 for name in names)
 
 
 def check_devices(accelerator: str, devices: int, gpus: int, cores: int) -> str | None:
@@ -117,10 +130,10 @@ RESUMABLE_CHANGES = (
 _CONFIG_FILE = "search_config.json"
 
 
-def _save_config(cfg: SearchConfig, workdir: Path) -> None:
+def _save_config(cfg: SearchConfig, partial: Path) -> None:
     """Keep the configuration beside the checkpoints, so that ``--resume`` can tell what changed."""
-    (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    write_json(workdir / "checkpoints" / _CONFIG_FILE, cfg.as_dict())
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json(partial / _CONFIG_FILE, cfg.as_dict())
 
 
 def _check_resumed_config(cfg: SearchConfig, partial: Path) -> None:
@@ -180,18 +193,18 @@ def _evaluator(
             find_unused_parameters=True, process_group_backend="gloo" if cfg.accelerator == "cpu" else None
         )
     # A checkpoint every 10 batches (two optimizer steps a batch) and at every epoch end, so a killed search resumes.
-    # Both write the one last.ckpt (no version counter: it would add last-v1.ckpt beside it).
+    # Both write the one last.ckpt (no version counter: it would add last-v1.ckpt beside it) in <out>.partial,
+    # where --resume looks, atomically and keeping the one before (nni_bsn.jobs.checkpoints).
+    partial = partial_dir(cfg.out)
     callbacks = [
         ModelCheckpoint(
-            dirpath=workdir / "checkpoints",
+            dirpath=partial,
             save_last=True,
             save_top_k=0,
             every_n_train_steps=20,
             enable_version_counter=False,
         ),
-        ModelCheckpoint(
-            dirpath=workdir / "checkpoints", save_last=True, save_top_k=0, enable_version_counter=False
-        ),
+        ModelCheckpoint(dirpath=partial, save_last=True, save_top_k=0, enable_version_counter=False),
         *extra_callbacks,
     ]
     module = ScheduledClassificationModule(
@@ -210,6 +223,7 @@ def _evaluator(
         logger=TensorBoardLogger(str(workdir), name="tensorboard", version="") if logger else False,
         callbacks=callbacks,
         enable_checkpointing=True,
+        plugins=[RotatingCheckpointIO()],
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=10,
@@ -222,20 +236,18 @@ def _resume_from_checkpoint(cfg: SearchConfig, evaluator, progress) -> None:
     if not cfg.resume:
         return
     partial = partial_dir(cfg.out)
-    ckpt = partial / "last.ckpt"
-    if not ckpt.is_file():
+    ckpt, state = load_resumable(partial, progress)
+    done = _epochs_trained(state)
+    if done > cfg.epochs:
         raise UsageError(
-            f"nothing to resume: {ckpt} does not exist (it is written when a search is interrupted)"
-        )
-    _check_resumed_config(cfg, partial)
-    done = _epochs_trained(torch.load(ckpt, map_location="cpu", weights_only=False))
-    if done >= cfg.epochs:
-        raise UsageError(
-            f"the checkpoint in {partial} has trained {done} epoch(s); resume with --epochs larger "
-            f"than {done} (the interrupted search's --epochs)"
+            f"the checkpoint in {partial} has trained {done} epoch(s); resume with --epochs {done} or more "
+            f"(the interrupted search's --epochs)"
         )
     evaluator.fit_kwargs["ckpt_path"] = str(ckpt)
-    progress(f"resuming from {ckpt} (epoch {done + 1} of {cfg.epochs})")
+    if done == cfg.epochs:  # killed after training, while exporting or writing: only that is done again
+        progress(f"resuming from {ckpt}: its {done} epoch(s) are trained; selecting and writing the result")
+    else:
+        progress(f"resuming from {ckpt} (epoch {done + 1} of {cfg.epochs})")
 
 
 def _epochs_trained(checkpoint: dict[str, Any]) -> int:
@@ -245,7 +257,10 @@ def _epochs_trained(checkpoint: dict[str, Any]) -> int:
     ``max_epochs = e + 1`` it would train nothing (and never validate).
     """
     batches = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
-    return int(checkpoint.get("epoch", 0)) + int(bool(batches.get("is_last_batch")))
+    current = batches.get("current", {})
+    # The checkpoint written when training ends has counted its last batch and epoch already.
+    last_batch_pending = current.get("completed", 0) < current.get("ready", 1)
+    return int(checkpoint.get("epoch", 0)) + int(bool(batches.get("is_last_batch")) and last_batch_pending)
 
 
 def _search(space, evaluator, strategy, started: float) -> _Found:
@@ -329,6 +344,14 @@ def _draw(space_spec: dict, arch: dict, strategy, workdir: Path) -> None:
         )
 
 
+def _trained(trainer) -> dict[str, int]:
+    """The epochs and batches the super network trained, over this run and the interrupted ones it resumed."""
+    return {
+        "epochs": int(trainer.current_epoch),
+        "batches": int(trainer.fit_loop.epoch_loop.batch_progress.total.completed),
+    }
+
+
 def _findings(strategy, found: _Found, space_spec: dict, accuracy: dict, num_classes: int) -> dict[str, Any]:
     """The report's ``kept_gates`` and ``warnings`` (:mod:`nni_bsn.jobs.findings`)."""
     from nni_bsn.jobs.findings import kept_gates, search_warnings
@@ -383,7 +406,8 @@ def _report(
         "costs": costs,
         "accuracy": accuracy,
         "search_seconds": round(found.seconds + timer.earlier_seconds, 2),  # with the interrupted runs' time
-        "search_timing": timer.summary(),
+        "search_timing": timer.summary(),  # this run's steps (a resumed search's earlier ones are not timed)
+        "trained": _trained(strategy.oneshot_module.trainer),
         "final_epoch_metrics": found.final_metrics,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "onnx": onnx_info,

@@ -1,7 +1,8 @@
 """The sweep job behind ``nni-bsn sweep``: one search per budget, a table and a plot of accuracy against MACs.
 
-An interrupted sweep keeps what it did in ``<out>.partial/``: each finished budget's folder, and the checkpoints
-of the budget it was searching (``budget_<b>.partial/``); ``--resume`` reuses the first and resumes the second.
+A sweep keeps what it did in ``<out>.partial/`` as it goes: each finished budget's folder, and the checkpoints
+of the budget it is searching (``budget_<b>.partial/``); after any interruption, even a kill, ``--resume`` reuses
+the first and resumes the second.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from nni_bsn.jobs.checkpoints import has_checkpoint
 from nni_bsn.jobs.config import SearchConfig
 from nni_bsn.jobs.outputs import partial_dir
 
@@ -24,44 +26,34 @@ def budget_folder(budget: str) -> str:
 
 
 def run_sweep(base: SearchConfig, budgets: list[str], workdir: Path, progress=print) -> list[str]:
-    """Search at every budget into ``workdir`` and write ``sweep.json``, ``sweep.md`` and the plot; returns the
-    table's lines. On any failure or interrupt, the finished budgets and the current checkpoints are kept."""
+    """Search at every budget and write ``sweep.json``, ``sweep.md`` and the plot into ``workdir``; returns the
+    table's lines.
+
+    Each budget's search writes into ``<out>.partial/budget_<b>`` (published there only when complete, its
+    checkpoints in ``budget_<b>.partial``), so whatever ends the sweep, even a kill, ``--resume`` reuses the
+    finished budgets and resumes the current one; the finished folders move into ``workdir`` at the end.
+    """
+    from nni_bsn.jobs.outputs import atomic_output_dir
     from nni_bsn.jobs.search import run_search
 
     kept = partial_dir(base.out)
+    kept.mkdir(parents=True, exist_ok=True)
     rows = []
     for b in budgets:
-        sub = workdir / budget_folder(b)
-        done = kept / sub.name
+        done = kept / budget_folder(b)
         if base.resume and (done / "report.json").is_file():
             progress(f"budget {b}: finished before the interruption, kept")
-            shutil.move(str(done), str(sub))
-            report = json.loads((sub / "report.json").read_text())
         else:
-            cfg = dataclasses.replace(base, budget=b, onnx=False, out=str(kept / sub.name))
-            cfg.resume = base.resume and (partial_dir(cfg.out) / "last.ckpt").is_file()
-            sub.mkdir()
+            cfg = dataclasses.replace(base, budget=b, onnx=False, out=str(done), force=True)
+            cfg.resume = base.resume and has_checkpoint(partial_dir(done))
             progress(f"budget {b}")
-            try:
-                report = run_search(cfg, sub, progress=progress)
-            except BaseException:
-                _keep(workdir, kept, sub, partial_dir(cfg.out))
-                raise
-        rows.append(_row(b, report))
+            with atomic_output_dir(done, force=True) as sub:
+                run_search(cfg, sub, progress=progress)
+            shutil.rmtree(partial_dir(done), ignore_errors=True)
+        rows.append(_row(b, json.loads((done / "report.json").read_text())))
+    for b in budgets:
+        shutil.move(str(kept / budget_folder(b)), str(workdir / budget_folder(b)))
     return _write_table(rows, workdir)
-
-
-def _keep(workdir: Path, kept: Path, current: Path, current_partial: Path) -> None:
-    """Move the finished budgets and the current budget's checkpoints into ``kept``."""
-    kept.mkdir(exist_ok=True)
-    checkpoints = current / "checkpoints"
-    if any(checkpoints.glob("*.ckpt")):
-        shutil.rmtree(current_partial, ignore_errors=True)
-        shutil.move(str(checkpoints), str(current_partial))
-    for folder in workdir.glob("budget_*"):
-        if (folder / "report.json").is_file() and folder != current:
-            shutil.rmtree(kept / folder.name, ignore_errors=True)
-            shutil.move(str(folder), str(kept / folder.name))
 
 
 def _row(budget: str, report: dict[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,12 @@ class ScheduledClassificationModule(ClassificationModule):
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.lr_milestones), self.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
+    def _final_report(self) -> None:
+        if (
+            self.trainer.callback_metrics
+        ):  # empty when resumed from a checkpoint whose epochs were all trained
+            super()._final_report()
+
 
 class StepTimer(Callback):
     """A Lightning callback recording the wall time of every training step and epoch."""

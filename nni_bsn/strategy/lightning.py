@@ -172,6 +172,8 @@ class BSNLightningModule(BaseOneShotLightningModule):
             score.restore()
 
     def export(self) -> Arch:
+        if self.select == "supernet" and self._chosen is None:
+            self.on_train_end()  # resumed from a checkpoint whose epochs were all trained: Lightning ran no hook
         if self._chosen is not None:
             self.last_selection = self._chosen
             return self._chosen.arch

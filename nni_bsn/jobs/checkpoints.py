@@ -1,0 +1,120 @@
+"""A search's checkpoints, written where ``--resume`` looks so that no kill can strand them.
+
+They live in ``<out>.partial/`` from the first one on (never in the hidden temporary output folder): a search
+killed by SIGKILL, an out-of-memory kill or a lost node is resumed by the same command with ``--resume``. Each is
+written whole to a hidden file and then renamed over ``last.ckpt``, the one before it kept as ``previous.ckpt``:
+a kill during a write leaves both intact, and a truncated or corrupt ``last.ckpt`` is refused by name and
+``previous.ckpt`` used instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from nni_bsn.jobs.config import UsageError
+
+__all__ = [
+    "LAST",
+    "PREVIOUS",
+    "RotatingCheckpointIO",
+    "has_checkpoint",
+    "start_fresh",
+    "load_resumable",
+    "keep_final",
+]
+
+LAST, PREVIOUS = "last.ckpt", "previous.ckpt"
+
+
+class RotatingCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic (a whole hidden file, synced, then renamed) and keeping the
+    checkpoint before ``last.ckpt`` as ``previous.ckpt``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)  # serialised first: only the file write below can meet a full disk
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        if path.name == LAST and path.is_file():
+            os.replace(path, path.with_name(PREVIOUS))
+        os.replace(tmp, path)
+
+    def remove_checkpoint(self, path) -> None:
+        Path(path).unlink(missing_ok=True)
+
+
+def has_checkpoint(partial: Path) -> bool:
+    """Whether ``partial`` holds a checkpoint to resume from."""
+    return any((partial / name).is_file() for name in (LAST, PREVIOUS))
+
+
+def start_fresh(partial: Path, force: bool) -> None:
+    """Before a search that does not resume: an interrupted search's checkpoints in ``partial`` are discarded
+    with ``force``, and otherwise refused (they are the progress of a search the user may want to resume)."""
+    if not has_checkpoint(partial):
+        shutil.rmtree(partial, ignore_errors=True)  # a configuration or a hidden write left by a kill
+        return
+    if not force:
+        raise UsageError(
+            f"an interrupted search's checkpoint is in {partial}/; run the same command with --resume to "
+            "continue it, or with --force to discard it and start anew"
+        )
+    shutil.rmtree(partial)
+
+
+def load_resumable(partial: Path, progress) -> tuple[Path, dict[str, Any]]:
+    """The newest readable checkpoint in ``partial`` and its contents; a corrupt ``last.ckpt`` is named and
+    ``previous.ckpt`` used; :class:`UsageError` if there is none to resume from."""
+    problems = []
+    for name in (LAST, PREVIOUS):
+        path = partial / name
+        if not path.is_file():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # truncated zip, unpickling error, an edited file: all mean "unreadable"
+            problems.append(f"{path} cannot be read ({type(e).__name__})")
+            continue
+        if problems:
+            progress(f"{problems[0]}; resuming from the checkpoint before it, {path}")
+        return path, state
+    if problems:
+        raise UsageError(
+            f"nothing to resume: {'; '.join(problems)}; start anew with --force instead of --resume"
+        )
+    raise UsageError(
+        f"nothing to resume: {partial / LAST} does not exist (a search keeps its checkpoints there until it "
+        "finishes)"
+    )
+
+
+def keep_final(partial: Path, workdir: Path) -> None:
+    """The finished search's last checkpoint, linked (or copied) into ``workdir/checkpoints/``."""
+    target = workdir / "checkpoints"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (LAST, "search_config.json"):
+        source = partial / name
+        if not source.is_file():
+            continue
+        try:
+            os.link(source, target / name)
+        except OSError:
+            shutil.copyfile(source, target / name)
