@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         enable_progress_bar=False,
         enable_model_summary=False,
         logger=False,
+        enable_checkpointing=False,  # no checkpoints/ folder in the current directory
     )
     macs = MacsCost(input_shape=(1, 3, args.image_size, args.image_size))
     strategy = BSN(cost=macs, budget=args.budget)

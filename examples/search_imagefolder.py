@@ -86,6 +86,7 @@ def search(args: argparse.Namespace) -> dict:
         enable_progress_bar=False,
         enable_model_summary=False,
         logger=False,
+        enable_checkpointing=False,  # no checkpoints/ folder in the current directory
     )
     strategy = BSN(cost=MacsCost(input_shape=(1, 3, args.image_size, args.image_size)), budget=args.budget)
     out = Path(args.out)

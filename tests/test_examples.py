@@ -84,11 +84,13 @@ def test_search_imagefolder_finds_a_network_whose_weights_load_into_its_architec
     model = load_frozen_model(lambda: ConvolutionalNeuralFabric(**space_args), arch, out / "weights.pt")
     assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 4)
     assert not (out / "nni").exists()  # NNI's experiment files are not left in the output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["found", "images"]  # nothing else in the cwd
 
 
 def test_hub_space_example_exports_a_nasbench201_architecture_within_its_macs_budget(tmp_path):
     tiny = ["--epochs", "1", "--channels", "4", "--image-size", "8", "--train-size", "64", "--budget", "50%"]
     result = json.loads(_run(str(EXAMPLES / "hub_space_macs.py"), *tiny, cwd=tmp_path))
+    assert list(tmp_path.iterdir()) == []  # no checkpoints or logs left in the current directory
     assert len(result["arch"]) == 6 and all(
         k.startswith("cell/") for k in result["arch"]
     )  # NasBench201's edges
