@@ -472,7 +472,9 @@ def test_an_interrupted_sweep_resumes_reusing_its_finished_budgets_and_checkpoin
 
     assert main([*argv, "--resume"]) == 0
     assert calls == [("50%", False), ("25%", False), ("25%", True)]  # 50% reused, 25% resumed
-    assert [r["budget"] for r in json.loads((out / "sweep.json").read_text())] == ["50%", "25%"]
+    table = json.loads((out / "sweep.json").read_text())
+    assert [(r["budget"], r["resumed"]) for r in table] == [("50%", "kept"), ("25%", "from its checkpoint")]
+    assert "| kept |" in (out / "sweep.md").read_text()
     assert not kept.exists()
 
 

@@ -188,6 +188,42 @@ def test_selection_refuses_an_over_budget_export_unless_allowed(caplog):
     assert "over budget" in sel.method
 
 
+def _peaked_width_space(n: int, peak: float = 8.0) -> tuple[ArchitectureDistribution, dict]:
+    """``n`` width choices (8, 16, 32), the distribution peaked on 32 everywhere: no sample is cheap."""
+    space = {f"w{i}": Categorical([8, 16, 32], label=f"w{i}") for i in range(n)}
+    dist = ArchitectureDistribution(space)
+    with torch.no_grad():
+        for logits in dist.choice_logits:
+            logits.copy_(torch.tensor([0.0, peak / 2, peak]))
+    return dist, space
+
+
+def test_export_walks_to_an_in_budget_architecture_when_no_sample_fits():
+    """NNI's hub-test failure (Autoformer after a 4-image search): every sample over budget although the cheapest
+    architecture fits; the walk from the mode to cheaper values finds one, as probable as it can."""
+    dist, _ = _peaked_width_space(12)
+    width = Budget(evaluator=lambda a: float(sum(a.values())), limit=12 * 20.0, name="width", full=12 * 32.0)
+    sel = select_architecture(dist, [width], n_samples=200)
+    assert sel.within_budget and sel.method.startswith("the most probable architecture walked")
+    # The cheapest way to 240 at the least log-probability: 32 -> 16 costs 4 nats for 16 width, 32 -> 8 costs 8 for
+    # 24: eight widths at 16 and four at 32 (= 256) is over, so the walk ends at 240 or just under it.
+    assert 12 * 8 <= width(sel.arch) <= 240 and sorted(set(sel.arch.values())) != [8]
+    assert sel.log_prob > float(dist.log_prob([{f"w{i}": 8 for i in range(12)}])[0].detach())
+
+
+def test_export_meets_several_budgets_at_once_and_falls_back_to_the_cheapest():
+    dist, _ = _peaked_width_space(6)
+    width = Budget(evaluator=lambda a: float(sum(a.values())), limit=6 * 16.0, name="width", full=6 * 32.0)
+    wide = Budget(
+        evaluator=lambda a: float(sum(v == 32 for v in a.values())), limit=1.0, name="wide", full=6.0
+    )
+    sel = select_architecture(dist, [width, wide], n_samples=50)
+    assert sel.within_budget and width(sel.arch) <= 96 and wide(sel.arch) <= 1
+    only_cheapest = Budget(evaluator=lambda a: float(sum(a.values())), limit=48.0, name="width", full=192.0)
+    sel = select_architecture(dist, [only_cheapest], n_samples=50)
+    assert sel.within_budget and set(sel.arch.values()) == {8}
+
+
 def test_local_penalty_gradient_plus_reinforce_on_the_loss_equals_the_analytic_gradient():
     """penalty_gradient='local': REINFORCE for the loss + exact per-gate penalty differences is unbiased."""
     torch.manual_seed(1)

@@ -41,16 +41,19 @@ def run_sweep(base: SearchConfig, budgets: list[str], workdir: Path, progress=pr
     rows = []
     for b in budgets:
         done = kept / budget_folder(b)
+        resumed = "no"
         if base.resume and (done / "report.json").is_file():
             progress(f"budget {b}: finished before the interruption, kept")
+            resumed = "kept"
         else:
             cfg = dataclasses.replace(base, budget=b, onnx=False, out=str(done), force=True)
             cfg.resume = base.resume and has_checkpoint(partial_dir(done))
+            resumed = "from its checkpoint" if cfg.resume else "no"
             progress(f"budget {b}")
             with atomic_output_dir(done, force=True) as sub:
                 run_search(cfg, sub, progress=progress)
             shutil.rmtree(partial_dir(done), ignore_errors=True)
-        rows.append(_row(b, json.loads((done / "report.json").read_text())))
+        rows.append({**_row(b, json.loads((done / "report.json").read_text())), "resumed": resumed})
     for b in budgets:
         shutil.move(str(kept / budget_folder(b)), str(workdir / budget_folder(b)))
     return _write_table(rows, workdir)
@@ -74,12 +77,12 @@ def _write_table(rows: list[dict[str, Any]], workdir: Path) -> list[str]:
 
     (workdir / "sweep.json").write_text(json.dumps(rows, indent=2))
     lines = [
-        "| budget | MACs | params | val acc | test acc | within budget | search s |",
-        "|---|---|---|---|---|---|---|",
+        "| budget | MACs | params | val acc | test acc | within budget | search s | resumed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['budget']} | {r['macs']:.4g} | {r['params']:.4g} | {r['val_acc']:.4f} | {r['test_acc']:.4f} "
-        f"| {r['within_budget']} | {r['search_seconds']:.1f} |"
+        f"| {r['within_budget']} | {r['search_seconds']:.1f} | {r['resumed']} |"
         for r in rows
     ]
     (workdir / "sweep.md").write_text("\n".join(lines) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +112,59 @@ def _greedy_trim(
     return arch
 
 
+def _options(dist: ArchitectureDistribution) -> list[tuple[str, list[Any], list[float]]]:
+    """Every label with its values (as they appear in an architecture) and their log-probabilities."""
+    out = []
+    for label, p in zip(dist.gate_labels, dist.keep_probs().tolist()):
+        out.append((label, [GATE_OFF, GATE_ON], [math.log(max(1.0 - p, 1e-12)), math.log(max(p, 1e-12))]))
+    for label, values, logits in zip(dist.choice_labels, dist.choice_options(), dist.choice_logits):
+        out.append((label, values, torch.log_softmax(logits.detach(), -1).tolist()))
+    return out
+
+
+def _over(judge: _Judge, costs: list[float]) -> float:
+    """How far ``costs`` are over every budget together (0 when all hold)."""
+    return sum(max(0.0, c / b.limit - 1.0) for c, b in zip(costs, judge.budgets))
+
+
+def _walk(
+    judge: _Judge,
+    start: Arch,
+    prune: Callable[[Arch], Arch],
+    is_connected: Callable[[Arch], bool],
+    cheapest: bool = False,
+) -> tuple[Arch, list[float], int]:
+    """From ``start``, change one choice at a time until every budget holds (or no change lowers the excess).
+
+    Each step takes the change that lowers the excess over the budgets (all of them at once) at the smallest loss
+    of log-probability per unit of excess removed; with ``cheapest``, the change that lowers it most (the walk
+    towards the cheapest architecture, when probability must give way). Returns the architecture, its costs and
+    how many candidates were costed. Any space: only cost calls, no sampling.
+    """
+    options = _options(judge.dist)
+    arch, costs, checked = dict(start), judge.costs(start), 0
+    while not judge.feasible(costs):
+        over, best = _over(judge, costs), None
+        for label, values, logps in options:
+            now = next((lp for v, lp in zip(values, logps) if v == arch.get(label)), 0.0)
+            for value, lp in zip(values, logps):
+                trial = {**arch, label: value}
+                if value == arch.get(label) or not is_connected(trial):
+                    continue
+                trial = prune(trial)
+                trial_costs = judge.costs(trial)
+                checked += 1
+                gain = over - _over(judge, trial_costs)
+                if gain > 1e-12:
+                    rank = -gain if cheapest else (now - lp) / gain
+                    if best is None or rank < best[0]:
+                        best = (rank, trial, trial_costs)
+        if best is None:
+            break
+        arch, costs = best[1], best[2]
+    return arch, costs, checked
+
+
 def _sampled(
     dist: ArchitectureDistribution, n_samples: int, prune: Callable[[Arch], Arch]
 ) -> list[tuple[Arch, str]]:
@@ -171,6 +225,30 @@ def _limits(budgets: Sequence[Budget]) -> str:
     return ", ".join(f"{b.name} <= {b.limit:.6g}" for b in budgets)
 
 
+def _walked(
+    judge: _Judge,
+    mode: Arch | None,
+    prune: Callable[[Arch], Arch],
+    is_connected: Callable[[Arch], bool],
+    checked: int,
+) -> Selection | None:
+    """When no sample fits: the most probable architecture walked to cheaper values until within every budget
+    (:func:`_walk`), else the walk towards the cheapest architecture; ``None`` if neither reaches the budgets."""
+    starts = [mode] if mode is not None else []
+    rules = [
+        (False, "the most probable architecture walked to cheaper choices until within budget"),
+        (True, "the walk to the cheapest architecture (no more probable one within budget was found)"),
+    ]
+    for cheapest, method in rules:
+        for start in starts or [prune(judge.dist.mode())]:
+            arch, costs, n = _walk(judge, start, prune, is_connected, cheapest=cheapest)
+            checked += n
+            if judge.feasible(costs) and is_connected(arch):
+                _logger.info("Exporting %s.", method)
+                return judge.selection(arch, method, costs, True, checked)
+    return None
+
+
 def select_architecture(
     dist: ArchitectureDistribution,
     budgets: Sequence[Budget],
@@ -187,7 +265,11 @@ def select_architecture(
     2. Otherwise the most probable (under the learned distribution) of: the deterministic architecture trimmed
        greedily (drop the least probable live gate that keeps the input connected, until every budget holds) and
        ``n_samples`` architectures drawn from the distribution, keeping only connected ones within every budget.
-    3. If none qualifies: the connected candidate with the smallest relative excess when ``allow_over_budget``,
+    3. If none qualifies (a short or unlucky search on a space whose choices are not gates): the most probable
+       architecture walked one choice at a time to cheaper values until every budget holds (the change costing
+       the least log-probability per unit of excess removed), and as the last resort the walk towards the
+       cheapest architecture; the method says which rule chose it.
+    4. If even that fails: the connected candidate with the smallest relative excess when ``allow_over_budget``,
        with a warning; otherwise :class:`NoFeasibleArchitecture`.
     """
     prune = prune or _identity
@@ -210,6 +292,9 @@ def select_architecture(
     if best is not None:
         _logger.info("Exporting the %s (log-probability %.3f).", best[2], best[0])
         return judge.selection(best[1], best[2], best[3], True, checked)
+    walked = _walked(judge, mode if mode_connected else None, prune, is_connected, checked)
+    if walked is not None:
+        return walked
     if allow_over_budget:
         if fallback is None and mode_connected:
             fallback = (judge.excess(mode_costs), mode, "deterministic", mode_costs)
