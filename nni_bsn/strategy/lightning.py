@@ -300,9 +300,10 @@ class BSNLightningModule(BaseOneShotLightningModule):
         """The step's architectures, their gates' and choices' log-probabilities, and DisARM's pair bits; under
         DDP the same on every rank (:mod:`nni_bsn.strategy.ranks`)."""
         gen = self._step_generator()
+        shared = () if gen is None else (gen,)  # one process: the distribution's own draws, as before
         if self.estimator == "disarm":
-            return self.distribution.sample_pairs(max(1, min(self.num_samples, batch_size // 2)), gen)
-        return (*self.distribution.sample_parts(max(1, min(self.num_samples, batch_size)), gen), None)
+            return self.distribution.sample_pairs(max(1, min(self.num_samples, batch_size // 2)), *shared)
+        return (*self.distribution.sample_parts(max(1, min(self.num_samples, batch_size)), *shared), None)
 
     def _step_generator(self) -> torch.Generator | None:
         """Under DDP, the generator of this step's samples, seeded alike on every rank; None in one process."""
