@@ -183,8 +183,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
             score.restore()
 
     def export(self) -> Arch:
-        """The chosen architecture; under DDP every rank checks with the others that they agree on it and on the
-        logits (``rank_agreement``)."""
+        """The chosen architecture; under DDP the ranks check they agree on it and the logits (``rank_agreement``)."""
         arch = self._export()
         self.rank_agreement = agreement(list(self.distribution.parameters()), arch)
         if not self.rank_agreement["agreed"]:
