@@ -24,6 +24,7 @@ from nni_bsn.jobs.config import (
     parse_strategies,
 )
 from nni_bsn.jobs.options import COMMAND_DEFAULTS, add_options, given_options, positive_float
+from nni_bsn.jobs.ranks import RankLost, stop_on_lost_rank
 
 __all__ = ["main", "build_parser", "config_from_args", "compare_config_from_args"]
 
@@ -122,19 +123,17 @@ def _search(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # arguments are checked before torch and NNI load
     _load_libraries(args)
     from nni_bsn.jobs.checkpoints import has_checkpoint
+    from nni_bsn.jobs.findings import summary_lines
     from nni_bsn.jobs.outputs import atomic_output_dir, partial_dir
-    from nni_bsn.jobs.search import is_worker_process, run_search
+    from nni_bsn.jobs.search import is_worker_process, run_search, run_search_as_worker
 
-    if is_worker_process():
-        # A DDP worker (started by Lightning re-running this command, or by a launcher): it trains, rank 0 writes.
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="nni-bsn-rank-") as tmp:
-            run_search(cfg, Path(tmp), progress=lambda message: None)
-        return 0
     partial = partial_dir(cfg.out)
+    if is_worker_process():  # a DDP worker (started by Lightning or a launcher): it trains, rank 0 writes
+        with stop_on_lost_rank(partial, cfg.ddp_timeout):
+            run_search_as_worker(cfg)
+        return 0
     try:
-        with atomic_output_dir(cfg.out, cfg.force) as tmp:
+        with atomic_output_dir(cfg.out, cfg.force) as tmp, stop_on_lost_rank(partial, cfg.ddp_timeout):
             report = run_search(cfg, tmp, progress=_progress)
     except (KeyboardInterrupt, SystemExit):
         if has_checkpoint(partial):
@@ -149,7 +148,7 @@ def _search(args: argparse.Namespace) -> int:
         resumable = "; run the same command with --resume to continue" if has_checkpoint(partial) else ""
         raise WriteFailure(f"{_os_error(e)}; nothing was written to {cfg.out}{resumable}") from None
     shutil.rmtree(partial, ignore_errors=True)
-    _print_summary(report, cfg.out)
+    print("\n".join(summary_lines(report, cfg.out)))
     return 0
 
 
@@ -164,38 +163,6 @@ def _os_error(e: OSError) -> str:
     writing = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
     where = f" {e.filename}" if e.filename else ""
     return f"{'cannot write' if writing else 'failed on'}{where}: {e.strerror or e}"
-
-
-def _print_summary(report: dict, out: str) -> None:
-    budget = ", ".join(
-        f"{b['cost']} <= {b['limit']:.4g} {b['unit']} ({b['spec']})" for b in report["budgets"]
-    )
-    kept = report.get("kept_gates") or {}
-    print(
-        f"architecture: {report['selection']['method']}; within budget: {report['selection']['within_budget']}"
-        + (f"; {kept['kept']} of {kept['of']} gates kept" if kept.get("of") else "")
-    )
-    print(f"budget: {budget}")
-    print(
-        f"costs: MACs {report['costs']['macs']:.4g}, params {report['costs']['params']:.4g}"
-        + (
-            f", ONNX Runtime latency {report['costs']['latency_ms']:.3f} ms"
-            if "latency_ms" in report["costs"]
-            else ""
-        )
-        + (
-            f", makespan over {dist['devices']} devices {dist['makespan_ms']:.4g} ms"
-            if (dist := report["costs"].get("distributed"))
-            and report["config"]["cost"].startswith("distributed")
-            else ""
-        )
-    )
-    print(f"accuracy: val {report['accuracy']['val']:.4f}, test {report['accuracy']['test']:.4f}")
-    print(f"search: {report['search_seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MB")
-    for warning in report.get("warnings", []):
-        print(f"warning: {warning}")
-    files = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(out).iterdir())
-    print(f"outputs in {out}/: {' '.join(files)}")
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -219,14 +186,22 @@ def _sweep(args: argparse.Namespace) -> int:
     base = config_from_args(args)
     _load_libraries(args)
     from nni_bsn.jobs.outputs import atomic_output_dir, partial_dir
-    from nni_bsn.jobs.sweep import run_sweep
+    from nni_bsn.jobs.search import is_worker_process
+    from nni_bsn.jobs.sweep import run_sweep, run_sweep_as_worker
 
+    if is_worker_process():  # a DDP worker: it trains each budget's search, rank 0 writes
+        with stop_on_lost_rank(partial_dir(base.out), base.ddp_timeout):
+            run_sweep_as_worker(base, budgets)
+        return 0
     if base.resume and not partial_dir(base.out).is_dir():
         raise UsageError(
             f"nothing to resume: {partial_dir(base.out)} does not exist (an interrupted sweep keeps it)"
         )
     try:
-        with atomic_output_dir(base.out, base.force) as tmp:
+        with (
+            atomic_output_dir(base.out, base.force) as tmp,
+            stop_on_lost_rank(partial_dir(base.out), base.ddp_timeout),
+        ):
             _start_sweep(base)
             lines = run_sweep(base, budgets, tmp, progress=_progress)
     except (KeyboardInterrupt, SystemExit):
@@ -433,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"nni-bsn: error: {e}", file=sys.stderr)
         return 2
-    except WriteFailure as e:
+    except (WriteFailure, RankLost) as e:
         print(f"nni-bsn: error: {e}", file=sys.stderr)
         return 1
     except (

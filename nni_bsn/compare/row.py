@@ -76,6 +76,7 @@ def _classification(cfg: CompareConfig, train, val, num_classes: int, epochs: in
         max_epochs=epochs,
         **{**QUIET_CPU, "accelerator": cfg.accelerator},
         devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
         callbacks=list(callbacks),
         deterministic=False,
         **limits,

@@ -22,6 +22,7 @@ __all__ = [
     "REWARD_DATA",
     "DATASETS",
     "CIFAR_IMAGE_SIZE",
+    "DDP_TIMEOUT",
     "PRESETS",
     "STRATEGY_NAMES",
     "STRATEGIES",
@@ -49,6 +50,9 @@ COSTS = ("macs", "params", "latency", "distributed:N")
 DATASETS = ("digits", "cifar10", "cifar100", "fashion-mnist")  # nni_bsn.data.DATASETS (a test checks)
 # The image size of a job on CIFAR or Fashion-MNIST (28 padded to 32) that gives none (digits: the configs').
 CIFAR_IMAGE_SIZE = 32
+# Seconds a DDP rank waits for the others in one collective before it stops with one line (a rank that died or
+# hangs); Lightning's own default is 30 minutes.
+DDP_TIMEOUT = 120.0
 
 # The paper's recipe (bsn_reference.md §4): meant for a GPU and CIFAR on disk.
 _PAPER_RECIPE: dict[str, Any] = {
@@ -217,6 +221,8 @@ class SearchConfig(JobConfig):
 
     accelerator: str = "cpu"
     devices: int = 1
+    num_nodes: int = 1
+    ddp_timeout: float = DDP_TIMEOUT
     momentum: float = 0.9
     lr_milestones: tuple[int, ...] = ()
     arc_optimizer: str = _BSN["arc_optimizer"]
@@ -255,6 +261,8 @@ class CompareConfig(JobConfig):
     resume: bool = False  # reuse the rows an interrupted or failed run kept in <out>.partial/rows/
     accelerator: str = "cpu"
     devices: int = 1
+    num_nodes: int = 1
+    ddp_timeout: float = DDP_TIMEOUT
     out: str = "bsn-compare"
 
     @property
@@ -421,7 +429,7 @@ def check_compare_config(cfg: CompareConfig) -> None:
             f"--settle must be an integer from 2 to --epochs ({cfg.epochs}), got {cfg.settle!r}: it counts the "
             "epoch ends with the same most probable architecture"
         )
-    for option in ("random_archs", "jobs", "devices"):
+    for option in ("random_archs", "jobs", "devices", "num_nodes"):
         if not isinstance(getattr(cfg, option), int) or getattr(cfg, option) < 1:
             raise UsageError(
                 f"--{option.replace('_', '-')} must be a positive integer, got {getattr(cfg, option)!r}"

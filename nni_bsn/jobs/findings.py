@@ -4,11 +4,12 @@ accuracy, an architecture with no gate kept."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from evaluators.blocks import GATE_ON
 
-__all__ = ["kept_gates", "search_warnings"]
+__all__ = ["kept_gates", "search_warnings", "summary_lines"]
 
 #: Test accuracy below this multiple of chance (1 / classes) is reported as chance level.
 CHANCE_MARGIN = 1.5
@@ -45,3 +46,42 @@ def search_warnings(
             "budget or more --epochs"
         )
     return out
+
+
+def summary_lines(report: Mapping[str, Any], out: str) -> list[str]:
+    """What ``nni-bsn search`` prints when it finishes: the architecture, budget, costs, accuracy, time, the DDP
+    ranks' agreement, the warnings and the output files."""
+    lines = []
+    budget = ", ".join(
+        f"{b['cost']} <= {b['limit']:.4g} {b['unit']} ({b['spec']})" for b in report["budgets"]
+    )
+    kept = report.get("kept_gates") or {}
+    lines.append(
+        f"architecture: {report['selection']['method']}; within budget: {report['selection']['within_budget']}"
+        + (f"; {kept['kept']} of {kept['of']} gates kept" if kept.get("of") else "")
+    )
+    lines.append(f"budget: {budget}")
+    lines.append(
+        f"costs: MACs {report['costs']['macs']:.4g}, params {report['costs']['params']:.4g}"
+        + (
+            f", ONNX Runtime latency {report['costs']['latency_ms']:.3f} ms"
+            if "latency_ms" in report["costs"]
+            else ""
+        )
+        + (
+            f", makespan over {dist['devices']} devices {dist['makespan_ms']:.4g} ms"
+            if (dist := report["costs"].get("distributed"))
+            and report["config"]["cost"].startswith("distributed")
+            else ""
+        )
+    )
+    lines.append(f"accuracy: val {report['accuracy']['val']:.4f}, test {report['accuracy']['test']:.4f}")
+    lines.append(f"search: {report['search_seconds']:.1f} s, peak RSS {report['peak_rss_mb']:.0f} MB")
+    if (ranks := report.get("ranks") or {}).get("world_size", 1) > 1:
+        agreed = "yes" if ranks["agreed"] else "NO (see report.json's ranks)"
+        lines.append(f"ranks: {ranks['world_size']}, agreed on the logits and the architecture: {agreed}")
+    for warning in report.get("warnings", []):
+        lines.append(f"warning: {warning}")
+    files = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(out).iterdir())
+    lines.append(f"outputs in {out}/: {' '.join(files)}")
+    return lines

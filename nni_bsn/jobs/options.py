@@ -195,6 +195,19 @@ OPTIONS: tuple[Option, ...] = (
         compare_help="devices of each row's searches and retraining (Lightning)",
     ),
     Option(
+        "num_nodes",
+        "nodes (machines) of a DDP run started on each by torchrun or srun, --devices on each "
+        "(docs: the multi-device guide)",
+        positive_int,
+        compare_help="nodes of each row's searches and retraining (Lightning's num_nodes; not yet run on "
+        "several nodes)",
+    ),
+    Option(
+        "ddp_timeout",
+        "seconds a DDP rank waits for the others before it stops (a rank that died or hangs)",
+        positive_float,
+    ),
+    Option(
         "preset", "the paper's configuration", choices=tuple(sorted(PRESETS)), commands=SEARCH, none="none"
     ),
     Option("force", "replace the output folder if it exists", const=True),

@@ -20,9 +20,10 @@ from nni_bsn.jobs.builders import JobData, all_costs, build_cost, build_space, l
 from nni_bsn.jobs.checkpoints import RotatingCheckpointIO, keep_final, load_resumable, start_fresh
 from nni_bsn.jobs.config import SearchConfig, UsageError, distributed_devices
 from nni_bsn.jobs.outputs import partial_dir, versions, write_json
+from nni_bsn.jobs.ranks import check_devices, ddp_strategy, is_worker_process
 from nni_bsn.network.evaluation import evaluate_accuracy, finetune, recalibrate_batchnorm
 
-__all__ = ["run_search", "check_devices", "is_worker_process", "RESUMABLE_CHANGES"]
+__all__ = ["run_search", "run_search_as_worker", "check_devices", "is_worker_process", "RESUMABLE_CHANGES"]
 
 
 @dataclass
@@ -43,7 +44,8 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
     from nni_bsn.network.training import StepTimer
 
     started = time.time()
-    note = check_devices(cfg.accelerator, cfg.devices, torch.cuda.device_count(), os.cpu_count() or 1)
+    gpus, cores = torch.cuda.device_count(), os.cpu_count() or 1
+    note = check_devices(cfg.accelerator, cfg.devices, gpus, cores, cfg.num_nodes)
     if note:
         progress(note)
     partial = partial_dir(cfg.out)
@@ -85,34 +87,10 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
     return report
 
 
-def is_worker_process() -> bool:
-    """Whether this process is a DDP worker other than global rank 0: started by Lightning re-running the
-    command (``LOCAL_RANK``/``NODE_RANK``), by torchrun (``RANK``) or by SLURM's srun (``SLURM_PROCID``)."""
-    names = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
-    return any(int(os.environ.get(name) or 0) > 0 for name in names)
-
-
-def check_devices(accelerator: str, devices: int, gpus: int, cores: int) -> str | None:
-    """What ``--accelerator``/``--devices`` will run, as a note to print (or None); :class:`UsageError` if they
-    ask for GPUs that are not there or more CPU processes than cores."""
-    on_gpu = accelerator == "gpu" or (accelerator == "auto" and gpus > 0)
-    if on_gpu and devices > gpus:
-        found = (
-            f"{gpus} CUDA GPU(s) are visible to torch here"
-            if gpus
-            else "no CUDA GPU is visible to torch here"
-        )
-        raise UsageError(
-            f"--accelerator {accelerator} --devices {devices}: {found}; use --accelerator cpu, or fewer --devices"
-        )
-    if on_gpu or devices == 1:
-        return None
-    if devices > cores:
-        raise UsageError(
-            f"--devices {devices} on CPU would run {devices} DDP processes on {cores} core(s); "
-            f"give --devices {cores} or less (1: no DDP)"
-        )
-    return f"--devices {devices} on CPU: Lightning runs {devices} DDP processes (gloo), one per device"
+def run_search_as_worker(cfg: SearchConfig) -> None:
+    """A DDP worker's part of the search (any rank but global rank 0): it trains beside rank 0, which writes."""
+    with tempfile.TemporaryDirectory(prefix="nni-bsn-rank-") as tmp:
+        run_search(cfg, Path(tmp), progress=lambda message: None)
 
 
 #: The options a resumed search may change; any other difference from the checkpoint's is refused.
@@ -123,6 +101,8 @@ RESUMABLE_CHANGES = (
     "out",
     "accelerator",
     "devices",
+    "num_nodes",
+    "ddp_timeout",
     "onnx",
     "finetune_epochs",
     "extra",
@@ -185,13 +165,8 @@ def _evaluator(
     from nni_bsn.network.training import ScheduledClassificationModule
 
     optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[cfg.optimizer]
-    ddp: dict[str, Any] = {}
-    if cfg.devices > 1:  # path sampling leaves the unsampled blocks without gradient at each step
-        from pytorch_lightning.strategies import DDPStrategy
-
-        ddp["strategy"] = DDPStrategy(
-            find_unused_parameters=True, process_group_backend="gloo" if cfg.accelerator == "cpu" else None
-        )
+    strategy = ddp_strategy(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.ddp_timeout)
+    ddp: dict[str, Any] = {"strategy": strategy} if strategy is not None else {}
     # A checkpoint every 10 batches (two optimizer steps a batch) and at every epoch end, so a killed search resumes.
     # Both write the one last.ckpt (no version counter: it would add last-v1.ckpt beside it) in <out>.partial,
     # where --resume looks, atomically and keeping the one before (nni_bsn.jobs.checkpoints).
@@ -219,6 +194,7 @@ def _evaluator(
         max_epochs=epochs,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
         **ddp,
         logger=TensorBoardLogger(str(workdir), name="tensorboard", version="") if logger else False,
         callbacks=callbacks,
@@ -403,6 +379,7 @@ def _report(
         },
         "start_keep_prob": bsn["start_keep_prob"],
         "skipped_samples": bsn.get("skipped_samples", 0),
+        "ranks": bsn.get("ranks"),  # each DDP rank's logits and architecture digests, and whether they agree
         "costs": costs,
         "accuracy": accuracy,
         "search_seconds": round(found.seconds + timer.earlier_seconds, 2),  # with the interrupted runs' time

@@ -17,7 +17,7 @@ from nni_bsn.jobs.checkpoints import has_checkpoint
 from nni_bsn.jobs.config import SearchConfig
 from nni_bsn.jobs.outputs import partial_dir
 
-__all__ = ["run_sweep", "budget_folder"]
+__all__ = ["run_sweep", "run_sweep_as_worker", "budget_folder"]
 
 
 def budget_folder(budget: str) -> str:
@@ -46,8 +46,7 @@ def run_sweep(base: SearchConfig, budgets: list[str], workdir: Path, progress=pr
             progress(f"budget {b}: finished before the interruption, kept")
             resumed = "kept"
         else:
-            cfg = dataclasses.replace(base, budget=b, onnx=False, out=str(done), force=True)
-            cfg.resume = base.resume and has_checkpoint(partial_dir(done))
+            cfg = _budget_config(base, b, done)
             resumed = "from its checkpoint" if cfg.resume else "no"
             progress(f"budget {b}")
             with atomic_output_dir(done, force=True) as sub:
@@ -57,6 +56,24 @@ def run_sweep(base: SearchConfig, budgets: list[str], workdir: Path, progress=pr
     for b in budgets:
         shutil.move(str(kept / budget_folder(b)), str(workdir / budget_folder(b)))
     return _write_table(rows, workdir)
+
+
+def run_sweep_as_worker(base: SearchConfig, budgets: list[str]) -> None:
+    """A DDP worker's part of a sweep (any rank but global rank 0): each budget's search, trained beside rank 0,
+    which decides the same budgets from the same files (a shared filesystem) and writes everything."""
+    from nni_bsn.jobs.search import run_search_as_worker
+
+    for b in budgets:
+        done = partial_dir(base.out) / budget_folder(b)
+        if not (base.resume and (done / "report.json").is_file()):
+            run_search_as_worker(_budget_config(base, b, done))
+
+
+def _budget_config(base: SearchConfig, budget: str, done: Path) -> SearchConfig:
+    """The search of one budget, into ``done``; resumed if the sweep is and that search left a checkpoint."""
+    cfg = dataclasses.replace(base, budget=budget, onnx=False, out=str(done), force=True)
+    cfg.resume = base.resume and has_checkpoint(partial_dir(done))
+    return cfg
 
 
 def _row(budget: str, report: dict[str, Any]) -> dict[str, Any]:

@@ -387,5 +387,6 @@ class BSN(OneShotStrategy):
         rep["units"] = {b.name: b.unit for b in self.budgets}
         rep["full_costs"] = {b.name: b.full for b in self.budgets}
         rep["skipped_samples"] = module.skipped_samples
+        rep["ranks"] = module.rank_agreement
         rep["start_keep_prob"] = self.start_keep_prob
         return rep

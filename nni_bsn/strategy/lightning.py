@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from nni.nas.evaluator.pytorch.lightning import LightningModule, SupervisedLearningModule
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 
@@ -17,6 +16,14 @@ from nni_bsn import compat as _compat  # noqa: F401  (guards NNI's experiment lo
 from nni_bsn.strategy.budget import Budget, CostEvaluationError, budget_penalty, charged_costs
 from nni_bsn.strategy.evolution import EvolutionSettings, supernet_score
 from nni_bsn.strategy.policy import ArchitectureDistribution
+from nni_bsn.strategy.ranks import (
+    agreement,
+    average_gradient,
+    mean_over_ranks,
+    shared_seed,
+    step_generator,
+    world_size,
+)
 from nni_bsn.strategy.reward import (
     Baseline,
     architecture_surrogate,
@@ -121,7 +128,11 @@ class BSNLightningModule(BaseOneShotLightningModule):
         self.skipped_samples = 0
         self._epoch_sums: dict[str, list[float]] = {}
         self.last_selection: Selection | None = None
+        self.rank_agreement: dict[str, Any] | None = None  # set by export (nni_bsn.strategy.ranks)
         self._modules_cache: list | None = None
+        self._generator: tuple[int, torch.Generator] | None = (
+            None  # under DDP: the ranks' shared sampling seed
+        )
 
     # ----- architecture plumbing -------------------------------------------------------------------------------
 
@@ -172,6 +183,14 @@ class BSNLightningModule(BaseOneShotLightningModule):
             score.restore()
 
     def export(self) -> Arch:
+        """The chosen architecture; under DDP the ranks check they agree on it and the logits (``rank_agreement``)."""
+        arch = self._export()
+        self.rank_agreement = agreement(list(self.distribution.parameters()), arch)
+        if not self.rank_agreement["agreed"]:
+            warnings.warn(f"BSN: the DDP ranks disagree: {self.rank_agreement}", RuntimeWarning, stacklevel=2)
+        return arch
+
+    def _export(self) -> Arch:
         if self.select == "supernet" and self._chosen is None:
             self.on_train_end()  # resumed from a checkpoint whose epochs were all trained: Lightning ran no hook
         if self._chosen is not None:
@@ -257,13 +276,8 @@ class BSNLightningModule(BaseOneShotLightningModule):
         # autograd.grad, not manual_backward: the logits' gradient is averaged across ranks here, so that
         # every rank keeps identical logits (DDP's reducer only sees the weights' backward).
         grads = torch.autograd.grad(arch_loss, params, allow_unused=True)
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         for p, g in zip(params, grads):
-            g = torch.zeros_like(p) if g is None else g
-            if world > 1:
-                dist.all_reduce(g)
-                g = g / world
-            p.grad = g
+            p.grad = average_gradient(torch.zeros_like(p) if g is None else g)
         opt = self.architecture_optimizers()
         opt.step()
         opt.zero_grad()
@@ -276,15 +290,29 @@ class BSNLightningModule(BaseOneShotLightningModule):
         if self.trainer.current_epoch >= self.warmup_epochs:
             if held_out is not None:
                 losses = self._held_out_losses(archs, held_out, batch_idx)
+            losses = mean_over_ranks(losses)  # the same samples on every rank: each scored them on its shard
             self._search_step(archs, gate_logp, choice_logp, bits, losses)
         self.advance_lr_schedulers(batch_idx)
         return out
 
     def _sample(self, batch_size: int) -> tuple[list[Arch], torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The step's architectures, their gates' and choices' log-probabilities, and DisARM's pair bits."""
+        """The step's architectures, their gates' and choices' log-probabilities, and DisARM's pair bits; under
+        DDP the same on every rank (:mod:`nni_bsn.strategy.ranks`)."""
+        gen = self._step_generator()
+        shared = () if gen is None else (gen,)  # one process: the distribution's own draws, as before
         if self.estimator == "disarm":
-            return self.distribution.sample_pairs(max(1, min(self.num_samples, batch_size // 2)))
-        return (*self.distribution.sample_parts(max(1, min(self.num_samples, batch_size))), None)
+            return self.distribution.sample_pairs(max(1, min(self.num_samples, batch_size // 2)), *shared)
+        return (*self.distribution.sample_parts(max(1, min(self.num_samples, batch_size)), *shared), None)
+
+    def _step_generator(self) -> torch.Generator | None:
+        """Under DDP, the generator of this step's samples, seeded alike on every rank; None in one process."""
+        if world_size() == 1:
+            return None
+        if self._generator is None:
+            device = self.distribution.gate_logits.device
+            self._generator = (shared_seed(device), torch.Generator(device=device))
+        seed, generator = self._generator
+        return step_generator(generator, seed, self.trainer.global_step)
 
     def _loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
         out = self.training_module.training_step(batch, batch_idx)

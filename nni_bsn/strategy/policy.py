@@ -71,18 +71,27 @@ class ArchitectureDistribution(nn.Module):
             archs.append(arch)
         return archs
 
-    def sample(self, k: int = 1) -> tuple[list[dict[str, Any]], torch.Tensor]:
-        """Draw ``k`` architectures; returns them with their log-probabilities (a differentiable ``[k]`` tensor)."""
-        archs, gate_logp, choice_logp = self.sample_parts(k)
+    def sample(
+        self, k: int = 1, generator: torch.Generator | None = None
+    ) -> tuple[list[dict[str, Any]], torch.Tensor]:
+        """Draw ``k`` architectures; returns them with their log-probabilities (a differentiable ``[k]`` tensor).
+
+        ``generator`` (on the logits' device) draws them instead of torch's global one: seeded alike on every DDP
+        rank, every rank draws the same architectures (with None, the same draws as torch.distributions')."""
+        archs, gate_logp, choice_logp = self.sample_parts(k, generator)
         return archs, gate_logp + choice_logp
 
-    def sample_parts(self, k: int = 1) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor]:
+    def sample_parts(
+        self, k: int = 1, generator: torch.Generator | None = None
+    ) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor]:
         """Like :meth:`sample`, with the log-probability split into the gates' part and the other choices' part."""
-        bits = torch.distributions.Bernoulli(logits=self.gate_logits).sample((k,))
-        return self._with_choices(bits)
+        with torch.no_grad():  # what Bernoulli(logits=...).sample((k,)) does, with a generator
+            probs = torch.sigmoid(self.gate_logits.detach())
+            bits = torch.bernoulli(probs.expand(k, *probs.shape), generator=generator)
+        return self._with_choices(bits, generator)
 
     def sample_pairs(
-        self, m: int = 1
+        self, m: int = 1, generator: torch.Generator | None = None
     ) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor, torch.Tensor]:
         """``m`` antithetic pairs of architectures (DisARM's): rows ``2j`` and ``2j + 1`` share one uniform draw.
 
@@ -90,12 +99,14 @@ class ArchitectureDistribution(nn.Module):
         each is a sample of the distribution; the other choices are drawn independently. Returns the ``2m``
         architectures, the gates' and the choices' log-probabilities (``[2m]``) and the gate bits ``[2m, G]``.
         """
-        u = torch.rand(m, len(self.gate_labels), device=self.gate_logits.device)
+        u = torch.rand(m, len(self.gate_labels), device=self.gate_logits.device, generator=generator)
         p = torch.sigmoid(self.gate_logits.detach())
         bits = torch.stack([(u < p), (1 - u < p)], dim=1).reshape(2 * m, -1).float()
-        return (*self._with_choices(bits), bits)
+        return (*self._with_choices(bits, generator), bits)
 
-    def _with_choices(self, bits: torch.Tensor) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor]:
+    def _with_choices(
+        self, bits: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor]:
         """Architectures with these gate bits and freshly drawn choices; their gates' and choices' log-probs."""
         k = bits.shape[0]
         gate_logp = torch.distributions.Bernoulli(logits=self.gate_logits).log_prob(bits).sum(-1)
@@ -103,7 +114,8 @@ class ArchitectureDistribution(nn.Module):
         indices = []
         for logits in self.choice_logits:
             cat = torch.distributions.Categorical(logits=logits)
-            ix = cat.sample((k,))
+            with torch.no_grad():  # what cat.sample((k,)) does, with a generator
+                ix = torch.multinomial(cat.probs.reshape(1, -1), k, True, generator=generator).reshape(k)
             choice_logp = choice_logp + cat.log_prob(ix)
             indices.append(ix)
         return self._to_archs(bits, indices), gate_logp, choice_logp

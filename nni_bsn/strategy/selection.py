@@ -169,8 +169,10 @@ def _sampled(
     dist: ArchitectureDistribution, n_samples: int, prune: Callable[[Arch], Arch]
 ) -> list[tuple[Arch, str]]:
     """``n_samples`` architectures drawn from the distribution, pruned, each with how it was found."""
+    # Seeded: the same draws on every DDP rank (and for the same logits, the same export in every run).
+    generator = torch.Generator(device=dist.gate_logits.device).manual_seed(0)
     with torch.no_grad():
-        sampled, _ = dist.sample(n_samples)
+        sampled, _ = dist.sample(n_samples, generator)
     return [(prune(a), f"most probable of {n_samples} samples within budget") for a in sampled]
 
 
