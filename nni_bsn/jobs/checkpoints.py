@@ -29,6 +29,7 @@ __all__ = [
     "start_fresh",
     "load_resumable",
     "keep_final",
+    "require_checkpoint",
 ]
 
 LAST, PREVIOUS = "last.ckpt", "previous.ckpt"
@@ -83,9 +84,9 @@ def start_fresh(partial: Path, force: bool) -> None:
 def load_resumable(partial: Path, progress) -> tuple[Path, dict[str, Any]]:
     """The newest readable checkpoint in ``partial`` and its contents; a corrupt ``last.ckpt`` is named and
     ``previous.ckpt`` used; :class:`UsageError` if there is none to resume from."""
+    require_checkpoint(partial)
     problems = []
-    for name in (LAST, PREVIOUS):
-        path = partial / name
+    for path in (partial / LAST, partial / PREVIOUS):
         if not path.is_file():
             continue
         try:
@@ -96,14 +97,16 @@ def load_resumable(partial: Path, progress) -> tuple[Path, dict[str, Any]]:
         if problems:
             progress(f"{problems[0]}; resuming from the checkpoint before it, {path}")
         return path, state
-    if problems:
+    raise UsageError(f"nothing to resume: {'; '.join(problems)}; start anew with --force instead of --resume")
+
+
+def require_checkpoint(partial: Path) -> None:
+    """:class:`UsageError` if ``partial`` holds no checkpoint to resume from."""
+    if not has_checkpoint(partial):
         raise UsageError(
-            f"nothing to resume: {'; '.join(problems)}; start anew with --force instead of --resume"
+            f"nothing to resume: {partial / LAST} does not exist (a search keeps its checkpoints there until it "
+            "finishes)"
         )
-    raise UsageError(
-        f"nothing to resume: {partial / LAST} does not exist (a search keeps its checkpoints there until it "
-        "finishes)"
-    )
 
 
 def keep_final(partial: Path, workdir: Path) -> None:

@@ -17,7 +17,13 @@ from typing import Any
 import torch
 
 from nni_bsn.jobs.builders import JobData, all_costs, build_cost, build_space, load_job_data, rebuild_space
-from nni_bsn.jobs.checkpoints import RotatingCheckpointIO, keep_final, load_resumable, start_fresh
+from nni_bsn.jobs.checkpoints import (
+    RotatingCheckpointIO,
+    keep_final,
+    load_resumable,
+    require_checkpoint,
+    start_fresh,
+)
 from nni_bsn.jobs.config import SearchConfig, UsageError, distributed_devices
 from nni_bsn.jobs.outputs import partial_dir, versions, write_json
 from nni_bsn.jobs.ranks import check_devices, ddp_strategy, is_worker_process
@@ -51,6 +57,7 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
     partial = partial_dir(cfg.out)
     if not is_worker_process():  # rank 0 owns the checkpoints (the workers start while it trains)
         if cfg.resume:
+            require_checkpoint(partial)  # before anything is written beside it
             _check_resumed_config(cfg, partial)
         else:
             start_fresh(partial, cfg.force)
