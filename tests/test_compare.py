@@ -366,3 +366,22 @@ def test_a_killed_compare_takes_its_running_rows_with_it(tmp_path):
             raise AssertionError("the row's process outlived the killed comparison")
     finally:
         parent.kill()
+
+
+def test_the_two_conv_anchor_is_a_fixed_row_retrained_like_the_others_on_any_space(tmp_path):
+    """Fashion-MNIST benchmark's '2 Conv <100K parameters' network as a row: counted and retrained by the same code
+    as every found architecture (83,466 parameters at 28x28; at 8x8 its linear layer sees 2x2 maps)."""
+    from search_spaces import TwoConv
+
+    assert sum(p.numel() for p in TwoConv(image_size=28).parameters()) == 83_466
+    out = tmp_path / "cmp"
+    assert main(["compare", "--strategies", "two-conv", *TINY, "--out", str(out)]) == 0
+    (row,) = json.loads((out / "compare.json").read_text())["rows"]
+    assert row["status"] == "ok" and row["strategy"] == "2-conv network (<100K params)"
+    assert row["params"] == sum(p.numel() for p in TwoConv(image_size=8).parameters())
+    assert row["arch"] == {} and row["gates_total"] == 0 and row["test_acc"] > 0.2
+    from nni_bsn.jobs.config import check_compare_config
+
+    check_compare_config(CompareConfig(strategies=("two-conv",), space="nasbench201"))  # needs no gates
+    with pytest.raises(UsageError, match="'full' needs a fabric"):
+        check_compare_config(CompareConfig(strategies=("full",), space="nasbench201"))

@@ -27,7 +27,7 @@ from nni_bsn.compare.strategies import (
     make_strategy,
     strategy_details,
 )
-from nni_bsn.jobs.config import DERIVED, FIXED_NAMES, CompareConfig, row_label
+from nni_bsn.jobs.config import DERIVED, FIXED_NAMES, STANDALONE_FIXED, CompareConfig, row_label
 
 __all__ = ["search_and_evaluate", "failed_row", "INHERITED_BN_BATCHES"]
 
@@ -297,13 +297,16 @@ def _evaluate(work: _Work, name: str, spec: dict, arch: dict[str, Any], inherite
 
 def _fixed_network(cfg: CompareConfig, name: str, spec: dict, arch: dict[str, Any] | None, data):
     """The space and architecture of a row that searches nothing: a drawn architecture, the full super network,
-    or the plain ResNet (the ResNet fabric without shortcuts, every gate on)."""
+    the plain ResNet (the ResNet fabric without shortcuts, every gate on), or a network of its own (two-conv)."""
     import dataclasses
 
     from nni_bsn.jobs.builders import build_space, rebuild_space
 
     if arch is not None:
         return spec, arch
+    if name in STANDALONE_FIXED:  # its own space, nothing to choose
+        fixed = dataclasses.replace(cfg.search_config(), space=name)
+        return build_space(fixed, data.in_channels, data.info.num_classes, data.info.image_size)[1], {}
     if name == "resnet":
         plain = dataclasses.replace(cfg.search_config(), space="resnet-fabric", shortcuts="")
         _, spec = build_space(plain, data.in_channels, data.info.num_classes, data.info.image_size)

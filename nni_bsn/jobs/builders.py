@@ -83,6 +83,9 @@ SPACE_KINDS: dict[str, SpaceKind] = {
         ("width_multipliers", "expand_ratios"),
         any_channels=False,
     ),
+    "two-conv": SpaceKind(  # a fixed network (compare's two-conv row), not a space to search
+        _fabric("TwoConv"), lambda c, i, n, s: dict(image_size=s, in_channels=i, num_classes=n)
+    ),
     "proxylessnas": SpaceKind(
         _hub("ProxylessNAS"), lambda c, i, n, s: dict(num_labels=n, width_mult=0.25), any_channels=False
     ),

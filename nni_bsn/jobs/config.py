@@ -100,7 +100,10 @@ STRATEGIES: tuple[str, ...] = tuple(n for n in STRATEGY_NAMES if n not in PEER_V
 FIXED_NAMES: dict[str, str] = {
     "full": "Full super network",
     "resnet": "Plain ResNet (fabric, no shortcuts)",
+    "two-conv": "2-conv network (<100K params)",
 }
+#: The fixed rows that are no architecture of the searched space (any space: no gates needed).
+STANDALONE_FIXED = ("two-conv",)
 #: Rows of a kind at a budget of their own, ``<kind>@<budget>``: BSN searching under it, random architectures
 #: drawn within it (anywhere in it, or costing 90-100% of it).
 BUDGETED_KINDS: dict[str, str] = {
@@ -410,7 +413,11 @@ def check_compare_config(cfg: CompareConfig) -> None:
             f"compare runs on the fabrics and NasBench201; unknown or unsupported space {cfg.space!r}: choose "
             f"{', '.join(COMPARE_SPACES)}"
         )
-    gated = [n for n in parse_strategies(cfg.strategies) if n in FIXED_NAMES or n.endswith("+penalty")]
+    gated = [
+        n
+        for n in parse_strategies(cfg.strategies)
+        if (n in FIXED_NAMES and n not in STANDALONE_FIXED) or n.endswith("+penalty")
+    ]
     if gated and cfg.space not in FABRICS:
         raise UsageError(
             f"{gated[0]!r} needs a fabric's gates ({' or '.join(FABRICS)}); leave it out on {cfg.space}"
