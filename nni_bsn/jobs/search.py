@@ -19,6 +19,7 @@ import torch
 from nni_bsn.jobs.builders import JobData, all_costs, build_cost, build_space, load_job_data, rebuild_space
 from nni_bsn.jobs.checkpoints import RotatingCheckpointIO, keep_final, load_resumable, start_fresh
 from nni_bsn.jobs.config import SearchConfig, UsageError, distributed_devices
+from nni_bsn.jobs.found import ONNX_PREPROCESSING_KEY, report_preprocessing
 from nni_bsn.jobs.outputs import partial_dir, versions, write_json
 from nni_bsn.network.evaluation import evaluate_accuracy, finetune, recalibrate_batchnorm
 
@@ -74,11 +75,13 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
     model, accuracy = _evaluate_found(cfg, found.model, data)
     costs = all_costs(space_spec, found.arch, data.input_shape, distributed_devices(cfg.cost) or 2)
     _write_network(found.arch, model, workdir)
-    onnx_info = _export_onnx(model, data, workdir) if cfg.onnx else None
+    preprocessing = report_preprocessing(data.info, data.in_channels)
+    onnx_info = _export_onnx(model, data, workdir, preprocessing) if cfg.onnx else None
     if onnx_info:
         costs["latency_ms"] = onnx_info["latency_ms"]
     _draw(space_spec, found.arch, strategy, workdir)
     report = _report(cfg, strategy, found, space_spec, data, costs, accuracy, onnx_info, timer)
+    report["preprocessing"] = preprocessing
     report.update(_findings(strategy, found, space_spec, accuracy, data.info.num_classes))
     write_json(workdir / "report.json", report)
     keep_final(partial, workdir)  # <out>.partial goes once the output folder is in place
@@ -182,7 +185,7 @@ def _evaluator(
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    from nni_bsn.network.training import ScheduledClassificationModule
+    from nni_bsn.network.training import ScheduledClassificationModule, progress_options
 
     optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[cfg.optimizer]
     ddp: dict[str, Any] = {}
@@ -221,7 +224,7 @@ def _evaluator(
         devices=cfg.devices,
         **ddp,
         logger=TensorBoardLogger(str(workdir), name="tensorboard", version="") if logger else False,
-        callbacks=callbacks,
+        **progress_options("nni-bsn", callbacks),  # a bar on a terminal, else one line per epoch
         enable_checkpointing=True,
         plugins=[RotatingCheckpointIO()],
         enable_model_summary=False,
@@ -314,12 +317,14 @@ def _write_network(arch: dict[str, Any], model, workdir: Path) -> None:
     save_weights(model, workdir / "weights.pt")
 
 
-def _export_onnx(model, data: JobData, workdir: Path) -> dict[str, Any]:
-    """``model.onnx``, proved in ONNX Runtime and timed; paths relative to the output folder."""
-    from nni_bsn.network.export import export_and_time
+def _export_onnx(model, data: JobData, workdir: Path, preprocessing: dict) -> dict[str, Any]:
+    """``model.onnx``, proved in ONNX Runtime and timed, its input's ``preprocessing`` in its metadata (JSON under
+    ``nni_bsn.preprocessing``); paths relative to the output folder."""
+    from nni_bsn.network.export import export_and_time, write_metadata
 
     example = next(iter(data.test))[0][:8]
     info, latency = export_and_time(model, example, workdir / "model.onnx", data.input_shape)
+    write_metadata(workdir / "model.onnx", {ONNX_PREPROCESSING_KEY: preprocessing})
     info["path"] = "model.onnx"
     info["files"] = [Path(f).name for f in info.get("files", [])]
     info["latency_ms"] = latency["median_ms"]
