@@ -346,6 +346,7 @@ def _draw(space_spec: dict, arch: dict, strategy, workdir: Path) -> None:
             labels,
             workdir / "gate_probabilities.png",
             kept=kept_gates(space, arch, labels),  # counted as architecture.png counts them
+            start=strategy.start_keep_prob,  # where every gate started, drawn at epoch 0
         )
 
 
