@@ -209,3 +209,59 @@ def test_bad_imagefolders_exit_2_with_one_line(layout, needle, tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("nni-bsn: error: imagefolder: ")
     assert needle in err[0].lower() and not out.exists()
+
+
+def test_a_resume_with_too_few_epochs_names_the_interrupted_searchs_epochs(tmp_path, capsys):
+    import torch
+
+    from nni_bsn.cli import main
+
+    partial = tmp_path / "x.partial"
+    partial.mkdir()
+    batches = {"is_last_batch": True, "current": {"ready": 20, "completed": 20}}
+    torch.save(
+        {"epoch": 3, "loops": {"fit_loop": {"epoch_loop.batch_progress": batches}}}, partial / "last.ckpt"
+    )
+    argv = ["search", "--resume", "--epochs", "2", *TINY, "--out", str(tmp_path / "x")]
+    (partial / "search_config.json").write_text(json.dumps({"epochs": 10}))
+    assert main(argv) == 2  # 3 epochs trained of the 10 asked
+    line = capsys.readouterr().err.strip()
+    assert (
+        "has already trained 3 epoch(s); resume with --epochs 10 as it was, or any number from 3 up" in line
+    )
+
+
+def test_export_names_a_folder_as_a_folder_for_its_argument_and_for_out(tmp_path, capsys):
+    from nni_bsn.cli import main
+
+    found = tmp_path / "found"
+    found.mkdir()
+    (found / "arch.json").write_text("{}")
+    (found / "report.json").write_text(json.dumps({"space": {"name": "cnf"}}))
+    assert main(["export", str(found), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder, not an architecture file (give the arch.json inside it)" in err
+    assert "does not exist" not in err
+    for force in ([], ["--force"]):  # the same advice with and without --force: a folder is never replaced
+        assert main(["export", str(found / "arch.json"), "--out", str(tmp_path), *force]) == 2
+        err = capsys.readouterr().err
+        assert "it is a folder; give a file name, e.g." in err and "--force" not in err
+
+
+def test_the_readme_python_snippet_runs_quietly_and_writes_nothing_into_the_cwd(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "max_epochs=10" in snippet and "channels=16" in snippet
+    tiny = snippet.replace("max_epochs=10", "max_epochs=1").replace("channels=16", "channels=4")
+    (tmp_path / "snippet.py").write_text(tiny)
+    proc = subprocess.run(
+        [sys.executable, "snippet.py"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.splitlines() == [proc.stderr.splitlines()[0]]  # the epoch's line, nothing else
+    assert proc.stderr.startswith("nni-bsn: epoch 1/1: ") and "\r" not in proc.stderr
+    assert proc.stdout.startswith("{'arch': ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "runs",
+        "snippet.py",
+    ]  # no lightning_logs/, checkpoints/

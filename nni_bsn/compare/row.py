@@ -291,6 +291,7 @@ def _evaluate(work: _Work, name: str, spec: dict, arch: dict[str, Any], inherite
         "distributed_ms": (costs.get("distributed") or {}).get("makespan_ms"),
         "retrain_seconds": round(retrain_seconds, 3),
         "budget_cost": budget_cost,
+        "budget_limit": work.budget["limit"],  # the row's own: bsn@25%'s is 25%, not --budget
         "within_budget": budget_cost <= work.budget["limit"] * (1 + 1e-9),
     }
 

@@ -53,7 +53,6 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
             _check_resumed_config(cfg, partial)
         else:
             start_fresh(partial, cfg.force)
-        _save_config(cfg, partial)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_job_data(cfg)
     space, space_spec = build_space(cfg, data.in_channels, data.info.num_classes, data.info.image_size)
@@ -63,6 +62,8 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
         cfg, data.train, data.val, data.info.num_classes, workdir, cfg.epochs, extra_callbacks=[timer]
     )
     _resume_from_checkpoint(cfg, evaluator, progress)
+    if not is_worker_process():  # once the resume is accepted: a refused one keeps the interrupted search's
+        _save_config(cfg, partial)
     progress(
         f"searching {cfg.space} on {cfg.dataset} ({data.info.sizes['train']} training images) with a "
         f"{cfg.cost} budget of {cfg.budget}, {cfg.epochs} epochs"
@@ -139,15 +140,18 @@ def _save_config(cfg: SearchConfig, partial: Path) -> None:
     write_json(partial / _CONFIG_FILE, cfg.as_dict())
 
 
+def _saved_config(partial: Path) -> dict[str, Any]:
+    """The interrupted search's configuration, kept beside its checkpoints ({} if none or unreadable)."""
+    try:
+        saved = json.loads((partial / _CONFIG_FILE).read_text())
+    except (OSError, ValueError):  # a checkpoint from before the configuration was kept, or a damaged file
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
 def _check_resumed_config(cfg: SearchConfig, partial: Path) -> None:
     """Raise :class:`UsageError` naming the first option that differs from the interrupted search's."""
-    saved_path = partial / _CONFIG_FILE
-    if not saved_path.is_file():
-        return  # a checkpoint from before the configuration was kept
-    try:
-        saved = json.loads(saved_path.read_text())
-    except (OSError, ValueError):
-        return
+    saved = _saved_config(partial)
     now = cfg.as_dict()
     for name, value in saved.items():
         if name not in RESUMABLE_CHANGES and name in now and now[name] != value:
@@ -242,9 +246,15 @@ def _resume_from_checkpoint(cfg: SearchConfig, evaluator, progress) -> None:
     ckpt, state = load_resumable(partial, progress)
     done = _epochs_trained(state)
     if done > cfg.epochs:
+        asked = _saved_config(partial).get("epochs")  # the interrupted search's own --epochs
+        hint = (
+            f"--epochs {asked} as it was, or any number from {done} up"
+            if isinstance(asked, int) and asked >= done
+            else f"--epochs {done} or more"
+        )
         raise UsageError(
-            f"the checkpoint in {partial} has trained {done} epoch(s); resume with --epochs {done} or more "
-            f"(the interrupted search's --epochs)"
+            f"--resume --epochs {cfg.epochs}: the checkpoint in {partial} has already trained {done} epoch(s); "
+            f"resume with {hint}"
         )
     evaluator.fit_kwargs["ckpt_path"] = str(ckpt)
     if done == cfg.epochs:  # killed after training, while exporting or writing: only that is done again

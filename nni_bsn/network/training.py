@@ -24,6 +24,7 @@ __all__ = [
     "StepTimer",
     "epoch_figures",
     "progress_options",
+    "quiet_trainer_options",
 ]
 
 #: Lightning trainer options of a quiet run on the CPU (compare's rows, tests, benchmarks): no logger, progress
@@ -199,3 +200,16 @@ def progress_options(
     on_terminal = hasattr(stream, "isatty") and stream.isatty()
     shown = StderrProgressBar() if on_terminal else EpochLog(prefix, stream)
     return {"enable_progress_bar": on_terminal, "callbacks": [*callbacks, shown]}
+
+
+def quiet_trainer_options(prefix: str = "nni-bsn") -> dict[str, Any]:
+    """Trainer options (``Classification(..., **quiet_trainer_options())``) for a search from Python that writes
+    nothing into the current folder (no ``lightning_logs/``, no ``checkpoints/``), prints no model summary or
+    sanity check, and shows its progress as :func:`progress_options` does."""
+    return {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        **progress_options(prefix),
+    }
