@@ -6,8 +6,12 @@
     python examples/search_imagefolder.py DATA --image-size 32 --epochs 10 --budget 50% --out my-search
 
 Writes arch.json, weights.pt and result.json (the space's arguments, the preprocessing, the class names, the
-costs and the validation accuracy) into --out. The command line reads only its built-in datasets; this is the
-same search from Python: a Convolutional Neural Fabric, NNI's Classification evaluator, BSN under a MACs budget.
+costs and the validation accuracy) into --out. The command line reads the same layout,
+
+    nni-bsn search --dataset imagefolder --data-dir DATA --image-size 32 --epochs 10 --out my-search
+
+(with its test split, report, ONNX file and pictures); this script is the search written out in Python, to
+adapt: a Convolutional Neural Fabric, NNI's Classification evaluator, BSN under a MACs budget.
 """
 
 from __future__ import annotations

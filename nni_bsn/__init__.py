@@ -1,8 +1,8 @@
 """nni-bsn: Budgeted Super Networks as an NNI 3.0 one-shot strategy.
 
-``import nni_bsn`` is light: it sets the filters for NNI's import-time warnings and gym's banner (so import it before NNI) and
-loads :class:`BSN` (with torch, NNI and :mod:`nni_bsn.compat`, whose filelock guard applies then) on first use, so
-that the command line checks its arguments before the heavy libraries load.
+``import nni_bsn`` is light: it sets the filters for NNI's import-time warnings and gym's banner (so import it before
+NNI) and loads :class:`BSN` and :func:`load_found` (with torch, NNI and :mod:`nni_bsn.compat`, whose filelock guard
+applies then) on first use, so that the command line checks its arguments before the heavy libraries load.
 """
 
 from typing import Any
@@ -14,7 +14,7 @@ _filter_import_warnings()
 _hide_gym_banner()
 
 __version__ = "0.1.0"
-__all__ = ["BSN"]
+__all__ = ["BSN", "load_found"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +22,9 @@ def __getattr__(name: str) -> Any:
         from nni_bsn.strategy.bsn import BSN
 
         return BSN
+    if name == "load_found":
+        from nni_bsn import compat  # noqa: F401  (as for BSN: NNI's shims before NNI runs)
+        from nni_bsn.jobs.found import load_found
+
+        return load_found
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -39,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The ``nni-bsn`` parser; the jobs' options come from the one table :data:`nni_bsn.jobs.options.OPTIONS`."""
     parser = _Parser(prog="nni-bsn", description="Budgeted Super Networks for NNI 3.0")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and warnings")
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE)
     parser.add_argument("--version", action="version", version=f"nni-bsn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_options(sub.add_parser("search", help="search an architecture within a budget"), "search")
@@ -77,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         "is still written), 2 on bad input.",
     )
     add_options(p, "compare")
+    for command in sub.choices.values():  # -v after the command too; SUPPRESS keeps one given before it
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE)
     return parser
+
+
+_VERBOSE = "show library logs and warnings"
 
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
@@ -232,88 +236,29 @@ def _start_sweep(base) -> None:
     shutil.rmtree(kept)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{path} is not {what} (is it truncated or edited?): {e}") from None
-
-
-def _read_found(arch_path: Path) -> tuple[dict, dict]:
-    """The architecture of ``arch.json`` and the ``report.json`` beside it; a missing or bad file is a usage error."""
-    if not arch_path.is_file():
-        raise UsageError(f"architecture file {arch_path} does not exist")
-    arch = _read_json(arch_path, "a JSON architecture")
-    report_path = arch_path.with_name("report.json")
-    if not report_path.is_file():
-        raise UsageError(
-            f"{report_path} not found: export needs the report.json written beside arch.json by "
-            "`nni-bsn search` (it names the space)"
-        )
-    report = _read_json(report_path, "the report.json of `nni-bsn search`")
-    if not isinstance(arch, dict) or not isinstance(report, dict) or "name" not in report.get("space", {}):
-        raise UsageError(
-            f"{arch_path} and {report_path} are not an architecture and report of `nni-bsn search`"
-        )
-    return arch, report
-
-
-def _check_arch_fits(arch: dict, space, arch_path: Path) -> None:
-    """Raise :class:`UsageError` unless ``arch`` gives each choice of ``space`` one of its values."""
-    mutables = space.simplify()
-    unknown, missing = set(arch) - set(mutables), set(mutables) - set(arch)
-    if unknown or missing:
-        raise UsageError(
-            f"{arch_path} does not fit the space of {arch_path.with_name('report.json')}: "
-            + (
-                f"unknown labels {sorted(unknown)[:5]}"
-                if unknown
-                else f"missing labels {sorted(missing)[:5]}"
-            )
-        )
-    for label, mutable in mutables.items():
-        values = getattr(mutable, "values", None)
-        if values is not None and arch[label] not in list(values):
-            raise UsageError(
-                f"{arch_path}: {label} = {arch[label]!r} is not one of the choice's values {list(values)[:8]}"
-            )
-
-
 def _check_writable(out: Path, force: bool) -> None:
+    if out.is_dir():  # --force replaces a file, never a folder
+        raise UsageError(
+            f"cannot write the ONNX file {out}: it is a folder; give a file name, e.g. {out / 'model.onnx'}"
+        )
     if out.exists() and not force:
         raise UsageError(f"{out} already exists; pass --force to replace it")
     parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK) or out.is_dir():
-        reason = "is a folder" if out.is_dir() else f"{parent} is not a writable folder"
-        raise UsageError(f"cannot write the ONNX file {out}: {reason}")
-
-
-def _example_input(report: dict):
-    """A batch of the search's test images (as RGB where the space needs it), or random inputs of that shape."""
-    import torch
-
-    from nni_bsn.data import DataError, get_dataloaders
-    from nni_bsn.jobs.builders import needs_rgb, to_rgb
-
-    cfg, size = report.get("config", {}), report["dataset"].get("image_size")
-    try:
-        _, _, test, _ = get_dataloaders(cfg.get("dataset", "digits"), cfg.get("data_dir"), 16, size, 0)
-    except DataError:
-        _progress("dataset not available: checking parity on random inputs")
-        return torch.randn(16, report["space"].get("in_channels", 3), size, size)
-    example = next(iter(test))[0]
-    return to_rgb(example) if needs_rgb(report["space"]["name"], example.shape[1]) else example
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write the ONNX file {out}: {parent} is not a writable folder")
 
 
 def _export(args: argparse.Namespace) -> int:
     arch_path, out = Path(args.arch), Path(args.out)
-    arch, report = _read_found(arch_path)
+    from nni_bsn.jobs.found import ONNX_PREPROCESSING_KEY, check_arch_fits, example_input, read_found
+
+    arch, report = read_found(arch_path)
     _check_writable(out, args.force)
     _load_libraries(args)
     from nni_bsn.jobs.builders import rebuild_space
-    from nni_bsn.network.export import ExportError, export_and_time, load_frozen_model
+    from nni_bsn.network.export import ExportError, export_and_time, load_frozen_model, write_metadata
 
-    _check_arch_fits(arch, rebuild_space(report["space"]), arch_path)
+    check_arch_fits(arch, rebuild_space(report["space"]), arch_path)
     weights = arch_path.with_name("weights.pt")
     if not weights.is_file() and not args.random_weights:
         raise UsageError(
@@ -334,9 +279,11 @@ def _export(args: argparse.Namespace) -> int:
         _progress(f"loaded trained weights from {weights}")
     else:
         _progress(f"no {weights.name} beside {arch_path.name}: exporting freshly initialised weights")
-    example = _example_input(report)
+    example = example_input(report, _progress)
     try:
         info, lat = export_and_time(model, example, out, (1, *example.shape[1:]), tolerance=args.tolerance)
+        if report.get("preprocessing"):
+            write_metadata(out, {ONNX_PREPROCESSING_KEY: report["preprocessing"]})
     except ExportError as e:
         raise UsageError(str(e)) from None
     except OSError as e:

@@ -1,4 +1,5 @@
-"""Data for the searches: scikit-learn's digits (embedded default); CIFAR-10/100, Fashion-MNIST from a folder.
+"""Data for the searches: scikit-learn's digits (embedded default); CIFAR-10/100, Fashion-MNIST and one's own images
+(torchvision's ImageFolder layout, :mod:`nni_bsn.imagefolder`) from a folder.
 
 Nothing here downloads. ``digits`` ships inside scikit-learn's wheel; CIFAR is read from a folder in
 torchvision's on-disk format (the extracted ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``);
@@ -14,37 +15,36 @@ import gzip
 import os
 import pickle
 import zlib
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from nni.nas.evaluator.pytorch import DataLoader
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
+
+from nni_bsn.preprocess import preprocessing
+from nni_bsn.splits import (
+    SPLIT_SEED,
+    DataDir,
+    DataError,
+    DataInfo,
+    Splits,
+    TransformedSubset,
+    check_image_size,
+    check_labels,
+    holdout_split,
+    make_info,
+    train_subset,
+)
 
 __all__ = [
-    "DATASETS",
-    "DataError",
-    "DataInfo",
-    "canonical_dataset_name",
-    "get_datasets",
-    "get_dataloaders",
-    "digits_datasets",
-    "cifar_datasets",
-    "fashion_mnist_datasets",
-    "CIFAR_FILES",
-    "FASHION_MNIST_FILES",
-]
+    "DATASETS", "DataError", "DataInfo", "canonical_dataset_name", "get_datasets", "get_dataloaders",
+    "digits_datasets", "cifar_datasets", "fashion_mnist_datasets", "CIFAR_FILES", "FASHION_MNIST_FILES",
+]  # fmt: skip
 
-DATASETS = ("digits", "cifar10", "cifar100", "fashion-mnist")
+DATASETS = ("digits", "cifar10", "cifar100", "fashion-mnist", "imagefolder")
 
-SPLIT_SEED = 0
-"""Seed of every train/val/test split, whatever seed the user passes."""
-
-DataDir = str | os.PathLike | None
 DATA_DIR_ENV = "NNI_BSN_DATA"
 """Environment variable read for the data folder when ``data_dir`` is not given (default ``./data``)."""
 
@@ -63,46 +63,6 @@ CIFAR_VAL_FRACTION = 0.1
 CIFAR_MEAN_STD = (0.5, 0.5)  # the normalisation of the original BSN code
 
 
-class DataError(ValueError):
-    """A dataset cannot be loaded: unknown name, missing, incomplete or corrupt files, bad size."""
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What a model needs to know about a dataset.
-
-    Read as attributes (``info.num_classes``) or as a mapping (``info['num_classes']``).
-    """
-
-    name: str
-    num_classes: int
-    in_channels: int
-    image_size: int
-    sizes: dict[str, int] = field(default_factory=dict)
-    classes: tuple[str, ...] = ()
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def as_dict(self) -> dict[str, Any]:
-        """A plain (JSON-able) dict of the fields."""
-        out = asdict(self)
-        out["classes"] = list(self.classes)
-        return out
-
-
-Splits = tuple[Dataset, Dataset, Dataset, DataInfo]
-
-
-def _info(name: str, num_classes: int, in_channels: int, size: int, splits: tuple, classes: Any) -> DataInfo:
-    """The :class:`DataInfo` of ``splits`` = ``(train, val, test)``."""
-    sizes = {"train": len(splits[0]), "val": len(splits[1]), "test": len(splits[2])}
-    return DataInfo(name, num_classes, in_channels, size, sizes, tuple(classes))
-
-
 def canonical_dataset_name(name: str) -> str:
     """The name in :data:`DATASETS` that ``name`` spells, ignoring case, ``-`` and ``_``; else DataError."""
     key = str(name).lower().replace("-", "").replace("_", "")
@@ -110,45 +70,6 @@ def canonical_dataset_name(name: str) -> str:
         if key == canonical.replace("-", ""):
             return canonical
     raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
-
-
-def _check_image_size(image_size: int | None, default: int) -> int:
-    if image_size is None:
-        return default
-    if not isinstance(image_size, int) or image_size < 2 or image_size & (image_size - 1):
-        raise DataError(f"image_size must be a power of two >= 2 (e.g. 8, 16, 32), got {image_size!r}")
-    return image_size
-
-
-def _check_labels(what: str, labels: Any, num_classes: int) -> None:
-    """:class:`DataError` unless all labels are in ``0..num_classes-1`` (not an IndexError mid-epoch)."""
-    labels = np.asarray(labels)
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        lo, hi = labels.min(), labels.max()
-        raise DataError(f"{what}: labels must be in 0..{num_classes - 1}, found {lo}..{hi} (corrupt data?)")
-
-
-def _holdout_split(n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``(train, val)`` indices of ``n`` images, holding out ``val_fraction`` of them (fixed seed)."""
-    n_val = max(1, round(n * val_fraction)) if n > 1 else 0
-    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-def _train_subset(train_idx: np.ndarray, labels: np.ndarray, train_size: int | None) -> np.ndarray:
-    """The first ``train_size`` (all if ``None``) of ``train_idx``, whose labels are ``labels``, in a fixed
-    order that cycles through the classes: class-balanced, and contained in every larger subset."""
-    if train_size is None:
-        return train_idx
-    if not isinstance(train_size, int) or not 1 <= train_size <= len(train_idx):
-        raise DataError(f"train_size must be an integer in 1..{len(train_idx)}, got {train_size!r}")
-    perm = np.random.default_rng(SPLIT_SEED).permutation(len(train_idx))
-    rank = np.empty(len(train_idx), dtype=np.int64)
-    for c in np.unique(labels):
-        members = perm[labels[perm] == c]
-        rank[members] = np.arange(len(members))
-    order = np.lexsort((labels, rank))  # by rank within the class first, then by class
-    return np.sort(train_idx[order[:train_size]])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -165,7 +86,7 @@ def digits_datasets(image_size: int | None = None, train_size: int | None = None
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    size = _check_image_size(image_size, 8)
+    size = check_image_size(image_size, 8)
     digits = load_digits()
     x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (1797, 1, 8, 8) in [0, 1]
     y = torch.as_tensor(digits.target)  # int64
@@ -173,11 +94,12 @@ def digits_datasets(image_size: int | None = None, train_size: int | None = None
     val_idx, test_idx = train_test_split(rest, test_size=0.5, stratify=y[rest], random_state=SPLIT_SEED)
     mean, std = x[train_idx].mean(), x[train_idx].std()
     x = (x - mean) / std
-    train_idx = _train_subset(train_idx, digits.target[train_idx], train_size)
+    train_idx = train_subset(train_idx, digits.target[train_idx], train_size)
     if size != 8:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < 8)
     splits = tuple(TensorDataset(x[i], y[i]) for i in (train_idx, val_idx, test_idx))
-    return *splits, _info("digits", 10, 1, size, splits, (str(c) for c in digits.target_names))
+    steps = preprocessing(1, size, mean.item(), std.item(), "grey levels 0-16 divided by 16", 8)
+    return *splits, make_info("digits", 10, size, splits, (str(c) for c in digits.target_names), steps)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -225,20 +147,6 @@ def _torchvision_cifar(name: str) -> type:
     )
 
 
-class _TransformedSubset(Dataset):
-    """``base[indices[i]]`` with ``transform`` applied to the image."""
-
-    def __init__(self, base: Dataset, indices: np.ndarray, transform: Callable):
-        self.base, self.indices, self.transform = base, indices, transform
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img, target = self.base[int(self.indices[i])]
-        return self.transform(img), target
-
-
 def cifar_datasets(
     name: str = "cifar10",
     data_dir: DataDir = None,
@@ -261,7 +169,7 @@ def cifar_datasets(
     name = canonical_dataset_name(name)
     if name not in CIFAR_FILES:
         raise DataError(f"{name} is not a CIFAR dataset")
-    size = _check_image_size(image_size, 32)
+    size = check_image_size(image_size, 32)
     path = _cifar_folder(name, data_dir)
     _check_cifar_folder(name, path)
     cls = _torchvision_cifar(name)
@@ -274,28 +182,36 @@ def cifar_datasets(
         ) from e
 
     for split in (train_full, test_base):
-        _check_labels(f"{name}: {path}", split.targets, CIFAR_NUM_CLASSES[name])
-    train_idx, val_idx = _holdout_split(len(train_full), CIFAR_VAL_FRACTION)
-    train_idx = _train_subset(train_idx, np.asarray(train_full.targets)[train_idx], train_size)
+        check_labels(f"{name}: {path}", split.targets, CIFAR_NUM_CLASSES[name])
+    train_idx, val_idx = holdout_split(len(train_full), CIFAR_VAL_FRACTION)
+    train_idx = train_subset(train_idx, np.asarray(train_full.targets)[train_idx], train_size)
 
     mean, std = CIFAR_MEAN_STD
     resize = [T.Resize(size, antialias=True)] if size != 32 else []
     normalise = [T.ToTensor(), T.Normalize((mean,) * 3, (std,) * 3)]
     train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), *resize, *normalise])
     eval_tf = T.Compose([*resize, *normalise])
-    train = _TransformedSubset(train_full, train_idx, train_tf)
-    val = _TransformedSubset(train_full, val_idx, eval_tf)
-    test = _TransformedSubset(test_base, np.arange(len(test_base)), eval_tf)
-    info = _info(name, CIFAR_NUM_CLASSES[name], 3, size, (train, val, test), train_full.classes)
-    return train, val, test, info
+    train = TransformedSubset(train_full, train_idx, train_tf)
+    val = TransformedSubset(train_full, val_idx, eval_tf)
+    test = TransformedSubset(test_base, np.arange(len(test_base)), eval_tf)
+    steps = preprocessing(3, size, mean, std, "RGB bytes divided by 255", 32)
+    return (
+        train,
+        val,
+        test,
+        make_info(name, CIFAR_NUM_CLASSES[name], size, (train, val, test), train_full.classes, steps),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Fashion-MNIST
 
 FASHION_MNIST_FILES = (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-)  # fmt: skip
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 """The four idx files, each read raw or gzipped (``.gz``)."""
 
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -304,8 +220,17 @@ DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_VAL_FRACTION = 5_000 / 60_000  # 55,000 train / 5,000 validation of the 60,000 training images
 FASHION_MNIST_MEAN_STD = (0.2860, 0.3530)  # of the 60,000 training images (the 55,000: 0.2862, 0.3531)
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -355,7 +280,7 @@ def _read_fashion_mnist_split(files: dict[str, Path], split: str) -> tuple[np.nd
         raise DataError(f"fashion-mnist: {image_file} holds {images.shape[1:]} images, expected 28x28")
     if len(labels) != len(images):
         raise DataError(f"fashion-mnist: {label_file} holds {len(labels)} labels for {len(images)} images")
-    _check_labels(f"fashion-mnist: {label_file}", labels, len(FASHION_MNIST_CLASSES))
+    check_labels(f"fashion-mnist: {label_file}", labels, len(FASHION_MNIST_CLASSES))
     return images, labels
 
 
@@ -384,18 +309,26 @@ def fashion_mnist_datasets(
     strategy sees the same tensors, prepared once in memory, in seconds). ``train_size``: see get_datasets.
     A missing, incomplete or corrupt file raises :class:`DataError`; never downloads.
     """
-    size = _check_image_size(image_size, 32)
+    size = check_image_size(image_size, 32)
     debian = DEBIAN_FASHION_MNIST_DIR if DEBIAN_FASHION_MNIST_DIR.is_dir() else "data"
     root = data_dir or os.environ.get(DATA_DIR_ENV) or debian
     files = _fashion_mnist_files(Path(root).expanduser())
     train_images, train_labels = _read_fashion_mnist_split(files, "train")
     test_images, test_labels = _read_fashion_mnist_split(files, "t10k")
-    train_idx, val_idx = _holdout_split(len(train_labels), FASHION_MNIST_VAL_FRACTION)
-    train_idx = _train_subset(train_idx, train_labels[train_idx], train_size)
+    train_idx, val_idx = holdout_split(len(train_labels), FASHION_MNIST_VAL_FRACTION)
+    train_idx = train_subset(train_idx, train_labels[train_idx], train_size)
     train = _fashion_mnist_tensors(train_images[train_idx], train_labels[train_idx], size)
     val = _fashion_mnist_tensors(train_images[val_idx], train_labels[val_idx], size)
     test = _fashion_mnist_tensors(test_images, test_labels, size)
-    return train, val, test, _info("fashion-mnist", 10, 1, size, (train, val, test), FASHION_MNIST_CLASSES)
+    steps = preprocessing(
+        1, size, *FASHION_MNIST_MEAN_STD, "grey bytes divided by 255", 28, 2 if size >= 32 else 0
+    )
+    return (
+        train,
+        val,
+        test,
+        make_info("fashion-mnist", 10, size, (train, val, test), FASHION_MNIST_CLASSES, steps),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -416,6 +349,10 @@ def get_datasets(
         return digits_datasets(image_size, train_size)
     if key == "fashion-mnist":
         return fashion_mnist_datasets(data_dir, image_size, train_size)
+    if key == "imagefolder":
+        from nni_bsn.imagefolder import imagefolder_datasets
+
+        return imagefolder_datasets(data_dir, image_size, train_size)
     return cifar_datasets(key, data_dir, image_size, train_size)
 
 

@@ -1,5 +1,5 @@
 """Pictures of what a search found and how it got there: fabrics with their kept edges, gate probabilities over
-epochs, accuracy against cost.
+epochs (accuracy against cost: :mod:`nni_bsn.compare.front_plot`, and the sweep's in :mod:`nni_bsn.jobs.sweep`).
 
 Every function draws on its own ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot state, no window, safe
 in threads and on machines without a display), writes the file atomically (a temporary file in the same folder,
@@ -33,7 +33,6 @@ __all__ = [
     "draw_resnet_fabric",
     "draw_architecture",
     "plot_gate_probabilities",
-    "plot_accuracy_vs_cost",
 ]
 
 _log = logging.getLogger(__name__)
@@ -72,8 +71,12 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> str:
     return path
 
 
-def _gate_states(space: Any, arch: Mapping[str, Any], labels: Sequence[str]) -> dict[str, str]:
-    """``'kept'`` (on and alive), ``'dead'`` (on, pruned away) or ``'off'`` for every gate label."""
+def _gate_states(
+    space: Any, arch: Mapping[str, Any], labels: Sequence[str], probs: Mapping[str, float] | None = None
+) -> dict[str, str]:
+    """``'kept'`` (on and alive after ``space.prune``, as ``report.json``'s ``kept_gates`` counts), ``'dead'`` (on,
+    but pruned away: on in ``arch``, or with a keep-probability above 0.5 in ``probs``, the architecture before
+    pruning) or ``'off'`` for every gate label."""
     missing = [label for label in labels if label not in arch]
     if missing:
         raise KeyError(
@@ -82,10 +85,8 @@ def _gate_states(space: Any, arch: Mapping[str, Any], labels: Sequence[str]) -> 
     pruned = space.prune(arch) if hasattr(space, "prune") else arch
     states = {}
     for label in labels:
-        if pruned[label] == GATE_ON:
-            states[label] = "kept"
-        else:
-            states[label] = "dead" if arch[label] == GATE_ON else "off"
+        on = arch[label] == GATE_ON or (probs is not None and probs.get(label, 0.0) > 0.5)
+        states[label] = "kept" if pruned[label] == GATE_ON else ("dead" if on else "off")
     return states
 
 
@@ -135,7 +136,7 @@ def _add_prob_colorbar(fig: Figure, ax: Any, cmap: Any) -> None:
 def _title(name: str, states: Mapping[str, str]) -> str:
     kept = sum(s == "kept" for s in states.values())
     on = sum(s != "off" for s in states.values())
-    return f"{name}: {kept}/{len(states)} gates kept ({on} on before pruning)"
+    return f"{name}: {kept}/{len(states)} gates kept ({on} on before pruning, {on - kept} pruned)"
 
 
 def _mark_end(ax: Any, text: str, xy: tuple[float, float], dx: float) -> None:
@@ -190,7 +191,7 @@ def draw_cnf(
     """
     L, S = space.layers, space.scales
     labels = list(space.gate_labels)
-    states = _gate_states(space, arch, labels)
+    states = _gate_states(space, arch, labels, probs)
     cmap = colormaps[PROB_CMAP]
     fig = new_figure(max(5.0, 1.25 * L + 2.8), max(3.2, 0.85 * S + 1.6))
     ax = fig.add_subplot()
@@ -238,7 +239,7 @@ def draw_resnet_fabric(
     """
     W, B = space.units, len(space.maps)
     labels = list(space.gate_labels)
-    states = _gate_states(space, arch, labels)
+    states = _gate_states(space, arch, labels, probs)
     cmap = colormaps[PROB_CMAP]
     row_gap = 1.6
     fig = new_figure(max(5.0, 1.3 * (W + 1) + 3.0), max(3.2, row_gap * 0.95 * B + 1.8))
@@ -342,17 +343,24 @@ def draw_architecture(
     return _draw_table(arch, path, probs, f"{name}: {len(arch)} choices")
 
 
+#: The most gate names written beside the heatmap: more would overlap (every k-th gate is named instead).
+MAX_GATE_NAMES = 24
+
+
 def plot_gate_probabilities(
     history: Sequence[Sequence[float]],
     labels: Sequence[str],
     path: str | os.PathLike,
     kept: int | None = None,
+    start: float | Sequence[float] | None = None,
 ) -> str:
     """Keep-probability of every gate over the epochs; return ``path``.
 
-    ``history[e][i]`` is the keep-probability of gate ``labels[i]`` after epoch ``e``. Top: one thin line per gate
-    and their mean in bold. Bottom: the same numbers as a heatmap (gates x epochs), readable with 100+ gates. The
-    title adds ``kept``, the exported architecture's kept gates (as :func:`draw_architecture` counts them).
+    ``history[e][i]`` is the keep-probability of gate ``labels[i]`` after epoch ``e`` (drawn at ``e + 1``);
+    ``start``, the probability every gate (or each) started at, is drawn at epoch 0. Top: one thin line per gate,
+    their mean in bold, and the 0.5 line, the legend outside the axes. Bottom: the same numbers as a heatmap
+    (gates x epochs), at most :data:`MAX_GATE_NAMES` gate names beside it. The title adds ``kept``, the exported
+    architecture's kept gates (as :func:`draw_architecture` counts them).
     """
     lengths = sorted({len(row) for row in history})
     if not lengths or lengths != [len(labels)]:
@@ -361,90 +369,44 @@ def plot_gate_probabilities(
             f"probabilities (one per label), got {len(history)} epoch(s) of lengths {lengths}"
         )
     data = np.asarray(history, dtype=float)
+    first = 1
+    if start is not None:
+        data = np.vstack([np.broadcast_to(np.asarray(start, dtype=float), (len(labels),)), data])
+        first = 0
     epochs, gates = data.shape
-    x = np.arange(epochs)
-    fig = new_figure(8.0, 7.5 if gates <= 60 else 9.0)
+    x = np.arange(first, first + epochs)
+    fig = new_figure(9.0, 7.5 if gates <= 60 else 9.0)
     top, bottom = fig.subplots(2, 1, height_ratios=(1, 1.3 if gates <= 60 else 1.8))
 
     alpha = float(np.clip(3.0 / math.sqrt(gates), 0.12, 0.8))
     if epochs > 1:
         lines = [np.column_stack([x, data[:, i]]) for i in range(gates)]
-        top.add_collection(LineCollection(lines, colors="#5b7db1", linewidths=0.8, alpha=alpha))
+        top.add_collection(
+            LineCollection(lines, colors="#5b7db1", linewidths=0.8, alpha=alpha, label="a gate")
+        )
         top.plot(x, data.mean(axis=1), color="black", lw=2.5, label="mean")
     else:
-        top.scatter(np.zeros(gates), data[0], s=10, color="#5b7db1", alpha=alpha)
-        top.scatter([0], [data[0].mean()], s=60, color="black", label="mean")
+        top.scatter(np.full(gates, x[0]), data[0], s=10, color="#5b7db1", alpha=alpha, label="a gate")
+        top.scatter([x[0]], [data[0].mean()], s=60, color="black", label="mean")
     top.axhline(0.5, color="#c44", lw=0.8, ls="--", label="0.5 (kept above)")
-    top.set_xlim(-0.2, max(epochs - 1, 1) + 0.2)
+    top.set_xlim(x[0] - 0.2, max(x[-1], x[0] + 1) + 0.2)
     top.set_ylim(-0.02, 1.02)
     for ax in (top, bottom):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    top.set_xlabel("epoch")
+    top.set_xlabel("epoch" + (" (0: the start)" if start is not None else ""))
     top.set_ylabel("keep-probability")
-    title = f"{gates} gates over {epochs} epoch(s); {int((data[-1] > 0.5).sum())} above 0.5 at the end"
+    title = f"{gates} gates over {len(history)} epoch(s); {int((data[-1] > 0.5).sum())} above 0.5 at the end"
     top.set_title(title + ("" if kept is None else f"; {kept}/{gates} kept when exported"), fontsize=10)
-    top.legend(fontsize=8, loc="best")
+    top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
-    shade = {"cmap": PROB_CMAP, "vmin": 0.0, "vmax": 1.0, "extent": (-0.5, epochs - 0.5, gates - 0.5, -0.5)}
-    im = bottom.imshow(data.T, aspect="auto", interpolation="nearest", **shade)
-    bottom.set_xlabel("epoch")
-    bottom.set_ylabel("gate")
-    if gates <= 60:
-        bottom.set_yticks(range(gates), list(labels), fontsize=max(4, min(8, int(400 / max(gates, 1)))))
-    else:
-        step = math.ceil(gates / 30)
-        bottom.set_yticks(range(0, gates, step), [labels[i] for i in range(0, gates, step)], fontsize=5)
-    fig.colorbar(im, ax=bottom, label="keep-probability")
-    return save_figure(fig, path)
-
-
-def _number(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def plot_accuracy_vs_cost(
-    rows: Sequence[Mapping[str, Any]],
-    path: str | os.PathLike,
-    cost_key: str,
-    acc_key: str = "test_acc",
-    label_key: str = "strategy",
-) -> str:
-    """Scatter of ``acc_key`` against ``cost_key`` over ``rows`` (dicts), one colour per ``label_key`` value and
-    each point annotated with it; rows missing either number are left out (logged). Return ``path``."""
-    points = []
-    for row in rows:
-        c, a = _number(row.get(cost_key)), _number(row.get(acc_key))
-        if c is None or a is None:
-            message = "plot_accuracy_vs_cost: row %r has no numeric %r / %r; left out"
-            _log.info(message, row.get(label_key), cost_key, acc_key)
-            continue
-        points.append((c, a, str(row.get(label_key, ""))))
-    fig = new_figure(7.0, 5.0)
-    ax = fig.add_subplot()
-    groups = list(dict.fromkeys(p[2] for p in points))
-    palette = colormaps["tab10" if len(groups) <= 10 else "tab20"]
-    for gi, group in enumerate(groups):
-        colour = palette(gi % palette.N)
-        pts = [(c, a) for c, a, g in points if g == group]
-        ax.scatter(*zip(*pts), s=45, color=colour, edgecolors="black", linewidths=0.5, label=group, zorder=3)
-        for c, a in pts:
-            ax.annotate(group, (c, a), xytext=(4, 4), textcoords="offset points", fontsize=7, color="#333333")
-    costs = [p[0] for p in points]
-    if costs and min(costs) > 0 and max(costs) / min(costs) > 50:
-        ax.set_xscale("log")
-    ax.set_xlabel(cost_key)
-    ax.set_ylabel(acc_key)
-    ax.grid(True, alpha=0.3)
-    title = (
-        f"{acc_key} vs {cost_key} ({len(points)} runs)"
-        if points
-        else f"no rows with {acc_key} and {cost_key}"
+    extent = (x[0] - 0.5, x[-1] + 0.5, gates - 0.5, -0.5)
+    im = bottom.imshow(
+        data.T, aspect="auto", interpolation="nearest", cmap=PROB_CMAP, vmin=0, vmax=1, extent=extent
     )
-    ax.set_title(title, fontsize=10)
-    if groups and len(groups) <= 20:
-        ax.legend(fontsize=8, loc="best")
+    bottom.set_xlabel("epoch")
+    step = math.ceil(gates / MAX_GATE_NAMES)
+    named = range(0, gates, step)
+    bottom.set_ylabel("gate" + (f" (one in {step} named)" if step > 1 else ""))
+    bottom.set_yticks(list(named), [labels[i] for i in named], fontsize=7 if gates <= 60 else 5)
+    fig.colorbar(im, ax=bottom, label="keep-probability")
     return save_figure(fig, path)

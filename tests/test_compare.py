@@ -289,6 +289,11 @@ def test_compare_on_a_cifar10_folder_runs_bsn_at_two_budgets_beside_darts(tmp_pa
     for row in report["rows"][:2]:  # each BSN row within its own budget, connected
         assert row["bsn_selection"]["within_budget"] and row["bsn_selection"]["connected"]
         assert 0 < row["bsn_selection"]["start_keep_prob"] <= 0.95
+        # judged against its own budget, not --budget's 50%
+        assert row["budget_limit"] == report["row_budgets"][row["name"]]["limit"] != report["budget"]["limit"]
+        assert row["within_budget"] == (row["budget_cost"] <= row["budget_limit"] * (1 + 1e-9))
+    assert report["rows"][0]["budget_limit"] < report["rows"][1]["budget_limit"]
+    assert "its own budget (a <kind>@X row" in (out / "compare.md").read_text()
 
 
 def test_bsn_rows_at_their_own_budgets_are_accepted_and_bad_ones_refused():

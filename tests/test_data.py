@@ -384,7 +384,7 @@ def test_fashion_mnist_validation_split_is_fixed_and_disjoint_from_train(fashion
 
 
 def test_fashion_mnist_split_rule_gives_55000_and_5000_of_the_60000_training_images():
-    train_idx, val_idx = data_module._holdout_split(60_000, data_module.FASHION_MNIST_VAL_FRACTION)
+    train_idx, val_idx = data_module.holdout_split(60_000, data_module.FASHION_MNIST_VAL_FRACTION)
     assert (len(train_idx), len(val_idx)) == (55_000, 5_000)
 
 

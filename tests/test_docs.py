@@ -52,6 +52,14 @@ def test_the_site_builds_strictly_with_the_results_log_and_the_cli_help_generate
     for command in ("search", "sweep", "compare", "export"):
         assert f"usage: nni-bsn {command}" in cli
     api = (site / "reference" / "api" / "index.html").read_text(encoding="utf-8")
-    for name in ("BSN", "MacsCost", "ParamsCost", "LatencyCost", "DistributedCost", "get_dataloaders"):
+    for name in (
+        "BSN",
+        "MacsCost",
+        "ParamsCost",
+        "LatencyCost",
+        "DistributedCost",
+        "get_dataloaders",
+        "load_found",
+    ):
         assert name in api
     assert (site / "examples" / "index.html").is_file()

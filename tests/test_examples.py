@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nni_bsn
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 TIMEOUT_S = 240
@@ -123,23 +125,23 @@ def test_run_onnx_preprocesses_a_raw_digit_as_the_search_did_and_onnx_runtime_ag
     assert result["input_shape"] == [1, 1, 8, 8]
     assert 0 <= result["predicted"] < 10
     assert result["max_abs_diff_torch_onnx"] <= 1e-4
-    example = _example_module("run_onnx")
-    raw, raw_label = example.raw_image("digits", None, 3)
+    raw, raw_label = _example_module("run_onnx").test_digit(3)
     assert raw_label == int(label)
-    np.testing.assert_allclose(example.preprocess(raw, "digits", 8)[0].numpy(), image.numpy(), atol=1e-5)
+    recorded = nni_bsn.load_found(tiny_search).preprocess(raw)  # report.json's preprocessing, applied
+    np.testing.assert_allclose(recorded[0].numpy(), image.numpy(), atol=1e-5)
 
 
-def test_run_onnx_takes_an_image_file_and_matches_the_16x16_preprocessing(tiny_search, tmp_path):
+def test_run_onnx_takes_an_image_file_and_the_recorded_preprocessing_matches_16x16_digits(
+    tiny_search, tmp_path
+):
     from PIL import Image
 
     from nni_bsn.data import get_datasets
+    from nni_bsn.preprocess import preprocess
 
-    example = _example_module("run_onnx")
-    test = get_datasets("digits", image_size=16)[2]
-    raw, _ = example.raw_image("digits", None, 5)
-    np.testing.assert_allclose(
-        example.preprocess(raw, "digits", 16)[0].numpy(), test[5][0].numpy(), atol=1e-5
-    )
+    test, info = (lambda splits: (splits[2], splits[3]))(get_datasets("digits", image_size=16))
+    raw, _ = _example_module("run_onnx").test_digit(5)
+    np.testing.assert_allclose(preprocess(raw, info.preprocessing)[0].numpy(), test[5][0].numpy(), atol=1e-5)
     png = tmp_path / "digit.png"
     Image.fromarray((raw * 255).astype(np.uint8)).save(png)
     result = json.loads(

@@ -1,5 +1,6 @@
 """The accuracy-cost front of ``nni-bsn compare``: each row's mean test accuracy against its mean MACs, with error
-bars of one standard deviation both ways, each run as a faint point, and the budgets drawn as vertical lines."""
+bars of one standard deviation both ways, each run as a faint point, the budgets drawn as vertical lines, and the
+legend (outside the axes) naming the rows that failed."""
 
 from __future__ import annotations
 
@@ -48,13 +49,19 @@ def plot_front(
     title: str = "",
 ) -> str:
     """Plot the summary's entries (``compare_summary.summarize``) with their runs; ``budgets`` maps a label to a
-    MACs limit drawn as a vertical line. Entries without a successful run are left out. Return ``path``."""
-    fig = new_figure(8.0, 5.5)
+    MACs limit drawn as a vertical line. The legend, outside the axes, shows each entry with the marker drawn for
+    it, and names the entries whose runs failed (an entry without a successful run is listed as failed, not
+    drawn). Return ``path``."""
+    from matplotlib.lines import Line2D
+
+    fig = new_figure(10.0, 5.5)
     ax = fig.add_subplot()
     shown = [e for e in summary if e["runs"] and e["macs"] and e["test_acc"]]
+    handles = []
     for i, e in enumerate(shown):
         colour = _FAMILY_COLOURS[_family(e["name"])]
         marker = _MARKERS[i % len(_MARKERS)]
+        face = "white" if e["name"].endswith(DERIVED) else colour
         runs = _runs(rows, e["name"])
         if len(runs) > 1:
             ax.scatter(*zip(*runs), s=10, color=colour, alpha=0.25, marker=marker, linewidths=0)
@@ -65,13 +72,35 @@ def plot_front(
             yerr=e["test_acc"]["std"],
             fmt=marker,
             color=colour,
-            markerfacecolor="white" if e["name"].endswith(DERIVED) else colour,
+            markerfacecolor=face,
             markersize=7,
             capsize=3,
-            label=f"{e['strategy']} (n={e['runs']})",
             zorder=3,
         )
-    for label, limit in (budgets or {}).items():
+        failed = f", {e['failed']} failed" if e.get("failed") else ""
+        label = f"{e['strategy']} (n={e['runs']}{failed})"
+        handles.append(Line2D([], [], ls="none", marker=marker, color=colour, mfc=face, ms=7, label=label))
+    lost = [e for e in summary if e not in shown]
+    for e in lost:  # no successful run: nothing to draw, but the reader must see that it ran and failed
+        label = f"{e['strategy']}: failed ({e.get('failed', 0)} run(s))"
+        handles.append(Line2D([], [], ls="none", marker="x", color="#999999", ms=7, label=label))
+    _budget_lines(ax, budgets or {})
+    costs = [e["macs"]["mean"] for e in shown]
+    if costs and min(costs) > 0 and max(costs) / min(costs) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("MACs of the retrained network (mean ± std)")
+    ax.set_ylabel("test accuracy (mean ± std)")
+    ax.grid(True, alpha=0.3)
+    failures = f"; failed: {', '.join(e['strategy'] for e in lost)}" if lost else ""
+    runs = sum(e["runs"] for e in shown)
+    ax.set_title((title or f"test accuracy vs MACs ({runs} runs)") + failures, fontsize=10)
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    return save_figure(fig, path)
+
+
+def _budget_lines(ax: Any, budgets: Mapping[str, float]) -> None:
+    for label, limit in budgets.items():
         ax.axvline(limit, color="#999999", linestyle="--", linewidth=0.8, zorder=1)
         ax.annotate(
             label,
@@ -83,13 +112,3 @@ def plot_front(
             ha="right",
             color="#666666",
         )
-    costs = [e["macs"]["mean"] for e in shown]
-    if costs and min(costs) > 0 and max(costs) / min(costs) > 20:
-        ax.set_xscale("log")
-    ax.set_xlabel("MACs of the retrained network (mean ± std)")
-    ax.set_ylabel("test accuracy (mean ± std)")
-    ax.grid(True, alpha=0.3)
-    ax.set_title(title or f"test accuracy vs MACs ({sum(e['runs'] for e in shown)} runs)", fontsize=10)
-    if shown:
-        ax.legend(fontsize=6.5, loc="lower right", ncol=2 if len(shown) > 10 else 1)
-    return save_figure(fig, path)

@@ -45,6 +45,7 @@ COLUMNS = [
     "search_peak_rss_mb",
     "retrain_seconds",
     "budget_cost",
+    "budget_limit",
     "within_budget",
     "connected",
     "gates_on",
@@ -140,7 +141,8 @@ def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
         "CPU, batch 1, 1 thread, median of 50 runs; 2-device makespan: DistributedCost(devices=2) (model, ms).",
         f"Budget: {budget['cost']} <= {budget['limit']:.6g} {budget['unit']} ({budget['spec']} of "
         f"{budget['full']:.6g}). BSN searches with it (lam {cfg.lam:g}, {cfg.num_samples} sample(s) a step); "
-        "'within budget' checks every row against it; only BSN and the +penalty rows know about it.",
+        "'within budget' checks each row against its own budget (a <kind>@X row, e.g. bsn@25%, against X; the "
+        "others against this one); only BSN and the +penalty rows know about theirs.",
         "darts+penalty / proxyless+penalty: NNI's ExpectationProfilerPenalty over its FlopsProfiler, baseline the "
         f"same fraction ({budget['fraction']:.3g}) of the profiler's full count, scale {cfg.lam:g}, a hinge; with "
         "the live-probability fix of nni_bsn.compat (stock NNI 3.0's penalty never reaches α).",

@@ -51,12 +51,15 @@ class _Searched:
     epochs_run: int
 
 
-def _classification(cfg: CompareConfig, train, val, num_classes: int, epochs: int, callbacks=()):
-    """NNI's Classification evaluator with the one recipe every search and every retraining uses."""
+def _classification(
+    cfg: CompareConfig, train, val, num_classes: int, epochs: int, progress_prefix: str, callbacks=()
+):
+    """NNI's Classification evaluator with the one recipe every search and every retraining uses; its progress is
+    one line per epoch starting with ``progress_prefix`` (a bar on a terminal)."""
     import torch
     from nni.nas.evaluator.pytorch import Classification
 
-    from nni_bsn.network.training import QUIET_CPU
+    from nni_bsn.network.training import QUIET_CPU, progress_options
 
     limits = {
         k: v
@@ -74,10 +77,9 @@ def _classification(cfg: CompareConfig, train, val, num_classes: int, epochs: in
         val_dataloaders=val,
         num_classes=num_classes,
         max_epochs=epochs,
-        **{**QUIET_CPU, "accelerator": cfg.accelerator},
+        **{**QUIET_CPU, "accelerator": cfg.accelerator, **progress_options(progress_prefix, callbacks)},
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
-        callbacks=list(callbacks),
         deterministic=False,
         **limits,
     )
@@ -168,14 +170,13 @@ def _retrain(cfg: CompareConfig, space_spec: dict, pruned: dict[str, Any], loade
     from nni_bsn.jobs.builders import rebuild_space
     from nni_bsn.network.evaluation import evaluate_accuracy
     from nni_bsn.network.export import load_frozen_model
-    from nni_bsn.network.training import EpochLog
 
     train, val, test = loaders
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     reset_order(train, cfg.seed)
     net = load_frozen_model(lambda: rebuild_space(space_spec), pruned)
     started = time.perf_counter()
-    _classification(cfg, train, val, num_classes, cfg.retrain, callbacks=[EpochLog("retrain")]).fit(net)
+    _classification(cfg, train, val, num_classes, cfg.retrain, "retrain").fit(net)
     seconds = time.perf_counter() - started
     return net, {"val": evaluate_accuracy(net, val), "test": evaluate_accuracy(net, test)}, seconds
 
@@ -291,6 +292,7 @@ def _evaluate(work: _Work, name: str, spec: dict, arch: dict[str, Any], inherite
         "distributed_ms": (costs.get("distributed") or {}).get("makespan_ms"),
         "retrain_seconds": round(retrain_seconds, 3),
         "budget_cost": budget_cost,
+        "budget_limit": work.budget["limit"],  # the row's own: bsn@25%'s is 25%, not --budget
         "within_budget": budget_cost <= work.budget["limit"] * (1 + 1e-9),
     }
 
@@ -344,7 +346,7 @@ def search_and_evaluate(
     import torch
 
     from nni_bsn.jobs.builders import build_space, load_job_data, rebuild_space
-    from nni_bsn.network.training import EpochLog, StepTimer
+    from nni_bsn.network.training import StepTimer
 
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -360,8 +362,10 @@ def search_and_evaluate(
     strategy, setup = make_strategy(name, cfg, space, work.input_shape, {**budget, "space_spec": space_spec})
     timer = StepTimer()
     settle = SettleStop(cfg.settle) if cfg.settle else None
-    callbacks = [timer, EpochLog(f"{name} search"), *([settle] if settle else [])]
-    evaluator = _classification(cfg, data.train, data.val, info.num_classes, cfg.epochs, callbacks=callbacks)
+    callbacks = [timer, *([settle] if settle else [])]
+    evaluator = _classification(
+        cfg, data.train, data.val, info.num_classes, cfg.epochs, f"{name} search", callbacks=callbacks
+    )
     graph = getattr(rebuild_space(space_spec), "graph", None)
     searched = _search(cfg, name, space, strategy, evaluator, workdir, graph)
     if settle is not None:

@@ -47,7 +47,13 @@ SPACES = ("cnf", "resnet-fabric", "nasbench201", "mobilenetv3", "proxylessnas")
 COMPARE_SPACES = ("cnf", "resnet-fabric", "nasbench201")
 FABRICS = ("cnf", "resnet-fabric")  # the gate spaces: fixed networks and the +penalty rows need their gates
 COSTS = ("macs", "params", "latency", "distributed:N")
-DATASETS = ("digits", "cifar10", "cifar100", "fashion-mnist")  # nni_bsn.data.DATASETS (a test checks)
+DATASETS = (
+    "digits",
+    "cifar10",
+    "cifar100",
+    "fashion-mnist",
+    "imagefolder",
+)  # nni_bsn.data.DATASETS (a test checks)
 # The image size of a job on CIFAR or Fashion-MNIST (28 padded to 32) that gives none (digits: the configs').
 CIFAR_IMAGE_SIZE = 32
 # Seconds a DDP rank waits for the others in one collective before it stops with one line (a rank that died or

@@ -136,10 +136,11 @@ OPTIONS: tuple[Option, ...] = (
         commands=("compare",),
     ),
     Option("space", "search space: {spaces}"),
-    Option("dataset", "digits (embedded), cifar10, cifar100 or fashion-mnist"),
+    Option("dataset", "digits (embedded), cifar10, cifar100, fashion-mnist, or imagefolder (your images)"),
     Option(
         "data_dir",
-        "folder holding cifar-10-batches-py/, cifar-100-python/ or Fashion-MNIST's idx files",
+        "folder holding cifar-10-batches-py/, cifar-100-python/ or Fashion-MNIST's idx files; for imagefolder, "
+        "<class>/ folders of images, or train/ (val/, test/) holding them",
         none="$NNI_BSN_DATA, else for fashion-mnist Debian's dataset-fashion-mnist folder if installed, else ./data",
     ),
     Option(

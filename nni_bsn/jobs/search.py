@@ -25,6 +25,7 @@ from nni_bsn.jobs.checkpoints import (
     start_fresh,
 )
 from nni_bsn.jobs.config import SearchConfig, UsageError, distributed_devices
+from nni_bsn.jobs.found import ONNX_PREPROCESSING_KEY, report_preprocessing
 from nni_bsn.jobs.outputs import partial_dir, versions, write_json
 from nni_bsn.jobs.ranks import check_devices, ddp_strategy, is_worker_process
 from nni_bsn.network.evaluation import evaluate_accuracy, finetune, recalibrate_batchnorm
@@ -61,7 +62,6 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
             _check_resumed_config(cfg, partial)
         else:
             start_fresh(partial, cfg.force)
-        _save_config(cfg, partial)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_job_data(cfg)
     space, space_spec = build_space(cfg, data.in_channels, data.info.num_classes, data.info.image_size)
@@ -71,6 +71,8 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
         cfg, data.train, data.val, data.info.num_classes, workdir, cfg.epochs, extra_callbacks=[timer]
     )
     _resume_from_checkpoint(cfg, evaluator, progress)
+    if not is_worker_process():  # once the resume is accepted: a refused one keeps the interrupted search's
+        _save_config(cfg, partial)
     progress(
         f"searching {cfg.space} on {cfg.dataset} ({data.info.sizes['train']} training images) with a "
         f"{cfg.cost} budget of {cfg.budget}, {cfg.epochs} epochs"
@@ -83,11 +85,13 @@ def run_search(cfg: SearchConfig, workdir: Path, progress=print) -> dict[str, An
     model, accuracy = _evaluate_found(cfg, found.model, data)
     costs = all_costs(space_spec, found.arch, data.input_shape, distributed_devices(cfg.cost) or 2)
     _write_network(found.arch, model, workdir)
-    onnx_info = _export_onnx(model, data, workdir) if cfg.onnx else None
+    preprocessing = report_preprocessing(data.info, data.in_channels)
+    onnx_info = _export_onnx(model, data, workdir, preprocessing) if cfg.onnx else None
     if onnx_info:
         costs["latency_ms"] = onnx_info["latency_ms"]
     _draw(space_spec, found.arch, strategy, workdir)
     report = _report(cfg, strategy, found, space_spec, data, costs, accuracy, onnx_info, timer)
+    report["preprocessing"] = preprocessing
     report.update(_findings(strategy, found, space_spec, accuracy, data.info.num_classes))
     write_json(workdir / "report.json", report)
     keep_final(partial, workdir)  # <out>.partial goes once the output folder is in place
@@ -123,15 +127,18 @@ def _save_config(cfg: SearchConfig, partial: Path) -> None:
     write_json(partial / _CONFIG_FILE, cfg.as_dict())
 
 
+def _saved_config(partial: Path) -> dict[str, Any]:
+    """The interrupted search's configuration, kept beside its checkpoints ({} if none or unreadable)."""
+    try:
+        saved = json.loads((partial / _CONFIG_FILE).read_text())
+    except (OSError, ValueError):  # a checkpoint from before the configuration was kept, or a damaged file
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
 def _check_resumed_config(cfg: SearchConfig, partial: Path) -> None:
     """Raise :class:`UsageError` naming the first option that differs from the interrupted search's."""
-    saved_path = partial / _CONFIG_FILE
-    if not saved_path.is_file():
-        return  # a checkpoint from before the configuration was kept
-    try:
-        saved = json.loads(saved_path.read_text())
-    except (OSError, ValueError):
-        return
+    saved = _saved_config(partial)
     now = cfg.as_dict()
     for name, value in saved.items():
         if name not in RESUMABLE_CHANGES and name in now and now[name] != value:
@@ -169,7 +176,7 @@ def _evaluator(
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    from nni_bsn.network.training import ScheduledClassificationModule
+    from nni_bsn.network.training import ScheduledClassificationModule, progress_options
 
     optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[cfg.optimizer]
     strategy = ddp_strategy(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.ddp_timeout)
@@ -204,7 +211,7 @@ def _evaluator(
         num_nodes=cfg.num_nodes,
         **ddp,
         logger=TensorBoardLogger(str(workdir), name="tensorboard", version="") if logger else False,
-        callbacks=callbacks,
+        **progress_options("nni-bsn", callbacks),  # a bar on a terminal, else one line per epoch
         enable_checkpointing=True,
         plugins=[RotatingCheckpointIO()],
         enable_model_summary=False,
@@ -222,9 +229,15 @@ def _resume_from_checkpoint(cfg: SearchConfig, evaluator, progress) -> None:
     ckpt, state = load_resumable(partial, progress)
     done = _epochs_trained(state)
     if done > cfg.epochs:
+        asked = _saved_config(partial).get("epochs")  # the interrupted search's own --epochs
+        hint = (
+            f"--epochs {asked} as it was, or any number from {done} up"
+            if isinstance(asked, int) and asked >= done
+            else f"--epochs {done} or more"
+        )
         raise UsageError(
-            f"the checkpoint in {partial} has trained {done} epoch(s); resume with --epochs {done} or more "
-            f"(the interrupted search's --epochs)"
+            f"--resume --epochs {cfg.epochs}: the checkpoint in {partial} has already trained {done} epoch(s); "
+            f"resume with {hint}"
         )
     evaluator.fit_kwargs["ckpt_path"] = str(ckpt)
     if done == cfg.epochs:  # killed after training, while exporting or writing: only that is done again
@@ -297,12 +310,14 @@ def _write_network(arch: dict[str, Any], model, workdir: Path) -> None:
     save_weights(model, workdir / "weights.pt")
 
 
-def _export_onnx(model, data: JobData, workdir: Path) -> dict[str, Any]:
-    """``model.onnx``, proved in ONNX Runtime and timed; paths relative to the output folder."""
-    from nni_bsn.network.export import export_and_time
+def _export_onnx(model, data: JobData, workdir: Path, preprocessing: dict) -> dict[str, Any]:
+    """``model.onnx``, proved in ONNX Runtime and timed, its input's ``preprocessing`` in its metadata (JSON under
+    ``nni_bsn.preprocessing``); paths relative to the output folder."""
+    from nni_bsn.network.export import export_and_time, write_metadata
 
     example = next(iter(data.test))[0][:8]
     info, latency = export_and_time(model, example, workdir / "model.onnx", data.input_shape)
+    write_metadata(workdir / "model.onnx", {ONNX_PREPROCESSING_KEY: preprocessing})
     info["path"] = "model.onnx"
     info["files"] = [Path(f).name for f in info.get("files", [])]
     info["latency_ms"] = latency["median_ms"]
@@ -324,6 +339,7 @@ def _draw(space_spec: dict, arch: dict, strategy, workdir: Path) -> None:
             labels,
             workdir / "gate_probabilities.png",
             kept=kept_gates(space, arch, labels),  # counted as architecture.png counts them
+            start=strategy.start_keep_prob,  # where every gate started, drawn at epoch 0
         )
 
 

@@ -17,7 +17,7 @@ from nni_bsn.jobs.checkpoints import has_checkpoint
 from nni_bsn.jobs.config import SearchConfig
 from nni_bsn.jobs.outputs import partial_dir
 
-__all__ = ["run_sweep", "run_sweep_as_worker", "budget_folder"]
+__all__ = ["run_sweep", "run_sweep_as_worker", "budget_folder", "plot_sweep"]
 
 
 def budget_folder(budget: str) -> str:
@@ -77,6 +77,7 @@ def _budget_config(base: SearchConfig, budget: str, done: Path) -> SearchConfig:
 
 
 def _row(budget: str, report: dict[str, Any]) -> dict[str, Any]:
+    limit = (report.get("budgets") or [{}])[0]  # the budget the sweep varies, in its cost's units
     return {
         "budget": budget,
         "macs": report["costs"]["macs"],
@@ -86,12 +87,12 @@ def _row(budget: str, report: dict[str, Any]) -> dict[str, Any]:
         "within_budget": report["selection"]["within_budget"],
         "search_seconds": report["search_seconds"],
         "strategy": f"BSN {budget}",
+        "budget_cost": limit.get("cost"),
+        "budget_limit": limit.get("limit"),
     }
 
 
 def _write_table(rows: list[dict[str, Any]], workdir: Path) -> list[str]:
-    from nni_bsn.plots import plot_accuracy_vs_cost
-
     (workdir / "sweep.json").write_text(json.dumps(rows, indent=2))
     lines = [
         "| budget | MACs | params | val acc | test acc | within budget | search s | resumed |",
@@ -103,7 +104,41 @@ def _write_table(rows: list[dict[str, Any]], workdir: Path) -> list[str]:
         for r in rows
     ]
     (workdir / "sweep.md").write_text("\n".join(lines) + "\n")
-    plot_accuracy_vs_cost(
-        rows, workdir / "accuracy_vs_cost.png", cost_key="macs", acc_key="test_acc", label_key="strategy"
-    )
+    plot_sweep(rows, workdir / "accuracy_vs_cost.png")
     return lines
+
+
+_AXIS_NAMES = {"macs": "MACs", "params": "parameters"}
+
+
+def plot_sweep(rows: list[dict[str, Any]], path: Path) -> str:
+    """The found networks' test accuracy against their cost (MACs, or parameters for a parameter budget), joined
+    in order of cost, each named by its budget, and each budget's limit as a vertical line in the same colour."""
+    from matplotlib import colormaps
+
+    from nni_bsn.plots import new_figure, save_figure
+
+    cost = rows[0]["budget_cost"] if rows and rows[0].get("budget_cost") in _AXIS_NAMES else "macs"
+    fig = new_figure(8.0, 5.0)
+    ax = fig.add_subplot()
+    ordered = sorted(rows, key=lambda r: r[cost])
+    ax.plot([r[cost] for r in ordered], [r["test_acc"] for r in ordered], color="#555555", lw=1.2, zorder=2)
+    palette = colormaps["tab10"]
+    for i, r in enumerate(rows):
+        colour = palette(i % palette.N)
+        ax.scatter(
+            [r[cost]], [r["test_acc"]], s=50, color=colour, edgecolors="black", zorder=3, label=r["budget"]
+        )
+        ax.annotate(
+            r["budget"], (r[cost], r["test_acc"]), xytext=(5, 5), textcoords="offset points", fontsize=8
+        )
+        if r.get("budget_cost") == cost and r.get("budget_limit") is not None:
+            ax.axvline(
+                r["budget_limit"], color=colour, ls="--", lw=0.9, zorder=1, label=f"{r['budget']} budget"
+            )
+    ax.set_xlabel(f"{_AXIS_NAMES[cost]} of the found network")
+    ax.set_ylabel("test accuracy")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"BSN at {len(rows)} budget(s): test accuracy against {_AXIS_NAMES[cost]}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    return save_figure(fig, path)

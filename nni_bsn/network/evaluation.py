@@ -79,6 +79,8 @@ def finetune(
     """Train ``model`` further for ``epochs`` with NNI's classification recipe; returns it."""
     from nni.nas.evaluator.pytorch import Classification
 
+    from nni_bsn.network.training import progress_options
+
     ev = Classification(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
@@ -92,6 +94,7 @@ def finetune(
         enable_checkpointing=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        **progress_options("nni-bsn: fine-tuning"),
     )
     ev.fit(model)
     return model

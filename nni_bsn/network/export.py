@@ -37,6 +37,8 @@ __all__ = [
     "export_and_time",
     "load_frozen_model",
     "save_weights",
+    "write_metadata",
+    "read_metadata",
     "INPUT_NAME",
     "OUTPUT_NAME",
 ]
@@ -377,3 +379,31 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def write_metadata(path: str | os.PathLike, properties: Mapping[str, Any]) -> None:
+    """Set ``properties`` as the ONNX model's ``metadata_props`` (a value that is not a string is written as JSON),
+    replacing the file atomically; external weight files are left as they are."""
+    import json
+
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path), load_external_data=False)
+    kept = {p.key: p.value for p in proto.metadata_props if p.key not in properties}
+    values = {k: v if isinstance(v, str) else json.dumps(v) for k, v in properties.items()}
+    onnx.helper.set_model_props(proto, {**kept, **values})
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ONNX model's ``metadata_props`` as a dict of strings."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
