@@ -188,3 +188,23 @@ def test_sweep_plot_has_human_axes_a_curve_through_the_budgets_and_their_limits(
     assert list(curve.get_xdata()) == [9e4, 2e5, 4e5]  # joined in order of cost
     assert sorted(line.get_xdata()[0] for line in limits) == [1e5, 2.5e5, 5e5]
     assert _outside(ax.get_legend(), ax)
+
+
+def test_a_cell_space_is_drawn_as_its_dag_with_none_edges_dashed_and_choice_probabilities(tmp_path, figures):
+    from matplotlib.patches import FancyArrowPatch
+
+    arch = {
+        "cell/0_1": "conv_3x3",
+        "cell/0_2": "avg_pool_3x3",
+        "cell/1_2": "conv_3x3",
+        "cell/0_3": "none",
+        "cell/1_3": "skip_connect",
+        "cell/2_3": "none",
+    }
+    draw_architecture(None, arch, tmp_path / "a.png", probs={"cell/0_1": 0.27})
+    ax = figures[0].axes[0]
+    arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert len(arrows) == 6 and sum(a.get_linestyle() == "--" for a in arrows) == 2
+    texts = {t.get_text() for t in ax.texts}
+    assert {"conv_3x3 (0.27)", "skip_connect", "none", "0", "3"} <= texts
+    assert ax.get_title() == "cell: 4 of 6 edges carry an operation (node 0 in, node 3 out)"

@@ -331,6 +331,7 @@ def _draw(space_spec: dict, arch: dict, strategy, workdir: Path) -> None:
     module = strategy.oneshot_module
     labels = module.distribution.gate_labels
     probs = dict(zip(labels, module.distribution.keep_probs().tolist()))
+    probs.update(_chosen_probs(module.distribution, arch))
     space = rebuild_space(space_spec)
     draw_architecture(space, arch, workdir / "architecture.png", probs=probs or None)
     if module.keep_prob_history and labels:
@@ -341,6 +342,18 @@ def _draw(space_spec: dict, arch: dict, strategy, workdir: Path) -> None:
             kept=kept_gates(space, arch, labels),  # counted as architecture.png counts them
             start=strategy.start_keep_prob,  # where every gate started, drawn at epoch 0
         )
+
+
+def _chosen_probs(distribution, arch: dict) -> dict[str, float]:
+    """For each non-gate choice, the probability the search gave the value ``arch`` chose."""
+    out = {}
+    for label, values in zip(distribution.choice_labels, distribution.choice_options()):
+        probs = torch.softmax(
+            distribution.choice_logits[distribution.choice_labels.index(label)].detach(), -1
+        )
+        if arch.get(label) in values:
+            out[label] = float(probs[values.index(arch[label])])
+    return out
 
 
 def _trained(trainer) -> dict[str, int]:
