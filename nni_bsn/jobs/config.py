@@ -419,11 +419,8 @@ def check_compare_config(cfg: CompareConfig) -> None:
             f"compare runs on the fabrics and NasBench201; unknown or unsupported space {cfg.space!r}: choose "
             f"{', '.join(COMPARE_SPACES)}"
         )
-    gated = [
-        n
-        for n in parse_strategies(cfg.strategies)
-        if (n in FIXED_NAMES and n not in STANDALONE_FIXED) or n.endswith("+penalty")
-    ]
+    needs_gates = set(FIXED_NAMES) - set(STANDALONE_FIXED)
+    gated = [n for n in parse_strategies(cfg.strategies) if n in needs_gates or n.endswith("+penalty")]
     if gated and cfg.space not in FABRICS:
         raise UsageError(
             f"{gated[0]!r} needs a fabric's gates ({' or '.join(FABRICS)}); leave it out on {cfg.space}"
