@@ -224,6 +224,23 @@ def test_export_meets_several_budgets_at_once_and_falls_back_to_the_cheapest():
     assert sel.within_budget and set(sel.arch.values()) == {8}
 
 
+def test_export_takes_the_exact_cheapest_architecture_of_the_cost_tables_when_walking_cannot_reach_the_budget():
+    """A cost no single change lowers (only all choices at 8 together are cheap): the walks stop, the tables'
+    ``min_arch`` (what MacsCost/ParamsCost give on spaces without gates) is exact."""
+    dist, _ = _peaked_width_space(4)
+
+    class AllOrNothing:
+        def __call__(self, arch):
+            return 10.0 if set(arch.values()) == {8} else 100.0
+
+        def min_arch(self):
+            return {f"w{i}": 8 for i in range(4)}
+
+    sel = select_architecture(dist, [Budget(evaluator=AllOrNothing(), limit=50.0, name="macs")], n_samples=50)
+    assert sel.within_budget and set(sel.arch.values()) == {8}
+    assert sel.method == "the cheapest architecture on the macs cost tables (exact)"
+
+
 def test_local_penalty_gradient_plus_reinforce_on_the_loss_equals_the_analytic_gradient():
     """penalty_gradient='local': REINFORCE for the loss + exact per-gate penalty differences is unbiased."""
     torch.manual_seed(1)

@@ -235,19 +235,41 @@ def _walked(
     checked: int,
 ) -> Selection | None:
     """When no sample fits: the most probable architecture walked to cheaper values until within every budget
-    (:func:`_walk`), else the walk towards the cheapest architecture; ``None`` if neither reaches the budgets."""
-    starts = [mode] if mode is not None else []
-    rules = [
-        (False, "the most probable architecture walked to cheaper choices until within budget"),
-        (True, "the walk to the cheapest architecture (no more probable one within budget was found)"),
-    ]
-    for cheapest, method in rules:
-        for start in starts or [prune(judge.dist.mode())]:
-            arch, costs, n = _walk(judge, start, prune, is_connected, cheapest=cheapest)
-            checked += n
-            if judge.feasible(costs) and is_connected(arch):
-                _logger.info("Exporting %s.", method)
-                return judge.selection(arch, method, costs, True, checked)
+    (:func:`_walk`), else the exact cheapest architecture of a budget's cost tables, else the greedy walk towards
+    the cheapest; ``None`` if none reaches the budgets."""
+    start = mode if mode is not None else prune(judge.dist.mode())
+    arch, costs, n = _walk(judge, start, prune, is_connected)
+    if judge.feasible(costs) and is_connected(arch):
+        method = "the most probable architecture walked to cheaper choices until within budget"
+        return judge.selection(arch, method, costs, True, checked + n)
+    exact = _cheapest_on_tables(judge, prune, is_connected)
+    if exact is not None:
+        return judge.selection(*exact, checked + n)
+    arch, costs, m = _walk(judge, start, prune, is_connected, cheapest=True)
+    if judge.feasible(costs) and is_connected(arch):
+        method = "the walk to the cheapest architecture (no more probable one within budget was found)"
+        return judge.selection(arch, method, costs, True, checked + n + m)
+    return None
+
+
+def _cheapest_on_tables(
+    judge: _Judge, prune: Callable[[Arch], Arch], is_connected: Callable[[Arch], bool]
+) -> tuple[Arch, str, list[float], bool] | None:
+    """The exact cheapest architecture a budget's cost tables give (``min_arch``, spaces without gates), if it is
+    connected and within every budget."""
+    for budget in judge.budgets:
+        finder = getattr(budget.evaluator, "min_arch", None)
+        arch = finder() if callable(finder) else None
+        if arch is not None and is_connected(arch):
+            arch = prune(arch)
+            costs = judge.costs(arch)
+            if judge.feasible(costs):
+                return (
+                    arch,
+                    f"the cheapest architecture on the {budget.name} cost tables (exact)",
+                    costs,
+                    True,
+                )
     return None
 
 
