@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     from evaluators import MacsCost
     from nni_bsn import BSN
     from nni_bsn.compat import quiet_experiment_config
+    from nni_bsn.network.training import quiet_trainer_options
     from nni_bsn.quiet import quiet_library_logs, quiet_library_warnings
 
     quiet_library_logs()
@@ -66,10 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         val_dataloaders=val,
         max_epochs=args.epochs,
         accelerator="cpu",
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-        enable_checkpointing=False,  # no checkpoints/ folder in the current directory
+        **quiet_trainer_options(),  # nothing written into the current folder; one line per epoch
     )
     macs = MacsCost(input_shape=(1, 3, args.image_size, args.image_size))
     strategy = BSN(cost=macs, budget=args.budget)

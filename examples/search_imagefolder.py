@@ -67,6 +67,7 @@ def search(args: argparse.Namespace) -> dict:
     from nni_bsn.compat import quiet_experiment_config
     from nni_bsn.network.evaluation import evaluate_accuracy, recalibrate_batchnorm
     from nni_bsn.network.export import save_weights
+    from nni_bsn.network.training import quiet_trainer_options
     from nni_bsn.quiet import quiet_library_logs, quiet_library_warnings
     from search_spaces import ConvolutionalNeuralFabric
 
@@ -87,10 +88,7 @@ def search(args: argparse.Namespace) -> dict:
         val_dataloaders=val,
         max_epochs=args.epochs,
         accelerator="cpu",
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-        enable_checkpointing=False,  # no checkpoints/ folder in the current directory
+        **quiet_trainer_options(),  # nothing written into the current folder; one line per epoch
     )
     strategy = BSN(cost=MacsCost(input_shape=(1, 3, args.image_size, args.image_size)), budget=args.budget)
     out = Path(args.out)

@@ -358,9 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     except (WriteFailure, RankLost) as e:
         print(f"nni-bsn: error: {e}", file=sys.stderr)
         return 1
-    except (
-        OSError
-    ) as e:  # writing a sweep's or comparison's outputs; what they finished stays in <out>.partial
+    # Writing a sweep's or comparison's outputs failed; what they finished stays in <out>.partial.
+    except OSError as e:
         print(f"nni-bsn: error: {_os_error(e)}; earlier results are kept", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

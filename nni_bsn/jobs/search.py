@@ -346,14 +346,12 @@ def _draw(space_spec: dict, arch: dict, strategy, workdir: Path) -> None:
 
 def _chosen_probs(distribution, arch: dict) -> dict[str, float]:
     """For each non-gate choice, the probability the search gave the value ``arch`` chose."""
-    out = {}
-    for label, values in zip(distribution.choice_labels, distribution.choice_options()):
-        probs = torch.softmax(
-            distribution.choice_logits[distribution.choice_labels.index(label)].detach(), -1
-        )
-        if arch.get(label) in values:
-            out[label] = float(probs[values.index(arch[label])])
-    return out
+    probs = distribution.probs()  # {label: {value: p}}, its values in choice_options()'s order
+    return {
+        label: list(probs[label].values())[values.index(arch[label])]
+        for label, values in zip(distribution.choice_labels, distribution.choice_options())
+        if arch.get(label) in values
+    }
 
 
 def _trained(trainer) -> dict[str, int]:

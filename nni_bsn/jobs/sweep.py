@@ -41,7 +41,6 @@ def run_sweep(base: SearchConfig, budgets: list[str], workdir: Path, progress=pr
     rows = []
     for b in budgets:
         done = kept / budget_folder(b)
-        resumed = "no"
         if base.resume and (done / "report.json").is_file():
             progress(f"budget {b}: finished before the interruption, kept")
             resumed = "kept"

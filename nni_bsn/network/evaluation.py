@@ -79,7 +79,7 @@ def finetune(
     """Train ``model`` further for ``epochs`` with NNI's classification recipe; returns it."""
     from nni.nas.evaluator.pytorch import Classification
 
-    from nni_bsn.network.training import progress_options
+    from nni_bsn.network.training import quiet_trainer_options
 
     ev = Classification(
         learning_rate=learning_rate,
@@ -90,11 +90,7 @@ def finetune(
         max_epochs=epochs,
         accelerator=accelerator,
         devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **progress_options("nni-bsn: fine-tuning"),
+        **quiet_trainer_options("nni-bsn: fine-tuning"),
     )
     ev.fit(model)
     return model

@@ -67,9 +67,8 @@ class ScheduledClassificationModule(ClassificationModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def _final_report(self) -> None:
-        if (
-            self.trainer.callback_metrics
-        ):  # empty when resumed from a checkpoint whose epochs were all trained
+        # callback_metrics is empty when resumed from a checkpoint whose epochs were all trained: nothing to report
+        if self.trainer.callback_metrics:
             super()._final_report()
 
 
@@ -206,10 +205,5 @@ def quiet_trainer_options(prefix: str = "nni-bsn") -> dict[str, Any]:
     """Trainer options (``Classification(..., **quiet_trainer_options())``) for a search from Python that writes
     nothing into the current folder (no ``lightning_logs/``, no ``checkpoints/``), prints no model summary or
     sanity check, and shows its progress as :func:`progress_options` does."""
-    return {
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        **progress_options(prefix),
-    }
+    quiet = {k: v for k, v in QUIET_CPU.items() if k != "accelerator"}  # the caller's device
+    return {**quiet, **progress_options(prefix)}

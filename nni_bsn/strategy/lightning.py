@@ -18,7 +18,7 @@ from nni_bsn.strategy.evolution import EvolutionSettings, supernet_score
 from nni_bsn.strategy.policy import ArchitectureDistribution
 from nni_bsn.strategy.ranks import (
     agreement,
-    average_gradient,
+    average_gradients,
     mean_over_ranks,
     shared_seed,
     step_generator,
@@ -130,9 +130,8 @@ class BSNLightningModule(BaseOneShotLightningModule):
         self.last_selection: Selection | None = None
         self.rank_agreement: dict[str, Any] | None = None  # set by export (nni_bsn.strategy.ranks)
         self._modules_cache: list | None = None
-        self._generator: tuple[int, torch.Generator] | None = (
-            None  # under DDP: the ranks' shared sampling seed
-        )
+        # Under DDP: the ranks' shared sampling seed and the generator reseeded from it each step.
+        self._generator: tuple[int, torch.Generator] | None = None
 
     # ----- architecture plumbing -------------------------------------------------------------------------------
 
@@ -276,8 +275,9 @@ class BSNLightningModule(BaseOneShotLightningModule):
         # autograd.grad, not manual_backward: the logits' gradient is averaged across ranks here, so that
         # every rank keeps identical logits (DDP's reducer only sees the weights' backward).
         grads = torch.autograd.grad(arch_loss, params, allow_unused=True)
-        for p, g in zip(params, grads):
-            p.grad = average_gradient(torch.zeros_like(p) if g is None else g)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        for p, g in zip(params, average_gradients(grads)):  # one all-reduce under DDP
+            p.grad = g
         opt = self.architecture_optimizers()
         opt.step()
         opt.zero_grad()

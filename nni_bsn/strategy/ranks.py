@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["world_size", "shared_seed", "step_generator", "mean_over_ranks", "average_gradient", "agreement"]
+__all__ = ["world_size", "shared_seed", "step_generator", "mean_over_ranks", "average_gradients", "agreement"]
 
 
 def world_size() -> int:
@@ -51,9 +51,12 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
     return values / world
 
 
-def average_gradient(grad: torch.Tensor) -> torch.Tensor:
-    """A gradient averaged over the ranks (unchanged outside DDP)."""
-    return mean_over_ranks(grad)
+def average_gradients(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Gradients averaged over the ranks in one collective (flattened together; unchanged outside DDP)."""
+    if world_size() == 1 or not grads:
+        return grads
+    flat = mean_over_ranks(torch.cat([g.reshape(-1) for g in grads]))
+    return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads)]
 
 
 def _digest(value: Any) -> str:
