@@ -23,7 +23,7 @@ from nni_bsn.jobs.config import (
     parse_strategies,
 )
 from nni_bsn.jobs.options import COMMAND_DEFAULTS, add_options, given_options, positive_float
-from nni_bsn.jobs.ranks import RankLost, stop_on_lost_rank
+from nni_bsn.jobs.ranks import RankLost, release_process_group, stop_on_lost_rank
 
 __all__ = ["main", "build_parser", "config_from_args", "compare_config_from_args"]
 
@@ -365,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nni-bsn: interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_process_group()
 
 
 if __name__ == "__main__":

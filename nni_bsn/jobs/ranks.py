@@ -20,6 +20,7 @@ __all__ = [
     "ddp_strategy",
     "is_distributed_failure",
     "lost_rank_message",
+    "release_process_group",
 ]
 
 
@@ -119,3 +120,16 @@ def stop_on_lost_rank(partial: Path, timeout: float) -> Iterator[None]:
         if not is_distributed_failure(e):
             raise
         raise RankLost(lost_rank_message(e, partial, timeout)) from None
+
+
+def release_process_group() -> None:
+    """Destroy the DDP process group if this process holds one: left to the interpreter's exit, gloo's threads
+    can abort the process (``terminate called without an active exception``, exit -6) after a finished job."""
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -64,6 +64,7 @@ def main(out: str) -> None:
             },
             f,
         )
+    torch.distributed.destroy_process_group()  # as the CLI does: gloo left to the exit can abort the process
 
 
 if __name__ == "__main__":
