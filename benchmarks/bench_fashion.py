@@ -10,7 +10,7 @@ The estimator study (BSN's estimators against random architectures on the same s
 Runs ``nni-bsn compare`` once (every row at every seed, each in its own process, ``--jobs`` at a time): BSN at each
 budget (with its default hinge penalty and with ``penalty='abs'``), NNI's DARTS / ENAS / Proxyless / RandomOneShot (with the DARTS paper's derivation beside the
 DARTS-family exports), random connected architectures at each budget (anywhere within it, and costing 90-100% of
-it; ``--random-archs`` per seed), the full super network and a plain ResNet. Every architecture is retrained from
+it; ``--random-archs`` per seed), the full super network, the cheapest connected path and a plain ResNet. Every architecture is retrained from
 scratch the same way. Appends the mean ± std table, the targets (met or not) and the command to
 benchmarks/RESULTS.md and copies the plot to benchmarks/<name>.png. ``--accelerator gpu`` repeats it on a CUDA
 machine (on CPU nothing changes). Fashion-MNIST comes from ``--data-dir`` or Debian's dataset-fashion-mnist.
@@ -35,7 +35,7 @@ from nni_bsn.jobs.config import FABRICS  # noqa: E402
 
 PEERS = "darts,enas,proxyless,random"  # GumbelDARTS: --peers adds it (the costliest search, DARTS's family)
 # On NasBench201 (python benchmarks/bench_fashion.py --space nasbench201 --peers darts,gumbel-darts,...) every
-# NNI strategy is at home; the fixed networks (full, resnet) are the fabrics' and are left out there.
+# NNI strategy is at home; the fixed networks (full, resnet, cheapest) are the fabrics' and are left out there.
 HERE = Path(__file__).resolve().parent
 
 
@@ -122,7 +122,9 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budgets", default="10%,25%,50%")
     parser.add_argument("--peers", default=PEERS, help="NNI's strategies beside BSN ('none': no peer)")
-    parser.add_argument("--fixed", default="full,resnet", help="fixed networks, on a fabric ('none': no row)")
+    parser.add_argument(
+        "--fixed", default="full,resnet,cheapest", help="fixed networks, on a fabric ('none': no row)"
+    )
     parser.add_argument("--bsn-kinds", default="bsn,bsn-abs", help="BSN's rows at each budget ('none': none)")
     parser.add_argument(
         "--random-kinds",

@@ -87,12 +87,21 @@ class TableCost(CostEvaluator):
         self._require_bound()
         if not self._gated:
             return None
+        return self._cheapest()[0]
+
+    def min_arch(self) -> dict[str, Any] | None:
+        """The cheapest connected architecture (its cost is ``min_cost()``): a shortest input -> output path of the
+        gate graph, only its gates on (gate table only, else ``None``)."""
+        self._require_bound()
+        return self._cheapest()[1] if self._gated else None
+
+    def _cheapest(self) -> tuple[float, dict[str, Any]]:
         graph, table = self._graph, self.table
         off = sum(table[label][GATE_OFF] for label in graph.labels)
-        dist, _ = graph.cheapest_path(
+        dist, arch = graph.cheapest_path(
             {label: table[label][GATE_ON] - table[label][GATE_OFF] for label in table}
         )
-        return float(self.fixed + off + dist)
+        return float(self.fixed + off + dist), arch
 
     def per_gate(self) -> dict[str, float]:
         """Cost of each gate when on (gate table only, else empty)."""

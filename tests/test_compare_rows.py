@@ -104,7 +104,7 @@ def test_search_time_target_reads_the_darts_derivation_when_every_darts_export_f
 
 def test_compare_seeds_random_architectures_fixed_networks_and_bsn_abs(tmp_path):
     out = tmp_path / "cmp"
-    rows = "bsn-abs@50%,random-arch@50%,random-arch90@50%,full,resnet"
+    rows = "bsn-abs@50%,random-arch@50%,random-arch90@50%,full,resnet,cheapest"
     rc = main(
         [
             "compare",
@@ -124,7 +124,7 @@ def test_compare_seeds_random_architectures_fixed_networks_and_bsn_abs(tmp_path)
     report = json.loads((out / "compare.json").read_text())
     assert rc == 0 and report["failed"] == [] and report["seeds"] == [0, 1]
     by_name = {e["name"]: e for e in report["summary"]}
-    assert [by_name[n]["runs"] for n in rows.split(",")] == [2, 4, 4, 2, 2]
+    assert [by_name[n]["runs"] for n in rows.split(",")] == [2, 4, 4, 2, 2, 2]
     limit = report["row_budgets"]["random-arch@50%"]["limit"]
     for r in report["rows"]:
         assert r["seed"] in (0, 1) and r["connected"] is not False
@@ -141,6 +141,8 @@ def test_compare_seeds_random_architectures_fixed_networks_and_bsn_abs(tmp_path)
         report["budget"]["full"]
     )
     resnet = next(r for r in report["rows"] if r["name"] == "resnet")
+    cheapest = next(r for r in report["rows"] if r["name"] == "cheapest")
+    assert cheapest["macs"] == min(r["macs"] for r in report["rows"]) and cheapest["gates_alive"] < 10
     assert resnet["gates_total"] < full["gates_total"]  # another space: the ResNet fabric without shortcuts
     bsn = next(r for r in report["rows"] if r["name"] == "bsn-abs@50%")
     assert "penalty='abs'" in bsn["strategy_args"]

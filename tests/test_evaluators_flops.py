@@ -122,3 +122,4 @@ def test_min_cost_is_the_cheapest_connected_architecture_by_enumeration():
     connected = [a for a in archs if space.is_connected(a)]
     for ev in (MacsCost(input_shape=(1, 1, 4, 4), verify=0).bind(space), ParamsCost(verify=0).bind(space)):
         assert ev.min_cost() == min(ev(a) for a in connected)
+        assert space.is_connected(ev.min_arch()) and ev(ev.min_arch()) == ev.min_cost()

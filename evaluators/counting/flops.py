@@ -301,8 +301,11 @@ class _FrozenCount(AdditiveCost):
         return None if found is None else found[1]
 
     def min_arch(self) -> dict[str, Any] | None:
-        """An architecture whose cost is ``min_cost()`` (spaces without gates), or ``None`` when unknown."""
+        """An architecture whose cost is ``min_cost()`` (the cheapest connected one on a gate space), or ``None``
+        when unknown."""
         self._require_bound()
+        if not self._generic:
+            return super().min_arch()
         found = self._extreme("min")
         return None if found is None else found[1]
 

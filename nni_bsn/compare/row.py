@@ -309,11 +309,25 @@ def _fixed_network(cfg: CompareConfig, name: str, spec: dict, arch: dict[str, An
     if name in STANDALONE_FIXED:  # its own space, nothing to choose
         fixed = dataclasses.replace(cfg.search_config(), space=name)
         return build_space(fixed, data.in_channels, data.info.num_classes, data.info.image_size)[1], {}
+    if name == "cheapest":
+        return spec, _cheapest_arch(cfg, spec, data.input_shape)
     if name == "resnet":
         plain = dataclasses.replace(cfg.search_config(), space="resnet-fabric", shortcuts="")
         _, spec = build_space(plain, data.in_channels, data.info.num_classes, data.info.image_size)
     space = rebuild_space(spec)
     return spec, {label: GATE_ON for label in space.gate_labels}
+
+
+def _cheapest_arch(cfg: CompareConfig, spec: dict, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The cheapest connected architecture of the space by parameters under ``--cost params``, else by MACs (a
+    measured latency or a makespan has no exact cheapest architecture to read)."""
+    from nni_bsn.jobs.builders import build_cost, rebuild_space
+
+    name = cfg.cost if cfg.cost in ("macs", "params") else "macs"
+    arch = build_cost(name, input_shape).bind(rebuild_space(spec)).min_arch()
+    if arch is None:
+        raise ValueError(f"row 'cheapest': the cheapest architecture of space {cfg.space!r} is not known")
+    return arch
 
 
 def _search_fields(name: str, strategy, searched: _Searched, timer, setup: dict[str, Any]) -> dict[str, Any]:

@@ -105,6 +105,7 @@ STRATEGIES: tuple[str, ...] = tuple(n for n in STRATEGY_NAMES if n not in PEER_V
 #: Rows that search nothing: fixed networks, retrained like every found architecture.
 FIXED_NAMES: dict[str, str] = {
     "full": "Full super network",
+    "cheapest": "Cheapest connected path",
     "resnet": "Plain ResNet (fabric, no shortcuts)",
     "two-conv": "2-conv network (<100K params)",
 }
