@@ -300,6 +300,12 @@ class _FrozenCount(AdditiveCost):
         found = self._extreme("max")
         return None if found is None else found[1]
 
+    def label_tables(self) -> LabelTables | None:
+        """The exact per-label-set tables this cost is a sum of (spaces without gates, "tables" or "additive"
+        mode), or ``None`` (gate spaces, exact mode)."""
+        self._require_bound()
+        return self._tables if self._generic else None
+
     def min_arch(self) -> dict[str, Any] | None:
         """An architecture whose cost is ``min_cost()`` (the cheapest connected one on a gate space), or ``None``
         when unknown."""

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from evaluators.blocks import GATE_OFF, GATE_ON, arch_key
+from evaluators.counting.constrained import most_probable_within
+from evaluators.counting.table_extremes import hashable_value
 from nni_bsn.strategy.budget import Budget
 from nni_bsn.strategy.evolution import Candidates, EvolutionSettings, evolve
 from nni_bsn.strategy.policy import ArchitectureDistribution
@@ -273,6 +275,35 @@ def _cheapest_on_tables(
     return None
 
 
+def _on_tables(judge: _Judge, is_connected: Callable[[Arch], bool]) -> list[tuple[Arch, str]]:
+    """On a space without gates whose budget cost is a sum of tables (``label_tables()``): the most probable
+    architecture within that budget, exact (branch and bound on the tables, :func:`most_probable_within`) and
+    checked against every other budget; ``[]`` where no budget has tables."""
+    if judge.dist.gate_labels:  # a gate's cost depends on what is pruned: not a sum over raw gates
+        return []
+    log_probs = {
+        label: {hashable_value(v): lp for v, lp in zip(values, logps)}
+        for label, values, logps in _options(judge.dist)
+    }
+    for budget in judge.budgets:
+        tables = getattr(budget.evaluator, "label_tables", lambda: None)()
+        if tables is None:
+            continue
+        found = most_probable_within(
+            tables,
+            log_probs,
+            budget.limit,
+            feasible=lambda a: is_connected(a) and judge.feasible(judge.costs(a)),
+        )
+        if found is None:
+            return []
+        how = "exact" if found.exact else f"the best of {found.nodes} branch-and-bound nodes"
+        return [
+            (found.arch, f"most probable architecture within budget on the {budget.name} cost tables ({how})")
+        ]
+    return []
+
+
 def select_architecture(
     dist: ArchitectureDistribution,
     budgets: Sequence[Budget],
@@ -286,8 +317,9 @@ def select_architecture(
 
     1. The deterministic architecture (keep-probability > 0.5, argmax elsewhere), pruned, if it is connected and
        within every budget.
-    2. Otherwise the most probable (under the learned distribution) of: the deterministic architecture trimmed
-       greedily (drop the least probable live gate that keeps the input connected, until every budget holds) and
+    2. Otherwise the most probable (under the learned distribution) of: on a space without gates whose budget's
+       cost is a sum of tables, the most probable architecture within budget found exactly on them
+       (:func:`_on_tables`); the deterministic architecture trimmed greedily (drop the least probable live gate that keeps the input connected, until every budget holds) and
        ``n_samples`` architectures drawn from the distribution, keeping only connected ones within every budget.
     3. If none qualifies (a short or unlucky search on a space whose choices are not gates): the most probable
        architecture walked one choice at a time to cheaper values until every budget holds (the change costing
@@ -306,7 +338,7 @@ def select_architecture(
     if mode_connected and judge.feasible(mode_costs):
         return judge.selection(mode, "deterministic (keep-probability > 0.5, pruned)", mode_costs, True, 1)
 
-    candidates: list[tuple[Arch, str]] = []
+    candidates: list[tuple[Arch, str]] = _on_tables(judge, is_connected)
     if mode_connected and dist.gate_labels:
         trimmed = _greedy_trim(judge, mode, prune, is_connected)
         candidates.append((trimmed, "deterministic architecture trimmed greedily to the budget"))
