@@ -15,7 +15,8 @@ scratch the same way. Appends the mean ± std table, the targets (met or not) an
 benchmarks/RESULTS.md and copies the plot to benchmarks/<name>.png. ``--accelerator gpu`` repeats it on a CUDA
 machine (on CPU nothing changes). Fashion-MNIST comes from ``--data-dir`` or Debian's dataset-fashion-mnist.
 ``--from-run`` runs nothing: it summarises the finished run in ``--out`` again with this code (given the options
-the run had) and appends that.
+the run had) and appends that. ``--merge RUN [RUN ...]`` runs nothing either: it merges finished runs of one recipe
+(other rows, seeds or budgets) into one table and plot in ``--out``, and appends that.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def _body(report: dict, plot: str, command: list[str]) -> str:
         "",
         f"- compare command: `{' '.join(command)}`",
         f"- every setting: `{report['equivalent_command']}`",
+        *([f"- the merged runs' commands: `{report['command']}`"] if report.get("merged_from") else []),
         f"- plot: [{plot}]({plot})",
         "",
         *summary_lines(report),
@@ -113,6 +115,65 @@ def _summarised_again(result: Path, out: str) -> dict:
     report["equivalent_command"] = equivalent_command(cfg)
     write_outputs(summarise(report, cfg), result.parent)
     return report
+
+
+# Options that may differ between merged runs: the rows, seeds and the run itself (not the recipe).
+_MERGE_FREE = (
+    "strategies",
+    "seeds",
+    "seed",
+    "jobs",
+    "out",
+    "force",
+    "resume",
+    "threads",
+    "budget",
+    "random_archs",
+)
+
+
+def _merged(runs: list[Path], out: Path) -> dict:
+    """One report from several finished runs of the same recipe (their rows together, each (row, seed, draw) once,
+    the first run's kept), summarised and written into ``out``; ``ValueError`` if their recipes differ."""
+    from nni_bsn.compare.report import write_outputs
+    from nni_bsn.compare.run import summarise
+    from nni_bsn.jobs.config import CompareConfig
+
+    reports = [json.loads((run / "compare.json").read_text()) for run in runs]
+    base = reports[0]
+
+    def recipe(report: dict) -> dict:
+        return {k: v for k, v in report["config"].items() if k not in _MERGE_FREE}
+
+    for run, report in zip(runs, reports):
+        if recipe(report) != recipe(base) or report["dataset"] != base["dataset"]:
+            differ = sorted(k for k in recipe(base) if recipe(base)[k] != recipe(report).get(k))
+            raise ValueError(f"{run} is not the recipe of {runs[0]} (differs in {differ or 'the dataset'})")
+    seen, rows = set(), []
+    for report in reports:
+        for row in report["rows"]:
+            key = (row["name"], row["seed"], json.dumps(row.get("draw"), sort_keys=True))
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
+    strategies = list(dict.fromkeys(n for r in reports for n in r["config"]["strategies"]))
+    seeds = sorted({s for r in reports for s in r["seeds"]})
+    merged = {
+        **base,
+        "command": " ; ".join(r["command"] or r["equivalent_command"] for r in reports),
+        "total_seconds": sum(r["total_seconds"] for r in reports),
+        "row_budgets": {k: v for r in reports for k, v in r.get("row_budgets", {}).items()},
+        "seeds": seeds,
+        "config": {**base["config"], "strategies": strategies, "seeds": seeds},
+        "rows": rows,
+        "failed": [r["name"] for r in rows if r["status"] != "ok"],
+        "resumed": sum(bool(r.get("resumed")) for r in rows),
+        "merged_from": [str(run) for run in runs],
+    }
+    cfg = CompareConfig.from_dict({**merged["config"], "out": str(out)})
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(summarise(merged, cfg), out)
+    return merged
 
 
 def main() -> int:
@@ -162,11 +223,25 @@ def main() -> int:
         action="store_true",
         help="do not run compare: summarise the finished run in --out again with this code, and append it",
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="RUN",
+        help="do not run compare: merge these finished runs (output folders of one recipe) into --out, and append",
+    )
     parser.add_argument("extra", nargs="*", help="more nni-bsn compare options, after --")
     args = parser.parse_args()
     command = _command(args)
     result = Path(args.out) / "compare.json"
-    if args.from_run:  # --out and the other options as the run had them
+    if args.merge:
+        try:
+            report = _merged([Path(run) for run in args.merge], Path(args.out))
+        except (OSError, ValueError, KeyError) as e:
+            print(f"bench_fashion: cannot merge: {e}", file=sys.stderr)
+            return 2
+        command = ["python", "benchmarks/bench_fashion.py", "--merge", *args.merge, "--out", args.out]
+        args.seeds = ",".join(map(str, report["seeds"]))
+    elif args.from_run:  # --out and the other options as the run had them
         report = _summarised_again(result, args.out)
     else:
         print(" ".join(command), flush=True)

@@ -306,17 +306,21 @@ def _compare(args: argparse.Namespace) -> int:
 
     typed = Path(sys.argv[0]).name == "nni-bsn" and sys.argv[1:2] == ["compare"]
     command = shlex.join(["nni-bsn", *sys.argv[1:]]) if typed else equivalent_command(cfg)
-    kept = partial_dir(cfg.out) / "rows"
-    if cfg.resume and not kept.is_dir():
+    kept, searches = partial_dir(cfg.out) / "rows", partial_dir(cfg.out) / "checkpoints"
+    if cfg.resume and not (kept.is_dir() or searches.is_dir()):
         raise UsageError(
-            f"nothing to resume: {kept} does not exist (a comparison keeps its finished rows there)"
+            f"nothing to resume: {kept} does not exist (a comparison keeps its finished rows there, and its "
+            f"searches' checkpoints in {searches})"
         )
     try:
         with atomic_output_dir(cfg.out, cfg.force) as tmp:
             report = run_compare(cfg, tmp, progress=_progress, command=command)
     except BaseException:
-        if any(kept.glob("*.json")):
-            _progress(f"finished rows kept in {kept}/; run the same command with --resume to reuse them")
+        if any(kept.glob("*.json")) or any(searches.glob("*/*.ckpt")):
+            _progress(
+                f"finished rows and searches' checkpoints kept in {partial_dir(cfg.out)}/; run the same command "
+                "with --resume to continue"
+            )
         raise
     shutil.rmtree(partial_dir(cfg.out), ignore_errors=True)
     print(markdown_table(report["rows"]))

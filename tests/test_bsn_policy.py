@@ -319,7 +319,7 @@ def test_one_arch_step_moves_probability_towards_the_lower_loss_and_the_budget(p
     losses = torch.tensor([1.0 - 0.5 * (a["g0"] == "on") for a in archs])
     penalties = torch.tensor([budget_penalty(module.costs(a), [budget.limit]) for a in archs])
     assert penalties.tolist() == [0.0, 1.0, 0.0, 1.0]
-    _, rewards = module._arch_step(dist.log_prob(archs), torch.zeros(4), losses, penalties, archs)
+    _, rewards = module._arch_step(dist.log_prob(archs), torch.zeros(4), losses, penalties.tolist(), archs)
     p0, p1 = dist.keep_probs().tolist()
     assert p0 > 0.51 and p1 < 0.49, (p0, p1)  # Adam: one step of lr = 0.1 on each logit
     assert torch.equal(rewards, budgeted_reward(losses, penalties, module.lam))

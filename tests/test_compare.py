@@ -319,7 +319,7 @@ def test_a_compare_failing_at_its_end_keeps_its_rows_and_resume_reuses_them(tmp_
         main(argv)
     kept = sorted(p.name for p in (tmp_path / "cmp.partial" / "rows").glob("*.json"))
     assert kept == ["seed0-bsn-supernet_at_50pct.json", "seed0-full.json"] and not out.exists()
-    assert "--resume to reuse them" in capsys.readouterr().err
+    assert "--resume to continue" in capsys.readouterr().err
     monkeypatch.undo()
     assert main([*argv, "--resume"]) == 0
     report = json.loads((out / "compare.json").read_text())

@@ -4,6 +4,7 @@ with the abs penalty, the DARTS paper's derivation, and the summary's mean ± st
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -258,3 +259,27 @@ def test_a_compare_keeps_each_finished_row_and_resume_reuses_it(tmp_path):
     # another recipe (retraining epochs) or another budget: not the same row
     assert KeptRows(tmp_path / "rows", CompareConfig(retrain_epochs=7)).get(job) is None
     assert kept.get(_Job("bsn@25%", 1, {"spec": "25%", "limit": 11.0})) is None
+
+
+def test_finished_runs_of_one_recipe_merge_into_one_table_and_others_are_refused(tmp_path):
+    """benchmarks/bench_fashion.py --merge: two runs (other seeds, other rows, another --budget) give one table
+    with every row once; a run of another recipe (retraining epochs) is refused by name."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_fashion import _merged
+
+    def compare(out, *args):
+        assert main(["compare", "--random-archs", "1", *TINY, "--out", str(tmp_path / out), *args]) == 0
+        return tmp_path / out
+
+    a = compare("a", "--strategies", "random-arch@50%,cheapest", "--seeds", "0")
+    b = compare("b", "--strategies", "random-arch@25%,cheapest", "--seeds", "0,1", "--budget", "25%")
+    merged = _merged([a, b], tmp_path / "merged")
+    runs = {e["name"]: e["runs"] for e in merged["summary"]}
+    assert runs == {"random-arch@50%": 1, "cheapest": 2, "random-arch@25%": 2}  # cheapest seed 0 once
+    assert {"random-arch@50%", "random-arch@25%"} <= set(merged["row_budgets"]) and merged["seeds"] == [0, 1]
+    assert (tmp_path / "merged" / "accuracy_vs_cost.png").is_file()
+    other = compare("c", "--strategies", "cheapest", "--seeds", "2", "--retrain-epochs", "2")
+    with pytest.raises(ValueError, match="retrain"):
+        _merged([a, other], tmp_path / "m2")

@@ -222,3 +222,36 @@ def test_an_output_folder_gets_the_users_umask_and_a_killed_jobs_twin_is_removed
         os.umask(mask)
     assert (tmp_path / "run").stat().st_mode & 0o777 == 0o750
     assert not stale.exists() and (tmp_path / "run" / "report.json").is_file()
+
+
+def test_a_compare_killed_mid_search_continues_that_search_on_resume(tmp_path):
+    """A comparison killed with SIGKILL while a row searches: with --resume the row's search continues from its
+    checkpoint (the table's notes name it), and nothing of the comparison is left behind once it finishes."""
+    argv = [
+        sys.executable, "-m", "nni_bsn", "compare", "--strategies", "bsn", "--seeds", "0", "--epochs", "3",
+        "--retrain-epochs", "1", "--jobs", "1", "--out", str(tmp_path / "cmp"), *TINY,
+    ]  # fmt: skip
+    checkpoints = tmp_path / "cmp.partial" / "checkpoints"
+    _kill_when(argv, tmp_path, lambda: any(checkpoints.glob("*/previous.ckpt")))
+    time.sleep(2)  # the row's process gets SIGTERM when its comparison dies; let it go
+    done = _run([*argv, "--resume"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    (row,) = report["rows"]
+    assert row["search_resumed_from"] in ("last.ckpt", "previous.ckpt") and row["search_epochs"] == 3
+    assert (
+        "continued from the checkpoint of an interrupted run" in (tmp_path / "cmp" / "compare.md").read_text()
+    )
+    assert not (tmp_path / "cmp.partial").exists()
+
+
+def test_a_compare_resumed_with_other_options_starts_the_killed_search_anew(tmp_path):
+    from nni_bsn.jobs.checkpoints import resume_or_start
+
+    folder = tmp_path / "job"
+    said: list[str] = []
+    assert resume_or_start(folder, {"epochs": 3}, False, said.append) is None
+    (folder / "last.ckpt").write_bytes(b"not a checkpoint")
+    assert resume_or_start(folder, {"epochs": 4}, True, said.append) is None
+    assert "other options" in said[-1] and not (folder / "last.ckpt").exists()
+    assert json.loads((folder / "identity.json").read_text()) == {"epochs": 4}

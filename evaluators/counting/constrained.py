@@ -6,12 +6,14 @@ limit)`` is itself a max-sum over the same tables plus one table of log-probabil
 variable elimination (:func:`~evaluators.counting.table_extremes.extreme`); for any ``mu >= 0`` it bounds the
 constrained optimum from above. A depth-first branch and bound over the choices (most probable value first) uses
 that bound and the exact cheapest completion (the same elimination, minimising) to discard branches, so the answer
-is exact when the search ends within ``max_nodes`` nodes; otherwise it is the best found, and says so.
+is exact when the search ends within ``max_nodes`` nodes and ``max_seconds``; otherwise it is the best found, and
+says so.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +75,7 @@ class _Problem:
         return value + mu * self.limit, arch
 
 
-def _multiplier(problem: _Problem, keep: Callable[[Arch], None]) -> float:
+def _multiplier(problem: _Problem, keep: Callable[[Arch], None], deadline: float) -> float:
     """The ``mu`` whose relaxed architecture just fits the limit (bisection: the relaxed architecture's cost falls
     as ``mu`` grows); every relaxed architecture met is offered to ``keep``."""
     lo, hi = 0.0, 1.0
@@ -83,7 +85,9 @@ def _multiplier(problem: _Problem, keep: Callable[[Arch], None]) -> float:
         if problem.tables(arch) <= problem.limit:
             break
         lo, hi = hi, hi * 4.0
-    for _ in range(30):
+    for _ in range(24):
+        if time.monotonic() > deadline:
+            break
         mid = (lo + hi) / 2.0
         arch = problem.relaxed(mid, {})[1]
         keep(arch)
@@ -98,12 +102,13 @@ def most_probable_within(
     *,
     feasible: Callable[[Arch], bool] | None = None,
     max_nodes: int = 4000,
+    max_seconds: float = 20.0,
 ) -> ConstrainedBest | None:
     """The architecture of highest ``sum_x log_probs[x][arch[x]]`` with ``tables(arch) <= limit`` (and
     ``feasible(arch)``, another condition checked on each candidate, e.g. other budgets), or ``None`` when no
     architecture fits. ``log_probs`` maps each choice to its values' log-probabilities, values as in an
-    architecture; choices without one are free. Exact unless ``max_nodes`` branch-and-bound nodes were not enough
-    (then ``exact`` is False and the answer is the best found)."""
+    architecture; choices without one are free. Exact unless ``max_nodes`` branch-and-bound nodes or
+    ``max_seconds`` were not enough (then ``exact`` is False and the answer is the best found)."""
     problem = _Problem(tables, log_probs, limit)
     if problem.cheapest({}) > limit * (1 + 1e-12):
         return None
@@ -115,11 +120,12 @@ def most_probable_within(
         if lp > best[0] and problem.tables(arch) <= limit * (1 + 1e-12) and fits(arch):
             best[:] = [lp, arch]
 
-    mu = _multiplier(problem, keep)
+    deadline = time.monotonic() + max_seconds
+    mu = _multiplier(problem, keep, deadline)
     order = [x for x in tables.grid if x in problem.logp] + [x for x in tables.grid if x not in problem.logp]
     stack: list[dict[str, Any]] = [{}]
     nodes = 0
-    while stack and nodes < max_nodes:
+    while stack and nodes < max_nodes and time.monotonic() < deadline:
         fixed = stack.pop()
         nodes += 1
         if problem.cheapest(fixed) > limit * (1 + 1e-12):

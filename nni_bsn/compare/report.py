@@ -159,6 +159,12 @@ def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
             f"{len(resumed)} row(s) were kept from an earlier, interrupted or failed run with the same options "
             f"(--resume): {', '.join(which)}."
         )
+    continued = sorted({f"{r['name']} (seed {r.get('seed')})" for r in rows if r.get("search_resumed_from")})
+    if continued:
+        lines.append(
+            f"{len(continued)} search(es) continued from the checkpoint of an interrupted run (--resume), the rest "
+            f"of their rows computed anew: {', '.join(continued)}."
+        )
     if "darts-fast" in cfg.strategies:
         lines.append(
             f"darts-fast: NNI's DARTS with arc_learning_rate={PEER_VARIANTS['darts-fast']['arc_learning_rate']:g} "

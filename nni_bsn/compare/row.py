@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.blocks import GATE_OFF, GATE_ON
+from nni_bsn.compare.fixed import fixed_network
 from nni_bsn.compare.strategies import (
     SettleStop,
     choice_stats,
@@ -27,7 +28,7 @@ from nni_bsn.compare.strategies import (
     make_strategy,
     strategy_details,
 )
-from nni_bsn.jobs.config import DERIVED, FIXED_NAMES, STANDALONE_FIXED, CompareConfig, row_label
+from nni_bsn.jobs.config import DERIVED, FIXED_NAMES, CompareConfig, row_label
 
 __all__ = ["search_and_evaluate", "failed_row", "INHERITED_BN_BATCHES"]
 
@@ -52,10 +53,18 @@ class _Searched:
 
 
 def _classification(
-    cfg: CompareConfig, train, val, num_classes: int, epochs: int, progress_prefix: str, callbacks=()
+    cfg: CompareConfig,
+    train,
+    val,
+    num_classes: int,
+    epochs: int,
+    progress_prefix: str,
+    callbacks=(),
+    checkpoints: Path | None = None,
 ):
     """NNI's Classification evaluator with the one recipe every search and every retraining uses; its progress is
-    one line per epoch starting with ``progress_prefix`` (a bar on a terminal)."""
+    one line per epoch starting with ``progress_prefix`` (a bar on a terminal); with ``checkpoints``, a checkpoint
+    there every 10 batches and at each epoch end (a killed row's search continues from it with ``--resume``)."""
     import torch
     from nni.nas.evaluator.pytorch import Classification
 
@@ -69,6 +78,12 @@ def _classification(
         )
         if v is not None
     }
+    saving = {}
+    if checkpoints is not None:
+        from nni_bsn.jobs.checkpoints import RotatingCheckpointIO, checkpoint_callbacks
+
+        callbacks = [*callbacks, *checkpoint_callbacks(checkpoints)]
+        saving = {"enable_checkpointing": True, "plugins": [RotatingCheckpointIO()]}
     return Classification(
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
@@ -77,7 +92,12 @@ def _classification(
         val_dataloaders=val,
         num_classes=num_classes,
         max_epochs=epochs,
-        **{**QUIET_CPU, "accelerator": cfg.accelerator, **progress_options(progress_prefix, callbacks)},
+        **{
+            **QUIET_CPU,
+            "accelerator": cfg.accelerator,
+            **progress_options(progress_prefix, callbacks),
+            **saving,
+        },
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         deterministic=False,
@@ -297,37 +317,18 @@ def _evaluate(work: _Work, name: str, spec: dict, arch: dict[str, Any], inherite
     }
 
 
-def _fixed_network(cfg: CompareConfig, name: str, spec: dict, arch: dict[str, Any] | None, data):
-    """The space and architecture of a row that searches nothing: a drawn architecture, the full super network,
-    the plain ResNet (the ResNet fabric without shortcuts, every gate on), or a network of its own (two-conv)."""
-    import dataclasses
+def _resume_point(cfg: CompareConfig, checkpoints: tuple[Path, dict] | None, evaluator) -> str | None:
+    """With ``--resume``, the checkpoint the search continues from (set as the fit's ``ckpt_path``), else None."""
+    from nni_bsn.jobs.checkpoints import resume_or_start
 
-    from nni_bsn.jobs.builders import build_space, rebuild_space
-
-    if arch is not None:
-        return spec, arch
-    if name in STANDALONE_FIXED:  # its own space, nothing to choose
-        fixed = dataclasses.replace(cfg.search_config(), space=name)
-        return build_space(fixed, data.in_channels, data.info.num_classes, data.info.image_size)[1], {}
-    if name == "cheapest":
-        return spec, _cheapest_arch(cfg, spec, data.input_shape)
-    if name == "resnet":
-        plain = dataclasses.replace(cfg.search_config(), space="resnet-fabric", shortcuts="")
-        _, spec = build_space(plain, data.in_channels, data.info.num_classes, data.info.image_size)
-    space = rebuild_space(spec)
-    return spec, {label: GATE_ON for label in space.gate_labels}
-
-
-def _cheapest_arch(cfg: CompareConfig, spec: dict, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """The cheapest connected architecture of the space by parameters under ``--cost params``, else by MACs (a
-    measured latency or a makespan has no exact cheapest architecture to read)."""
-    from nni_bsn.jobs.builders import build_cost, rebuild_space
-
-    name = cfg.cost if cfg.cost in ("macs", "params") else "macs"
-    arch = build_cost(name, input_shape).bind(rebuild_space(spec)).min_arch()
-    if arch is None:
-        raise ValueError(f"row 'cheapest': the cheapest architecture of space {cfg.space!r} is not known")
-    return arch
+    if checkpoints is None:
+        return None
+    ckpt = resume_or_start(*checkpoints, cfg.resume, lambda m: print(f"nni-bsn: {m}", file=sys.stderr))
+    if ckpt is None:
+        return None
+    evaluator.fit_kwargs["ckpt_path"] = str(ckpt)
+    print(f"nni-bsn: continuing the search from {ckpt}", file=sys.stderr, flush=True)
+    return ckpt.name
 
 
 def _search_fields(name: str, strategy, searched: _Searched, timer, setup: dict[str, Any]) -> dict[str, Any]:
@@ -352,10 +353,17 @@ def _search_fields(name: str, strategy, searched: _Searched, timer, setup: dict[
 
 
 def search_and_evaluate(
-    cfg: CompareConfig, name: str, budget: dict[str, Any], workdir: Path, arch: dict[str, Any] | None = None
+    cfg: CompareConfig,
+    name: str,
+    budget: dict[str, Any],
+    workdir: Path,
+    arch: dict[str, Any] | None = None,
+    checkpoints: tuple[Path, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run row ``name`` on ``cfg`` (search, or the given / fixed architecture) and evaluate what it found; its rows
-    (two for a DARTS-family strategy on a gate space: NNI's export and the DARTS paper's derivation)."""
+    (two for a DARTS-family strategy on a gate space: NNI's export and the DARTS paper's derivation).
+    ``checkpoints``: the folder of the search's checkpoints and the job's identity (``--resume`` continues a killed
+    search from there when the identity is the same)."""
     import pytorch_lightning as pl
     import torch
 
@@ -371,15 +379,17 @@ def search_and_evaluate(
     work = _Work(cfg, data, budget, workdir)
     nothing_searched = {"search_seconds": None, "step_ms": None, "search_rss_growth_mb": None}
     if arch is not None or name in FIXED_NAMES:
-        spec, fixed = _fixed_network(cfg, name, space_spec, arch, data)
+        spec, fixed = fixed_network(cfg, name, space_spec, arch, data)
         return [{**nothing_searched, **_evaluate(work, name, spec, fixed, None)}]
     strategy, setup = make_strategy(name, cfg, space, work.input_shape, {**budget, "space_spec": space_spec})
     timer = StepTimer()
     settle = SettleStop(cfg.settle) if cfg.settle else None
     callbacks = [timer, *([settle] if settle else [])]
+    folder = checkpoints[0] if checkpoints else None
     evaluator = _classification(
-        cfg, data.train, data.val, info.num_classes, cfg.epochs, f"{name} search", callbacks=callbacks
+        cfg, data.train, data.val, info.num_classes, cfg.epochs, f"{name} search", callbacks, folder
     )
+    resumed = _resume_point(cfg, checkpoints, evaluator)
     graph = getattr(rebuild_space(space_spec), "graph", None)
     searched = _search(cfg, name, space, strategy, evaluator, workdir, graph)
     if settle is not None:
@@ -387,7 +397,7 @@ def search_and_evaluate(
     found = [(name, searched.arch, searched.inherited)]
     if searched.derived is not None:
         found.append((name + DERIVED, *searched.derived))
-    shared = _search_fields(name, strategy, searched, timer, setup)
+    shared = {**_search_fields(name, strategy, searched, timer, setup), "search_resumed_from": resumed}
     return [{**shared, **_evaluate(work, n, space_spec, a, inherited)} for n, a, inherited in found]
 
 
@@ -402,7 +412,10 @@ def _worker_main(job_path: str) -> int:
     cfg = CompareConfig.from_dict(job["config"])
     result_path = Path(job["result"])
     try:
-        rows = search_and_evaluate(cfg, job["strategy"], job["budget"], Path(job["workdir"]), job.get("arch"))
+        saved = (Path(job["checkpoints"]), job["identity"]) if job.get("checkpoints") else None
+        rows = search_and_evaluate(
+            cfg, job["strategy"], job["budget"], Path(job["workdir"]), job.get("arch"), saved
+        )
     except Exception as e:
         import traceback
 

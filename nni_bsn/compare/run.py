@@ -107,6 +107,8 @@ def _run_in_process(cfg: CompareConfig, job: _Job, jobdir: Path, log: Path) -> l
     workdir = jobdir / job.tag
     workdir.mkdir(parents=True)
     spec = {
+        "checkpoints": str(job_checkpoints(cfg, job)),
+        "identity": job_identity(cfg, job),
         "config": dataclasses.replace(cfg, seed=job.seed, seeds=None).as_dict(),
         "strategy": job.name,
         "budget": job.budget,
@@ -155,6 +157,19 @@ _NOT_IDENTITY = (
 )
 
 
+def job_identity(cfg: CompareConfig, job: _Job) -> dict[str, Any]:
+    """What makes a job the same job in another run: its options (but not how many run at once, or --resume), row,
+    seed, budget and drawn architecture."""
+    config = dataclasses.replace(cfg, seed=job.seed, seeds=None).as_dict()
+    config = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    return json.loads(json.dumps({"config": config, "row": job.name, "budget": job.budget, "arch": job.arch}))
+
+
+def job_checkpoints(cfg: CompareConfig, job: _Job) -> Path:
+    """Where a job's search keeps its checkpoints until the job's rows are kept."""
+    return partial_dir(cfg.out) / "checkpoints" / job.tag
+
+
 class KeptRows:
     """Every finished job's rows, kept in ``folder`` (``<out>.partial/rows/``) the moment the job ends, so that a
     comparison interrupted, killed or failing at its end loses none; ``--resume`` reuses those whose job is the
@@ -164,11 +179,7 @@ class KeptRows:
         self.folder, self.cfg = folder, cfg
 
     def _identity(self, job: _Job) -> dict[str, Any]:
-        config = dataclasses.replace(self.cfg, seed=job.seed, seeds=None).as_dict()
-        config = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
-        return json.loads(
-            json.dumps({"config": config, "row": job.name, "budget": job.budget, "arch": job.arch})
-        )
+        return job_identity(self.cfg, job)
 
     def get(self, job: _Job) -> list[dict[str, Any]] | None:
         try:
@@ -260,6 +271,7 @@ def _run_rows(
                 row["strategy"] = f"{row['strategy']} #{job.draw['index']}"
         if all(row["status"] == "ok" for row in rows):
             kept.put(job, rows)
+            shutil.rmtree(job_checkpoints(cfg, job), ignore_errors=True)
         with lock:
             done[0] += 1
             progress(f"[{done[0]}/{n}] " + _progress_line(job, rows, seconds))

@@ -4,13 +4,15 @@ They live in ``<out>.partial/`` from the first one on (never in the hidden tempo
 killed by SIGKILL, an out-of-memory kill or a lost node is resumed by the same command with ``--resume``. Each is
 written whole to a hidden file and then renamed over ``last.ckpt``, the one before it kept as ``previous.ckpt``:
 a kill during a write leaves both intact, and a truncated or corrupt ``last.ckpt`` is refused by name and
-``previous.ckpt`` used instead.
+``previous.ckpt`` used instead. A comparison's searches keep theirs in ``<out>.partial/checkpoints/<row>/``, each
+with the identity of its job (:func:`resume_or_start`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -25,6 +27,8 @@ __all__ = [
     "LAST",
     "PREVIOUS",
     "RotatingCheckpointIO",
+    "checkpoint_callbacks",
+    "resume_or_start",
     "has_checkpoint",
     "start_fresh",
     "load_resumable",
@@ -121,3 +125,39 @@ def keep_final(partial: Path, workdir: Path) -> None:
             os.link(source, target / name)
         except OSError:
             shutil.copyfile(source, target / name)
+
+
+def checkpoint_callbacks(folder: Path) -> list[Any]:
+    """Lightning callbacks writing one ``last.ckpt`` in ``folder`` every 10 batches (two optimizer steps a batch)
+    and at every epoch end; with :class:`RotatingCheckpointIO` as the trainer's plugin, atomically and keeping the
+    one before (no version counter: it would add ``last-v1.ckpt`` beside it)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    return [
+        ModelCheckpoint(
+            dirpath=folder, save_last=True, save_top_k=0, every_n_train_steps=20, enable_version_counter=False
+        ),
+        ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=0, enable_version_counter=False),
+    ]
+
+
+def resume_or_start(folder: Path, identity: dict[str, Any], resume: bool, progress) -> Path | None:
+    """The checkpoint to continue a job's search from: with ``resume``, the newest readable one in ``folder`` if the
+    same job (``identity``) wrote it. Otherwise ``folder`` is emptied for a fresh start and ``identity`` recorded
+    in it; ``None``."""
+    marker = folder / "identity.json"
+    if resume and has_checkpoint(folder):
+        try:
+            same = json.loads(marker.read_text()) == identity
+        except (OSError, ValueError):
+            same = False
+        try:
+            if same:
+                return load_resumable(folder, progress)[0]
+            progress(f"the checkpoint in {folder} is of other options: starting anew")
+        except UsageError as e:
+            progress(f"{e}: starting anew")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    marker.write_text(json.dumps(identity, sort_keys=True))
+    return None

@@ -19,6 +19,7 @@ import torch
 from nni_bsn.jobs.builders import JobData, all_costs, build_cost, build_space, load_job_data, rebuild_space
 from nni_bsn.jobs.checkpoints import (
     RotatingCheckpointIO,
+    checkpoint_callbacks,
     keep_final,
     load_resumable,
     require_checkpoint,
@@ -173,7 +174,6 @@ def _evaluator(
 ):
     """NNI's Lightning evaluator of the search: the training recipe, checkpoints to resume from, DDP if asked."""
     from nni.nas.evaluator.pytorch import Lightning, Trainer
-    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from nni_bsn.network.training import ScheduledClassificationModule, progress_options
@@ -181,19 +181,10 @@ def _evaluator(
     optimizer = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[cfg.optimizer]
     strategy = ddp_strategy(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.ddp_timeout)
     ddp: dict[str, Any] = {"strategy": strategy} if strategy is not None else {}
-    # A checkpoint every 10 batches (two optimizer steps a batch) and at every epoch end, so a killed search resumes.
-    # Both write the one last.ckpt (no version counter: it would add last-v1.ckpt beside it) in <out>.partial,
-    # where --resume looks, atomically and keeping the one before (nni_bsn.jobs.checkpoints).
+    # A checkpoint every 10 batches and at every epoch end, in <out>.partial where --resume looks.
     partial = partial_dir(cfg.out)
     callbacks = [
-        ModelCheckpoint(
-            dirpath=partial,
-            save_last=True,
-            save_top_k=0,
-            every_n_train_steps=20,
-            enable_version_counter=False,
-        ),
-        ModelCheckpoint(dirpath=partial, save_last=True, save_top_k=0, enable_version_counter=False),
+        *checkpoint_callbacks(partial),
         *extra_callbacks,
     ]
     module = ScheduledClassificationModule(

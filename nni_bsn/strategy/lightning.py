@@ -13,7 +13,9 @@ from nni.nas.evaluator.pytorch.lightning import LightningModule, SupervisedLearn
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 
 from nni_bsn import compat as _compat  # noqa: F401  (guards NNI's experiment lock)
+from nni_bsn.strategy.batches import batch_size, split_batch
 from nni_bsn.strategy.budget import Budget, CostEvaluationError, budget_penalty, charged_costs
+from nni_bsn.strategy.epoch_means import EpochMeans
 from nni_bsn.strategy.evolution import EvolutionSettings, supernet_score
 from nni_bsn.strategy.policy import ArchitectureDistribution
 from nni_bsn.strategy.ranks import (
@@ -28,6 +30,7 @@ from nni_bsn.strategy.reward import (
     Baseline,
     architecture_surrogate,
     budgeted_reward,
+    host_to_device,
     local_penalty_surrogate,
     penalty_differences,
 )
@@ -38,31 +41,6 @@ __all__ = ["BSNLightningModule", "split_batch", "CostEvaluationError"]
 _logger = logging.getLogger(__name__)
 
 Arch = dict[str, Any]
-
-
-def split_batch(batch: Any, k: int) -> list[Any]:
-    """Split every tensor of a batch (tensor, tuple/list or dict of tensors) into ``k`` chunks along dim 0."""
-    if k == 1:
-        return [batch]
-    if isinstance(batch, torch.Tensor):
-        return list(torch.tensor_split(batch, k))
-    if isinstance(batch, (tuple, list)):
-        parts = [split_batch(b, k) for b in batch]
-        return [type(batch)(p[i] for p in parts) for i in range(k)]
-    if isinstance(batch, dict):
-        parts = {key: split_batch(v, k) for key, v in batch.items()}
-        return [{key: p[i] for key, p in parts.items()} for i in range(k)]
-    return [batch] * k
-
-
-def _batch_size(batch: Any) -> int:
-    if isinstance(batch, torch.Tensor):
-        return batch.shape[0]
-    if isinstance(batch, (tuple, list)) and batch:
-        return _batch_size(batch[0])
-    if isinstance(batch, dict) and batch:
-        return _batch_size(next(iter(batch.values())))
-    return 1
 
 
 def _upgrade_baselines(state: dict[str, Any]) -> None:
@@ -126,7 +104,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
         self.loss_baseline = Baseline(baseline, baseline_decay)
         self.keep_prob_history: list[list[float]] = []
         self.skipped_samples = 0
-        self._epoch_sums: dict[str, list[float]] = {}
+        self._epoch_means = EpochMeans()
         self.last_selection: Selection | None = None
         self.rank_agreement: dict[str, Any] | None = None  # set by export (nni_bsn.strategy.ranks)
         self._modules_cache: list | None = None
@@ -236,17 +214,18 @@ class BSNLightningModule(BaseOneShotLightningModule):
         gate_logp: torch.Tensor,
         choice_logp: torch.Tensor,
         losses: torch.Tensor,
-        penalties: torch.Tensor,
+        penalties: list[float],
         archs: list[Arch],
         bits: torch.Tensor | None = None,
-    ) -> tuple[float, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One update of the distribution on the step's kept samples (``bits``: DisARM's antithetic pairs);
-        returns the surrogate loss and the rewards."""
+        returns the surrogate loss and the rewards (on the device: nothing here waits for it)."""
         distribution = self.distribution
         local = self.penalty_gradient == "local" and bool(distribution.gate_labels)
         local_penalty = None
+        host_penalties, penalties = penalties, host_to_device(penalties, losses.device)
         if local:  # the exact local gradient of lam * E[penalty] for the gates
-            diff = self.penalty_differences(archs, penalties.tolist())
+            diff = self.penalty_differences(archs, host_penalties)
             local_penalty = local_penalty_surrogate(distribution.gate_logits, diff, self.lam)
         arch_loss = architecture_surrogate(
             gate_logp,
@@ -267,7 +246,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
         if local:
             self.loss_baseline.update(budgeted_reward(losses))
         self.reward_baseline.update(rewards)
-        return float(arch_loss.detach()), rewards
+        return arch_loss.detach(), rewards
 
     def _step_distribution(self, arch_loss: torch.Tensor) -> None:
         """Gradient of ``arch_loss`` for the logits, averaged over the ranks, then one step of their optimizer."""
@@ -285,13 +264,14 @@ class BSNLightningModule(BaseOneShotLightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         # reward_data='val': the strategy's loader gives {'train': ..., 'val': ...} (NNI's DARTS's arrangement).
         train, held_out = (batch["train"], batch["val"]) if self.reward_data == "val" else (batch, None)
-        archs, gate_logp, choice_logp, bits = self._sample(_batch_size(train))
-        losses, out = self._train_weights(archs, train, batch_idx)
+        archs, gate_logp, choice_logp, bits = self._sample(batch_size(train))
+        losses, out, finite = self._train_weights(archs, train, batch_idx)
         if self.trainer.current_epoch >= self.warmup_epochs:
             if held_out is not None:
-                losses = self._held_out_losses(archs, held_out, batch_idx)
-            losses = mean_over_ranks(losses)  # the same samples on every rank: each scored them on its shard
-            self._search_step(archs, gate_logp, choice_logp, bits, losses)
+                losses, finite = self._held_out_losses(archs, held_out, batch_idx), None
+            if world_size() > 1:  # the same samples on every rank: each scored them on its shard
+                losses, finite = mean_over_ranks(losses), None
+            self._search_step(archs, gate_logp, choice_logp, bits, losses, finite)
         self.advance_lr_schedulers(batch_idx)
         return out
 
@@ -318,8 +298,11 @@ class BSNLightningModule(BaseOneShotLightningModule):
         out = self.training_module.training_step(batch, batch_idx)
         return out["loss"] if isinstance(out, dict) else out
 
-    def _train_weights(self, archs: list[Arch], batch: Any, batch_idx: int) -> tuple[torch.Tensor, Any]:
-        """One step of the weights on the batch split between ``archs``; the (detached) loss of each sample."""
+    def _train_weights(
+        self, archs: list[Arch], batch: Any, batch_idx: int
+    ) -> tuple[torch.Tensor, Any, list[bool]]:
+        """One step of the weights on the batch split between ``archs``; the (detached) loss of each sample, the
+        last sample's output, and which losses are finite (the one read from the device this needs)."""
         chunks = split_batch(batch, len(archs))
         losses, sizes = [], []
         for arch, chunk in zip(archs, chunks):
@@ -327,7 +310,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
             # constant to the output); what trains is what is costed, validated and exported.
             self.apply_arch(self.prune(arch))
             losses.append(self._loss(chunk, batch_idx))
-            sizes.append(_batch_size(chunk))
+            sizes.append(batch_size(chunk))
         values = torch.stack([x.detach() for x in losses])
         finite = torch.isfinite(values).tolist()
         if not all(finite):
@@ -342,7 +325,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
             n = sum(s for s, f in zip(sizes, finite) if f)
             loss = sum(x * (s / n) for x, s, f in zip(losses, sizes, finite) if f)
             self.advance_optimization(loss, batch_idx, self.gradient_clip_val)
-        return values, values[-1]
+        return values, values[-1], finite
 
     @torch.no_grad()
     def _held_out_losses(self, archs: list[Arch], batch: Any, batch_idx: int) -> torch.Tensor:
@@ -366,11 +349,13 @@ class BSNLightningModule(BaseOneShotLightningModule):
         choice_logp: torch.Tensor,
         bits: torch.Tensor | None,
         losses: torch.Tensor,
+        finite: list[bool] | None = None,
     ) -> None:
-        """Cost the step's samples and update the distribution on those with a finite loss and cost."""
+        """Cost the step's samples and update the distribution on those with a finite loss and cost (``finite``:
+        which losses are, when already read)."""
         costs = [self.costs(a) for a in archs]
         penalties = [budget_penalty(c, [b.limit for b in self.budgets], self.penalty) for c in costs]
-        finite = torch.isfinite(losses).tolist()
+        finite = torch.isfinite(losses).tolist() if finite is None else finite
         keep = [f and all(math.isfinite(x) for x in c) for f, c in zip(finite, costs)]
         if not all(keep) and all(finite):
             self.skipped_samples += keep.count(False)
@@ -380,31 +365,27 @@ class BSNLightningModule(BaseOneShotLightningModule):
         if bits is not None:  # DisARM: a pair is used whole or not at all
             keep = [keep[i] and keep[i ^ 1] for i in range(len(keep))]
         if any(keep):
-            idx = torch.tensor([i for i, f in enumerate(keep) if f])
+            kept = [i for i, f in enumerate(keep) if f]
+            if len(kept) < len(keep):  # the usual step keeps every sample: no indexing on the device
+                idx = host_to_device(kept, losses.device, torch.long)
+                gate_logp, choice_logp, losses = gate_logp[idx], choice_logp[idx], losses[idx]
+                bits = None if bits is None else bits[idx]
             arch_loss, rewards = self._arch_step(
-                gate_logp[idx],
-                choice_logp[idx],
-                losses[idx],
-                torch.tensor(penalties, device=losses.device)[idx],
-                [archs[i] for i in idx.tolist()],
-                None if bits is None else bits[idx],
+                gate_logp,
+                choice_logp,
+                losses,
+                [penalties[i] for i in kept],
+                [archs[i] for i in kept],
+                bits,
             )
-            self._accumulate("bsn/reward", float(rewards.mean()))
-            self._accumulate("bsn/arch_loss", arch_loss)
+            self._epoch_means.add("bsn/reward", rewards.mean())
+            self._epoch_means.add("bsn/arch_loss", arch_loss)
         for j, b in enumerate(self.budgets):
-            self._accumulate(f"bsn/cost_{b.name}", sum(c[j] for c in costs) / len(costs))
-        self._accumulate("bsn/penalty", sum(penalties) / len(penalties))
-        self._accumulate("bsn/connected", sum(map(self.is_connected, archs)) / len(archs))
+            self._epoch_means.add(f"bsn/cost_{b.name}", sum(c[j] for c in costs) / len(costs))
+        self._epoch_means.add("bsn/penalty", sum(penalties) / len(penalties))
+        self._epoch_means.add("bsn/connected", sum(map(self.is_connected, archs)) / len(archs))
 
     # ----- validation and epoch summaries ------------------------------------------------------------------------
-
-    def _accumulate(self, name: str, value: float) -> None:
-        # Per-step search metrics are averaged here and logged (then reset) in on_train_epoch_end: Lightning's
-        # self.log costs ~1 ms per call, which on a small network is several percent of a step.
-        if math.isfinite(value):
-            total = self._epoch_sums.setdefault(name, [0.0, 0])
-            total[0] += value
-            total[1] += 1
 
     def on_validation_epoch_start(self) -> None:
         self.apply_arch(self.deterministic_arch())
@@ -426,8 +407,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
         for b in self.budgets:
             metrics[f"bsn/budget_{b.name}"] = b.limit
         shown = {f"bsn/det_{b.name}": c for b, c in zip(self.budgets, det_costs)}
-        means = {k: total / n for k, (total, n) in self._epoch_sums.items() if n}
-        self._epoch_sums = {}
+        means = self._epoch_means.pop()
         shown.update({k: v for k, v in means.items() if k.startswith("bsn/cost_")})
         metrics.update({k: v for k, v in means.items() if not k.startswith("bsn/cost_")})
         self.log_dict(metrics, prog_bar=False)

@@ -61,13 +61,14 @@ class ArchitectureDistribution(nn.Module):
         return [value] if self._choice_multiple[i] else value
 
     def _to_archs(self, bits: torch.Tensor, indices: list[torch.Tensor]) -> list[dict[str, Any]]:
-        rows = bits.to(torch.bool).tolist()
-        idx_rows = [ix.tolist() for ix in indices]
+        # One read from the device for the whole step's draws (on a GPU each read waits for it).
+        rows = torch.cat([bits.to(torch.long), *(ix.reshape(-1, 1) for ix in indices)], dim=1).tolist()
+        gates = len(self.gate_labels)
         archs = []
-        for k, row in enumerate(rows):
+        for row in rows:
             arch = {label: (GATE_ON if b else GATE_OFF) for label, b in zip(self.gate_labels, row)}
             for i, label in enumerate(self.choice_labels):
-                arch[label] = self._choice_value(i, idx_rows[i][k])
+                arch[label] = self._choice_value(i, row[gates + i])
             archs.append(arch)
         return archs
 
@@ -109,11 +110,13 @@ class ArchitectureDistribution(nn.Module):
     ) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor]:
         """Architectures with these gate bits and freshly drawn choices; their gates' and choices' log-probs."""
         k = bits.shape[0]
-        gate_logp = torch.distributions.Bernoulli(logits=self.gate_logits).log_prob(bits).sum(-1)
+        gate_logp = (
+            torch.distributions.Bernoulli(logits=self.gate_logits, validate_args=False).log_prob(bits).sum(-1)
+        )
         choice_logp = torch.zeros(k, device=self.gate_logits.device)
         indices = []
         for logits in self.choice_logits:
-            cat = torch.distributions.Categorical(logits=logits)
+            cat = torch.distributions.Categorical(logits=logits, validate_args=False)
             with torch.no_grad():  # what cat.sample((k,)) does, with a generator
                 ix = torch.multinomial(cat.probs.reshape(1, -1), k, True, generator=generator).reshape(k)
             choice_logp = choice_logp + cat.log_prob(ix)
@@ -143,16 +146,18 @@ class ArchitectureDistribution(nn.Module):
     def log_prob(self, archs: Sequence[Mapping[str, Any]]) -> torch.Tensor:
         """Log-probability of each architecture (``[n]``)."""
         bits, indices = self.encode(archs)
-        logp = torch.distributions.Bernoulli(logits=self.gate_logits).log_prob(bits).sum(-1)
+        logp = (
+            torch.distributions.Bernoulli(logits=self.gate_logits, validate_args=False).log_prob(bits).sum(-1)
+        )
         for logits, ix in zip(self.choice_logits, indices):
-            logp = logp + torch.distributions.Categorical(logits=logits).log_prob(ix)
+            logp = logp + torch.distributions.Categorical(logits=logits, validate_args=False).log_prob(ix)
         return logp
 
     def entropy(self) -> torch.Tensor:
         """Entropy of the whole distribution (a differentiable scalar)."""
-        ent = torch.distributions.Bernoulli(logits=self.gate_logits).entropy().sum()
+        ent = torch.distributions.Bernoulli(logits=self.gate_logits, validate_args=False).entropy().sum()
         for logits in self.choice_logits:
-            ent = ent + torch.distributions.Categorical(logits=logits).entropy()
+            ent = ent + torch.distributions.Categorical(logits=logits, validate_args=False).entropy()
         return ent
 
     def choice_options(self) -> list[list[Any]]:

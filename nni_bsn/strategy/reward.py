@@ -19,6 +19,7 @@ from nni_bsn.strategy.names import BASELINES
 __all__ = [
     "BASELINES",
     "Baseline",
+    "host_to_device",
     "architecture_surrogate",
     "budgeted_reward",
     "disarm_surrogate",
@@ -38,6 +39,17 @@ def budgeted_reward(
     return -(losses + lam * penalties)
 
 
+def host_to_device(
+    values: Any, device: torch.device | str, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Values computed on the host (a list or a CPU tensor) as a tensor on ``device``, without making the host
+    wait for the device: a pinned, non-blocking copy on CUDA (a pageable copy synchronises)."""
+    t = values if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=dtype)
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def reinforce_loss(logp: torch.Tensor, rewards: torch.Tensor, baseline: torch.Tensor | float) -> torch.Tensor:
     """Surrogate loss whose gradient is the REINFORCE estimate of the gradient of ``-E[reward]``.
 
@@ -54,7 +66,7 @@ def local_penalty_surrogate(gate_logits: torch.Tensor, differences: torch.Tensor
     ``differences`` are :func:`penalty_differences` (constants): the gradient of ``sigmoid(logit) * diff`` is
     ``p (1 - p) diff``, the derivative of the expected penalty for a factorised Bernoulli.
     """
-    return lam * (torch.sigmoid(gate_logits) * differences.to(gate_logits.device)).sum()
+    return lam * (torch.sigmoid(gate_logits) * host_to_device(differences, gate_logits.device)).sum()
 
 
 def penalty_differences(
@@ -104,19 +116,15 @@ class Baseline(nn.Module):
         k = rewards.numel()
         if self.mode in ("auto", "mean") and k > 1:
             return (rewards.sum() - rewards) / (k - 1)  # leave-one-out mean: unbiased
-        if not bool(self.ready):
-            return rewards.mean().expand_as(rewards)
-        return self.value.expand_as(rewards)
+        # torch.where, not an if: reading ``ready`` would make the host wait for the device
+        return torch.where(self.ready, self.value, rewards.mean()).expand_as(rewards)
 
     @torch.no_grad()
     def update(self, rewards: torch.Tensor) -> None:
         """Fold the mean of one step's rewards into the moving average (the first step sets it)."""
         mean = rewards.mean()
-        if not bool(self.ready):
-            self.value.copy_(mean)
-            self.ready.fill_(True)
-        else:
-            self.value.copy_(self.decay * self.value + (1 - self.decay) * mean)
+        self.value.copy_(torch.where(self.ready, self.decay * self.value + (1 - self.decay) * mean, mean))
+        self.ready.fill_(True)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, decay={self.decay}"

@@ -297,7 +297,9 @@ def _on_tables(judge: _Judge, is_connected: Callable[[Arch], bool]) -> list[tupl
         )
         if found is None:
             return []
-        how = "exact" if found.exact else f"the best of {found.nodes} branch-and-bound nodes"
+        how = (
+            "exact" if found.exact else f"the best of {found.nodes} branch-and-bound nodes, not proven exact"
+        )
         return [
             (found.arch, f"most probable architecture within budget on the {budget.name} cost tables ({how})")
         ]
