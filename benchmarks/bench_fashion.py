@@ -141,13 +141,15 @@ def _merged(runs: list[Path], out: Path) -> dict:
 
     reports = [json.loads((run / "compare.json").read_text()) for run in runs]
     base = reports[0]
+    defaults = CompareConfig().as_dict()  # an option a run's version did not have yet: its default
 
     def recipe(report: dict) -> dict:
-        return {k: v for k, v in report["config"].items() if k not in _MERGE_FREE}
+        config = {**defaults, **report["config"]}
+        return {k: v for k, v in config.items() if k not in _MERGE_FREE}
 
     for run, report in zip(runs, reports):
-        if recipe(report) != recipe(base) or report["dataset"] != base["dataset"]:
-            differ = sorted(k for k in recipe(base) if recipe(base)[k] != recipe(report).get(k))
+        differ = sorted(k for k in recipe(base) if recipe(base)[k] != recipe(report).get(k))
+        if differ or report["dataset"] != base["dataset"]:
             raise ValueError(f"{run} is not the recipe of {runs[0]} (differs in {differ or 'the dataset'})")
     seen, rows = set(), []
     for report in reports:

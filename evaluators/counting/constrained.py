@@ -80,6 +80,8 @@ def _multiplier(problem: _Problem, keep: Callable[[Arch], None], deadline: float
     as ``mu`` grows); every relaxed architecture met is offered to ``keep``."""
     lo, hi = 0.0, 1.0
     for _ in range(60):  # grow hi until its relaxed architecture fits
+        if time.monotonic() > deadline:
+            return hi
         arch = problem.relaxed(hi, {})[1]
         keep(arch)
         if problem.tables(arch) <= problem.limit:
