@@ -39,7 +39,6 @@ def main() -> int:
     size = (folder / "last.ckpt").stat().st_size
     params = sum(p.numel() for p in space.parameters())
     body = (
-        "- command: `python benchmarks/bench_checkpoint.py`\n\n"
         f"CNF 4x16 ({params:,} parameters, with Adam's state): {size / 1e6:.2f} MB a checkpoint, median "
         f"{1000 * statistics.median(seconds):.1f} ms a write (max {1000 * max(seconds):.1f} ms, 30 writes)."
     )
