@@ -17,6 +17,7 @@ __all__ = ["plot_front"]
 _FAMILY_COLOURS = {
     "bsn": "#c0392b",
     "bsn-abs": "#7b241c",
+    "bsn-abs-warm": "#f1948a",
     "bsn-k2": "#e67e22",
     "bsn-disarm": "#8e44ad",
     "bsn-val": "#d35400",
@@ -59,7 +60,7 @@ def plot_front(
     shown = [e for e in summary if e["runs"] and e["macs"] and e["test_acc"]]
     handles = []
     for i, e in enumerate(shown):
-        colour = _FAMILY_COLOURS[_family(e["name"])]
+        colour = _FAMILY_COLOURS.get(_family(e["name"]), _FAMILY_COLOURS["bsn"])
         marker = _MARKERS[i % len(_MARKERS)]
         face = "white" if e["name"].endswith(DERIVED) else colour
         runs = _runs(rows, e["name"])

@@ -116,6 +116,7 @@ STANDALONE_FIXED = ("two-conv",)
 BUDGETED_KINDS: dict[str, str] = {
     "bsn": "BSN {budget}",
     "bsn-abs": "BSN abs {budget}",
+    "bsn-abs-warm": "BSN abs, 1 weights-only epoch first {budget}",
     "bsn-k2": "BSN 2 samples {budget}",
     "bsn-disarm": "BSN DisARM {budget}",
     "bsn-val": "BSN held-out reward {budget}",
@@ -123,11 +124,13 @@ BUDGETED_KINDS: dict[str, str] = {
     "random-arch": "Random arch <= {budget}",
     "random-arch90": "Random arch 90-100% of {budget}",
 }
-#: BSN's rows and the options each sets over the configuration's (``bsn-abs``: the |C/B - 1| penalty; the others
+#: BSN's rows and the options each sets over the configuration's (``bsn-abs``: the |C/B - 1| penalty;
+#: ``bsn-abs-warm``: the same after one epoch of weights-only training, every gate at its start probability; the others
 #: its estimators: 2 samples a step with the leave-one-out baseline, DisARM's pair of 2, the held-out reward).
 BSN_KINDS: dict[str, dict[str, Any]] = {
     "bsn": {},
     "bsn-abs": {"penalty": "abs"},
+    "bsn-abs-warm": {"penalty": "abs", "warmup_epochs": 1},
     "bsn-k2": {"num_samples": 2},
     "bsn-disarm": {"estimator": "disarm", "num_samples": 1},
     "bsn-val": {"reward_data": "val"},
