@@ -97,8 +97,7 @@ STRATEGY_NAMES: dict[str, str] = {
     "proxyless+penalty": "Proxyless+penalty",
     "darts-fast": "DARTS, arch lr 1e-2 (not its paper's)",
 }
-#: Peers away from their authors' settings, asked for by name only: DARTS with an architecture learning rate 33x
-#: its paper's 3e-4, so that its choice can settle in a run this machine affords (what it finds if it does).
+#: Peers away from their authors' settings, asked for by name only: DARTS with 33x its paper's architecture lr 3e-4.
 PEER_VARIANTS: dict[str, dict[str, Any]] = {"darts-fast": {"arc_learning_rate": 1e-2}}
 #: The rows of a comparison by default: every strategy at its authors' settings.
 STRATEGIES: tuple[str, ...] = tuple(n for n in STRATEGY_NAMES if n not in PEER_VARIANTS)
@@ -124,9 +123,8 @@ BUDGETED_KINDS: dict[str, str] = {
     "random-arch": "Random arch <= {budget}",
     "random-arch90": "Random arch 90-100% of {budget}",
 }
-#: BSN's rows and the options each sets over the configuration's (``bsn-abs``: the |C/B - 1| penalty;
-#: ``bsn-abs-warm``: the same after one epoch of weights-only training, every gate at its start probability; the others
-#: its estimators: 2 samples a step with the leave-one-out baseline, DisARM's pair of 2, the held-out reward).
+#: BSN's rows and the options each sets over the configuration's (``bsn-abs``: the |C/B - 1| penalty, ``-warm`` after a
+#: weights-only epoch; the others its estimators: 2 samples with leave-one-out, DisARM's pair, the held-out reward).
 BSN_KINDS: dict[str, dict[str, Any]] = {
     "bsn": {},
     "bsn-abs": {"penalty": "abs"},

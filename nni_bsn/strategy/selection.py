@@ -12,7 +12,7 @@ import torch
 
 from evaluators.blocks import GATE_OFF, GATE_ON, arch_key
 from evaluators.counting.constrained import most_probable_within
-from evaluators.counting.table_extremes import hashable_value
+from evaluators.counting.table_extremes import DecompositionError, hashable_value
 from nni_bsn.strategy.budget import Budget
 from nni_bsn.strategy.evolution import Candidates, EvolutionSettings, evolve
 from nni_bsn.strategy.policy import ArchitectureDistribution
@@ -289,12 +289,16 @@ def _on_tables(judge: _Judge, is_connected: Callable[[Arch], bool]) -> list[tupl
         tables = getattr(budget.evaluator, "label_tables", lambda: None)()
         if tables is None:
             continue
-        found = most_probable_within(
-            tables,
-            log_probs,
-            budget.limit,
-            feasible=lambda a: is_connected(a) and judge.feasible(judge.costs(a)),
-        )
+        try:
+            found = most_probable_within(
+                tables,
+                log_probs,
+                budget.limit,
+                feasible=lambda a: is_connected(a) and judge.feasible(judge.costs(a)),
+            )
+        except (DecompositionError, KeyError, ValueError) as e:  # the samples and the walk still choose
+            _logger.info("No exact most probable architecture on the %s tables: %s", budget.name, e)
+            return []
         if found is None:
             return []
         how = (
