@@ -117,35 +117,22 @@ def _summarised_again(result: Path, out: str) -> dict:
     return report
 
 
-# Options that may differ between merged runs: the rows, seeds and the run itself (not the recipe).
-_MERGE_FREE = (
-    "strategies",
-    "seeds",
-    "seed",
-    "jobs",
-    "out",
-    "force",
-    "resume",
-    "threads",
-    "budget",
-    "random_archs",
-)
-
-
 def _merged(runs: list[Path], out: Path) -> dict:
     """One report from several finished runs of the same recipe (their rows together, each (row, seed, draw) once,
     the first run's kept), summarised and written into ``out``; ``ValueError`` if their recipes differ."""
     from nni_bsn.compare.report import write_outputs
-    from nni_bsn.compare.run import summarise
+    from nni_bsn.compare.run import NOT_IDENTITY, summarise
     from nni_bsn.jobs.config import CompareConfig
 
+    # What may differ between merged runs: what a kept row may differ in, and the seed and budget of the run.
+    free = (*NOT_IDENTITY, "seed", "budget")
     reports = [json.loads((run / "compare.json").read_text()) for run in runs]
     base = reports[0]
     defaults = CompareConfig().as_dict()  # an option a run's version did not have yet: its default
 
     def recipe(report: dict) -> dict:
         config = {**defaults, **report["config"]}
-        return {k: v for k, v in config.items() if k not in _MERGE_FREE}
+        return {k: v for k, v in config.items() if k not in free}
 
     for run, report in zip(runs, reports):
         differ = sorted(k for k in recipe(base) if recipe(base)[k] != recipe(report).get(k))

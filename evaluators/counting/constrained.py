@@ -136,7 +136,7 @@ def most_probable_within(
         if bound <= best[0] + 1e-9:
             continue
         keep(arch)
-        if best[1] is arch and best[0] >= bound - 1e-9 or len(fixed) == len(order):
+        if (best[1] is arch and best[0] >= bound - 1e-9) or len(fixed) == len(order):
             continue  # the bound is reached: nothing better below
         x = order[len(fixed)]
         values = sorted(problem.logp.get(x, {}).items(), key=lambda kv: kv[1]) or [

@@ -13,7 +13,7 @@ __all__ = ["fixed_network", "cheapest_arch"]
 
 def fixed_network(cfg: CompareConfig, name: str, spec: dict, arch: dict[str, Any] | None, data):
     """The space and architecture of a row that searches nothing: a drawn architecture, the full super network,
-    the plain ResNet (the ResNet fabric without shortcuts, every gate on), or a network of its own (two-conv)."""
+    its cheapest connected architecture, the plain ResNet (the ResNet fabric without shortcuts, every gate on), or a network of its own (two-conv)."""
     import dataclasses
 
     from nni_bsn.jobs.builders import build_space, rebuild_space

@@ -144,7 +144,7 @@ def _run_in_process(cfg: CompareConfig, job: _Job, jobdir: Path, log: Path) -> l
 
 
 # Options that change what a row finds: the others (how many rows, at once, where) leave a kept row valid.
-_NOT_IDENTITY = (
+NOT_IDENTITY = (
     "strategies",
     "seeds",
     "jobs",
@@ -161,7 +161,7 @@ def job_identity(cfg: CompareConfig, job: _Job) -> dict[str, Any]:
     """What makes a job the same job in another run: its options (but not how many run at once, or --resume), row,
     seed, budget and drawn architecture."""
     config = dataclasses.replace(cfg, seed=job.seed, seeds=None).as_dict()
-    config = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    config = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
     return json.loads(json.dumps({"config": config, "row": job.name, "budget": job.budget, "arch": job.arch}))
 
 
@@ -178,15 +178,12 @@ class KeptRows:
     def __init__(self, folder: Path, cfg: CompareConfig):
         self.folder, self.cfg = folder, cfg
 
-    def _identity(self, job: _Job) -> dict[str, Any]:
-        return job_identity(self.cfg, job)
-
     def get(self, job: _Job) -> list[dict[str, Any]] | None:
         try:
             kept = json.loads((self.folder / f"{job.tag}.json").read_text())
         except (OSError, ValueError):
             return None
-        if kept.get("identity") != self._identity(job):
+        if kept.get("identity") != job_identity(self.cfg, job):
             return None
         return [{**row, "resumed": True} for row in kept["rows"]]
 
@@ -194,7 +191,7 @@ class KeptRows:
         from nni_bsn.jobs.outputs import write_json
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(self.folder / f"{job.tag}.json", {"identity": self._identity(job), "rows": rows})
+        write_json(self.folder / f"{job.tag}.json", {"identity": job_identity(self.cfg, job), "rows": rows})
 
 
 def _row_budgets(

@@ -325,7 +325,8 @@ def select_architecture(
        within every budget.
     2. Otherwise the most probable (under the learned distribution) of: on a space without gates whose budget's
        cost is a sum of tables, the most probable architecture within budget found exactly on them
-       (:func:`_on_tables`); the deterministic architecture trimmed greedily (drop the least probable live gate that keeps the input connected, until every budget holds) and
+       (:func:`_on_tables`); the deterministic architecture trimmed greedily (drop the least probable live gate
+       that keeps the input connected, until every budget holds) and
        ``n_samples`` architectures drawn from the distribution, keeping only connected ones within every budget.
     3. If none qualifies (a short or unlucky search on a space whose choices are not gates): the most probable
        architecture walked one choice at a time to cheaper values until every budget holds (the change costing

@@ -22,6 +22,7 @@ from pytorch_lightning.strategies import DDPStrategy  # noqa: E402
 from evaluators import MacsCost  # noqa: E402
 from nni_bsn import BSN  # noqa: E402
 from nni_bsn.data import get_dataloaders  # noqa: E402
+from nni_bsn.jobs.ranks import release_process_group  # noqa: E402
 from search_spaces import ConvolutionalNeuralFabric  # noqa: E402
 
 
@@ -64,7 +65,7 @@ def main(out: str) -> None:
             },
             f,
         )
-    torch.distributed.destroy_process_group()  # as the CLI does: gloo left to the exit can abort the process
+    release_process_group()  # as the CLI does: gloo left to the exit can abort the process
 
 
 if __name__ == "__main__":
