@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from nni_bsn.jobs.config import (
     parse_strategies,
 )
 from nni_bsn.jobs.options import COMMAND_DEFAULTS, add_options, given_options, positive_float
-from nni_bsn.jobs.ranks import RankLost, release_process_group, stop_on_lost_rank
+from nni_bsn.jobs.ranks import RankLost, is_worker_process, release_process_group, stop_on_lost_rank
 
 __all__ = ["main", "build_parser", "config_from_args", "compare_config_from_args"]
 
@@ -129,7 +130,7 @@ def _search(args: argparse.Namespace) -> int:
     from nni_bsn.jobs.checkpoints import has_checkpoint
     from nni_bsn.jobs.findings import summary_lines
     from nni_bsn.jobs.outputs import atomic_output_dir, partial_dir
-    from nni_bsn.jobs.search import is_worker_process, run_search, run_search_as_worker
+    from nni_bsn.jobs.search import run_search, run_search_as_worker
 
     partial = partial_dir(cfg.out)
     if is_worker_process():  # a DDP worker (started by Lightning or a launcher): it trains, rank 0 writes
@@ -190,7 +191,6 @@ def _sweep(args: argparse.Namespace) -> int:
     base = config_from_args(args)
     _load_libraries(args)
     from nni_bsn.jobs.outputs import atomic_output_dir, partial_dir
-    from nni_bsn.jobs.search import is_worker_process
     from nni_bsn.jobs.sweep import run_sweep, run_sweep_as_worker
 
     if is_worker_process():  # a DDP worker: it trains each budget's search, rank 0 writes
@@ -312,6 +312,10 @@ def _compare(args: argparse.Namespace) -> int:
             f"nothing to resume: {kept} does not exist (a comparison keeps its finished rows there, and its "
             f"searches' checkpoints in {searches})"
         )
+    if is_worker_process():  # a rank other than 0 of a launch: it runs the same rows, rank 0 writes
+        with tempfile.TemporaryDirectory(prefix="nni-bsn-compare-rank-") as tmp:
+            run_compare(cfg, Path(tmp), progress=lambda message: None, command=command)
+        return 0
     try:
         with atomic_output_dir(cfg.out, cfg.force) as tmp:
             report = run_compare(cfg, tmp, progress=_progress, command=command)

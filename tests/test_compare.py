@@ -156,7 +156,7 @@ def test_a_failing_strategy_gets_a_failed_row_with_a_one_line_reason(tmp_path):
     # The worker process cannot find the data: the search fails inside it and says why.
     cfg = CompareConfig(strategies=("random",), dataset="cifar10", data_dir=str(tmp_path / "missing"))
     budget = {"cost": "macs", "spec": "50%", "limit": 1.0, "full": 2.0, "fraction": 0.5, "unit": "MACs"}
-    (row,) = _run_in_process(cfg, _Job("random", 0, budget), tmp_path / "jobs", tmp_path / "random.log")
+    (row,) = _run_in_process(cfg, _Job("random", 0, budget), 0, tmp_path / "jobs", tmp_path / "random.log")
     assert row["status"] == "failed" and row["strategy"] == "RandomOneShot" and row["seed"] == 0
     assert row["error"].startswith("UsageError:") and "cifar" in row["error"] and "\n" not in row["error"]
     assert "Traceback" in (tmp_path / "random.log").read_text()

@@ -1,14 +1,16 @@
-"""BSN's search on two nodes, simulated on one machine: two torchrun launchers (node ranks 0 and 1, gloo on
-127.0.0.1) running the command line with ``--num-nodes 2 --devices 1``.
+"""BSN's search and compare on two nodes, simulated on one machine: two torchrun launchers (node ranks 0 and 1,
+gloo on 127.0.0.1) running the command line with ``--num-nodes 2 --devices 1``.
 
 - Both finish, one output folder is written (by global rank 0), and the report says the ranks agreed: the digests
   of both ranks' final logits and exported architecture, gathered on rank 0, are equal, and the architecture's is
   that of the ``arch.json`` written.
 - The killed-rank case: rank 1 is killed with SIGKILL mid-training; rank 0 stops with one line well within
   ``--ddp-timeout``, and its checkpoint is resumed by a single-node ``--resume`` to a complete result.
+- compare under the same launch: NNI's RandomOneShot, ENAS and DARTS and BSN as rows, each a DDP job of its own on
+  both nodes (its own rendezvous port), one output folder, and every row's ranks agreed.
 
-The first takes 20-45 s on 2 busy cores and runs by default; the second took 50-70 s there, so it is marked slow
-(``pytest -m slow tests/test_several_nodes.py``).
+The first takes 20-45 s on 2 busy cores and the compare 60-80 s; both run by default. The killed-rank case took
+50-70 s there, so it is marked slow (``pytest -m slow tests/test_several_nodes.py``).
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(node: int, port: int, cwd: Path, *args: str) -> subprocess.Popen:
-    """``torchrun --nnodes 2 --nproc-per-node 1 --node-rank <node> ... -m nni_bsn search --num-nodes 2 ...``."""
+def _launch(node: int, port: int, cwd: Path, *args: str, job: str = "search") -> subprocess.Popen:
+    """``torchrun --nnodes 2 --nproc-per-node 1 --node-rank <node> ... -m nni_bsn <job> --num-nodes 2 ...``."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"]
     torchrun += ["--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port)]
-    command = ["-m", "nni_bsn", "search", "--num-nodes", "2", "--devices", "1", *TINY, "--out", "run", *args]
+    command = ["-m", "nni_bsn", job, "--num-nodes", "2", "--devices", "1", *TINY, "--out", "run", *args]
     # stdout (Lightning's progress bars, the summary) and stderr (nni-bsn's lines, torchrun's) apart
     out = open(cwd / f"node{node}.out", "w")  # noqa: SIM115  (closed with the process)
     err = open(cwd / f"node{node}.err", "w")  # noqa: SIM115
@@ -83,6 +85,29 @@ def test_two_nodes_finish_with_one_result_whose_logits_and_architecture_both_ran
     assert report["config"]["num_nodes"] == 2 and report["trained"]["epochs"] == 2
     summary = (tmp_path / "node0.out").read_text()
     assert "ranks: 2, agreed on the logits and the architecture: yes" in summary
+
+
+def test_compare_on_two_nodes_runs_nni_strategies_whose_ranks_agree_and_writes_once(tmp_path):
+    """NNI's RandomOneShot, ENAS and DARTS (and BSN) as compare's rows under the same two-node launch: each row
+    is a DDP job of its own on both nodes, and says that its ranks agreed (nni-bsn's fix on NNI's rows)."""
+    port = _free_port()
+    args = ("--strategies", "random,enas,darts,bsn", "--epochs", "2", "--limit-train-batches", "6")
+    nodes = [
+        _launch(node, port, tmp_path, *args, "--limit-val-batches", "3", job="compare") for node in (1, 0)
+    ]
+    codes = [_finish(p, 600) for p in nodes]
+    logs = {node: (tmp_path / f"node{node}.err").read_text() for node in (0, 1)}
+    assert codes[0] == 0 and codes[1] in (0, 1), logs[0][-3000:] + logs[1][-3000:]  # 1: a row failed
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["run"]
+    report = json.loads((tmp_path / "run" / "compare.json").read_text())
+    rows = report["rows"]
+    assert {r["name"] for r in rows} >= {"random", "enas", "darts", "darts:derived", "bsn"}
+    for row in rows:  # a tiny search may export a disconnected network: a failed row, but its ranks agreed
+        assert row["status"] == "ok" or "disconnected" in row["status"], row["status"]
+        assert row["ranks"]["world_size"] == 2 and row["ranks"]["agreed"] is True, row["name"]
+        if not row["name"].endswith(":derived"):  # a derivation's 'ranks' are its search's
+            assert row["ranks"]["arch_sha256"] == [_digest(row["arch"])] * 2
+    assert any("DDP over 2 ranks: every searched row's ranks agreed" in n for n in report["notes"])
 
 
 def _worker_of(launcher: subprocess.Popen, timeout: float = 60) -> psutil.Process:

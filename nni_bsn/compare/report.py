@@ -181,6 +181,7 @@ def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
             "Training accuracy of the supernet on the last search batch (noisy, one batch; ~0.1 means its "
             "sampled or mixed paths did not learn): " + ", ".join(last) + "."
         )
+    lines += _ranks_notes(rows)
     for r in rows:
         lines += _row_notes(r)
     if report["failed"]:
@@ -189,6 +190,26 @@ def notes(cfg: CompareConfig, report: dict[str, Any]) -> list[str]:
             "with code 1 when a strategy failed, after writing every output."
         )
     return lines
+
+
+def _ranks_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Under DDP: whether each searched row's ranks agreed on the architecture tensors and the export."""
+    checked = [r for r in rows if (r.get("ranks") or {}).get("world_size", 1) > 1]
+    if not checked:
+        return []
+    world = checked[0]["ranks"]["world_size"]
+    apart = sorted({f"{r['name']} (seed {r.get('seed')})" for r in checked if not r["ranks"]["agreed"]})
+    said = (
+        "every searched row's ranks agreed"
+        if not apart
+        else f"the ranks of {', '.join(apart)} did NOT agree (each rank evaluated rank 0's architecture)"
+    )
+    return [
+        f"DDP over {world} ranks: {said} on the architecture's tensors (BSN's logits, the DARTS family's alphas, "
+        "ENAS's controller) and on the exported architecture (SHA-256 digests per rank: compare.json's 'ranks'). "
+        "NNI's strategies ran with nni-bsn's fix (nni_bsn.strategy.peers.RankSync: shared sampling seeds, "
+        "ENAS's reward and the alphas' gradients averaged over the ranks)."
+    ]
 
 
 def _row_notes(r: dict[str, Any]) -> list[str]:

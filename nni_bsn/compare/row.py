@@ -26,9 +26,12 @@ from nni_bsn.compare.strategies import (
     choice_stats,
     derived_architecture,
     make_strategy,
+    rank_sync_callbacks,
+    ranks_agreed,
     strategy_details,
 )
 from nni_bsn.jobs.config import DERIVED, FIXED_NAMES, CompareConfig, row_label
+from nni_bsn.jobs.ranks import is_worker_process
 
 __all__ = ["search_and_evaluate", "failed_row", "INHERITED_BN_BATCHES"]
 
@@ -68,6 +71,7 @@ def _classification(
     import torch
     from nni.nas.evaluator.pytorch import Classification
 
+    from nni_bsn.jobs.ranks import ddp_strategy
     from nni_bsn.network.training import QUIET_CPU, progress_options
 
     limits = {
@@ -79,6 +83,9 @@ def _classification(
         if v is not None
     }
     saving = {}
+    strategy = ddp_strategy(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.ddp_timeout)
+    if strategy is not None:
+        limits["strategy"] = strategy
     if checkpoints is not None:
         from nni_bsn.jobs.checkpoints import RotatingCheckpointIO, checkpoint_callbacks
 
@@ -143,6 +150,7 @@ def _search(cfg: CompareConfig, name: str, space, strategy, evaluator, workdir: 
         extra = strategy_details(name, strategy)
         extra["choices"] = choice_stats(strategy.oneshot_module)
         derived = derived_architecture(name, strategy, graph, model.sample)
+        arch, derived, extra["ranks"] = ranks_agreed(strategy.oneshot_module, dict(model.sample), derived)
         # Per-gate probabilities ('prob/...') are left out: the architecture is in the row already.
         trainer = strategy.oneshot_module.trainer
         final_metrics = {
@@ -155,7 +163,7 @@ def _search(cfg: CompareConfig, name: str, space, strategy, evaluator, workdir: 
         exp.stop()  # NNI would otherwise save its experiment checkpoint at interpreter exit
         shutil.rmtree(nni_dir, ignore_errors=True)
     return _Searched(
-        dict(model.sample),
+        arch,
         inherited,
         derived,
         seconds,
@@ -384,7 +392,7 @@ def search_and_evaluate(
     strategy, setup = make_strategy(name, cfg, space, work.input_shape, {**budget, "space_spec": space_spec})
     timer = StepTimer()
     settle = SettleStop(cfg.settle) if cfg.settle else None
-    callbacks = [timer, *([settle] if settle else [])]
+    callbacks = [timer, *([settle] if settle else []), *rank_sync_callbacks(name, cfg)]
     folder = checkpoints[0] if checkpoints else None
     evaluator = _classification(
         cfg, data.train, data.val, info.num_classes, cfg.epochs, f"{name} search", callbacks, folder
@@ -421,6 +429,8 @@ def _worker_main(job_path: str) -> int:
 
         traceback.print_exc()
         rows = [failed_row(job["strategy"], cfg.seed, _one_line(e))]
+    if is_worker_process():  # a DDP rank other than 0: rank 0 writes the row
+        return 0 if all(r["status"] == "ok" for r in rows) else 1
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"rows": rows}, indent=2, default=str))
     os.replace(tmp, result_path)

@@ -36,6 +36,7 @@ from nni_bsn.jobs.config import (
     row_kind,
 )
 from nni_bsn.jobs.outputs import partial_dir
+from nni_bsn.jobs.ranks import row_rendezvous_env
 
 __all__ = ["run_compare", "summarise"]
 
@@ -102,8 +103,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def _run_in_process(cfg: CompareConfig, job: _Job, jobdir: Path, log: Path) -> list[dict[str, Any]]:
-    """Run one job in a fresh ``python -m nni_bsn.compare.row`` process (its output goes to ``log``); its rows."""
+def _run_in_process(
+    cfg: CompareConfig, job: _Job, index: int, jobdir: Path, log: Path
+) -> list[dict[str, Any]]:
+    """Run job number ``index`` in a fresh ``python -m nni_bsn.compare.row`` process (its output goes to ``log``);
+    its rows."""
     workdir = jobdir / job.tag
     workdir.mkdir(parents=True)
     spec = {
@@ -125,6 +129,7 @@ def _run_in_process(cfg: CompareConfig, job: _Job, jobdir: Path, log: Path) -> l
                 stderr=subprocess.STDOUT,
                 timeout=cfg.strategy_timeout,
                 cwd=os.getcwd(),
+                env=row_rendezvous_env(index),
                 check=False,
                 preexec_fn=_die_with_parent,
             )
@@ -252,7 +257,8 @@ def _run_rows(
 
     kept = KeptRows(partial_dir(cfg.out) / "rows", cfg)
 
-    def run(job: _Job) -> list[dict[str, Any]]:
+    def run(index: int) -> list[dict[str, Any]]:
+        job = jobs[index]
         rows = kept.get(job) if cfg.resume else None
         if rows is not None:
             with lock:
@@ -260,7 +266,7 @@ def _run_rows(
                 progress(f"[{done[0]}/{n}] kept from an earlier run: " + _progress_line(job, rows, 0.0))
             return rows
         t0 = time.perf_counter()
-        rows = _run_in_process(cfg, job, jobdir, logs / f"{job.tag}.log")
+        rows = _run_in_process(cfg, job, index, jobdir, logs / f"{job.tag}.log")
         seconds = round(time.perf_counter() - t0, 1)
         for row in rows:
             row.update(wall_seconds=seconds, draw=job.draw)
@@ -277,7 +283,7 @@ def _run_rows(
     progress(f"{n} processes, {cfg.jobs} at a time")
     try:
         with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
-            results = list(pool.map(run, jobs))
+            results = list(pool.map(run, range(len(jobs))))
     finally:
         shutil.rmtree(jobdir, ignore_errors=True)
     rows = [row for result in results for row in result]

@@ -4,6 +4,7 @@ ENAS's controller updates, how settled the choices ended, and the DARTS paper's 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +29,11 @@ __all__ = [
     "probabilities",
     "derived_architecture",
     "SettleStop",
+    "rank_sync_callbacks",
+    "ranks_agreed",
 ]
+
+_logger = logging.getLogger(__name__)
 
 
 def is_bsn(name: str) -> bool:
@@ -77,6 +82,32 @@ def make_strategy(
         "enas": lambda: TaggedENAS(reward_metric_name="val_acc"),
     }
     return factories[name](), {}
+
+
+def rank_sync_callbacks(name: str, cfg: CompareConfig) -> list:
+    """NNI's strategies on several ranks get nni-bsn's fix (:class:`~nni_bsn.strategy.peers.RankSync`); BSN has its
+    own scheme, and one process needs none."""
+    if is_bsn(name) or cfg.devices * cfg.num_nodes == 1:
+        return []
+    from nni_bsn.strategy.peers import RankSync
+
+    return [RankSync()]
+
+
+def ranks_agreed(module, arch: dict[str, Any], derived):
+    """Under DDP: whether the ranks agreed (:func:`~nni_bsn.strategy.peers.peer_agreement`), and rank 0's
+    architecture and derivation on every rank, so that ranks that disagreed still evaluate the same network."""
+    from nni_bsn.strategy.peers import peer_agreement, rank0s
+    from nni_bsn.strategy.ranks import world_size
+
+    if world_size() == 1:
+        return arch, derived, None
+    ranks = peer_agreement(module, arch)
+    if ranks["agreed"]:
+        return arch, derived, ranks
+    derived_arch = rank0s(derived[0] if derived is not None else None)
+    _logger.warning("the DDP ranks disagree (%s); every rank evaluates rank 0's architecture", ranks)
+    return rank0s(arch), (derived_arch, derived[1]) if derived is not None else None, ranks
 
 
 def strategy_details(name: str, strategy) -> dict[str, Any]:

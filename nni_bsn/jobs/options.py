@@ -200,8 +200,9 @@ OPTIONS: tuple[Option, ...] = (
         "nodes (machines) of a DDP run started on each by torchrun or srun, --devices on each "
         "(docs: the multi-device guide)",
         positive_int,
-        compare_help="nodes of each row's searches and retraining (Lightning's num_nodes; not yet run on "
-        "several nodes)",
+        compare_help="nodes of each row's searches and retraining, the comparison started on each by torchrun "
+        "or srun; each row meets at a port of its own, the launch's + 1 + the row's number (docs: the "
+        "multi-device guide)",
     ),
     Option(
         "ddp_timeout",

@@ -21,6 +21,8 @@ __all__ = [
     "is_distributed_failure",
     "lost_rank_message",
     "release_process_group",
+    "launched_ranks",
+    "row_rendezvous_env",
 ]
 
 
@@ -29,6 +31,30 @@ def is_worker_process() -> bool:
     command (``LOCAL_RANK``/``NODE_RANK``), by torchrun (``RANK``) or by SLURM's srun (``SLURM_PROCID``)."""
     names = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
     return any(int(os.environ.get(name) or 0) > 0 for name in names)
+
+
+def launched_ranks() -> int:
+    """How many processes a launcher started for this job: torchrun's ``WORLD_SIZE``, SLURM's ``SLURM_NTASKS``;
+    1 when nothing launched it (Lightning then starts ``--devices`` processes itself)."""
+    for name in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if int(os.environ.get(name) or 1) > 1:
+            return int(os.environ[name])
+    return 1
+
+
+def row_rendezvous_env(index: int) -> dict[str, str] | None:
+    """The environment of compare's row process ``index`` under a launcher (None without one): every row is a DDP
+    job of its own, so its ranks meet at a port of their own, the launch's port + 1 + ``index`` (the same on every
+    node, which runs the same rows in the same order), in a store that the row's global rank 0 hosts; the launch's
+    own store (torchrun's agent) would still hold the previous row's keys."""
+    if launched_ranks() == 1:
+        return None
+    base = os.environ.get("MASTER_PORT")
+    if base is None:  # SLURM without MASTER_PORT: Lightning's SLURMEnvironment default
+        job = os.environ.get("SLURM_JOB_ID")
+        base = str(int(job[-4:]) + 15000 if job else 12910)
+    port = int(base) + 1 + index % 1000
+    return {**os.environ, "MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "False"}
 
 
 def check_devices(accelerator: str, devices: int, gpus: int, cores: int, num_nodes: int = 1) -> str | None:
