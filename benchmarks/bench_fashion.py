@@ -234,7 +234,8 @@ def main() -> int:
         report = _summarised_again(result, args.out)
     else:
         print(" ".join(command), flush=True)
-        code = subprocess.call(command)
+        # This Python's nni-bsn, whether or not its environment's bin/ is on PATH.
+        code = subprocess.call([sys.executable, "-m", "nni_bsn", *command[1:]])
         if not result.is_file():
             print(f"bench_fashion: nni-bsn compare wrote no {result} (exit code {code})", file=sys.stderr)
             return 1
