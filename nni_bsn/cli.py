@@ -14,7 +14,6 @@ from typing import Any
 
 from nni_bsn import __version__
 from nni_bsn.jobs.config import (
-    PRESETS,
     CompareConfig,
     SearchConfig,
     UsageError,
@@ -24,6 +23,7 @@ from nni_bsn.jobs.config import (
     parse_strategies,
 )
 from nni_bsn.jobs.options import COMMAND_DEFAULTS, add_options, given_options, positive_float
+from nni_bsn.jobs.presets import PRESETS
 from nni_bsn.jobs.ranks import RankLost, is_worker_process, release_process_group, stop_on_lost_rank
 
 __all__ = ["main", "build_parser", "config_from_args", "compare_config_from_args"]

@@ -111,9 +111,40 @@ def test_the_reward_on_held_out_batches_reads_the_validation_data(digits_loaders
     assert strategy.report()["within_budget"]
 
 
+@pytest.mark.parametrize("same_batch", [False, True])
+def test_same_batch_gives_every_sample_of_a_step_the_whole_batch(digits_loaders, monkeypatch, same_batch):
+    """same_batch: DisARM's two architectures train and are scored on the same examples (their losses then differ
+    by the architectures only); without it each sees its half of the batch."""
+    seen: list[list[tuple]] = []
+    original = BSNLightningModule._loss
+
+    def recording(self, batch, batch_idx):
+        if not seen or len(seen[-1]) == 2:
+            seen.append([])
+        seen[-1].append(tuple(batch[1].tolist()))
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(BSNLightningModule, "_loss", recording)
+    strategy = BSN(
+        cost=MacsCost(input_shape=(1, 1, 8, 8)), budget="50%", estimator="disarm", same_batch=same_batch
+    )
+    run(strategy, small_cnf(), evaluator(digits_loaders, train_batches=3))
+    assert len(seen) == 3 and all(len(step) == 2 for step in seen)
+    for first, second in seen:
+        if same_batch:
+            assert first == second and len(first) == 32  # the whole batch, twice
+        else:
+            assert len(first) == len(second) == 16
+    assert strategy.report()["within_budget"] and f"same_batch={same_batch}" in repr(strategy)
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
-    [("estimator", "arm", "estimator must be one of"), ("reward_data", "test", "reward_data must be one of")],
+    [
+        ("estimator", "arm", "estimator must be one of"),
+        ("reward_data", "test", "reward_data must be one of"),
+        ("same_batch", 1, "same_batch must be True or False"),
+    ],
 )
 def test_unknown_estimators_are_refused(option, value, message):
     with pytest.raises(ValueError, match=message):

@@ -23,7 +23,6 @@ __all__ = [
     "DATASETS",
     "CIFAR_IMAGE_SIZE",
     "DDP_TIMEOUT",
-    "PRESETS",
     "STRATEGY_NAMES",
     "STRATEGIES",
     "PEER_VARIANTS",
@@ -60,31 +59,6 @@ CIFAR_IMAGE_SIZE = 32
 # hangs); Lightning's own default is 30 minutes.
 DDP_TIMEOUT = 120.0
 
-# The paper's recipe (bsn_reference.md §4): meant for a GPU and CIFAR on disk.
-_PAPER_RECIPE: dict[str, Any] = {
-    "dataset": "cifar10",
-    "epochs": 300,
-    "batch_size": 64,
-    "optimizer": "sgd",
-    "learning_rate": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
-    "lr_milestones": (150, 225),
-    "arc_optimizer": "sgd",
-    "arc_learning_rate": 1e-3,
-    "init_keep_prob": 0.95,
-}
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper-cnf": {"space": "cnf", "layers": 8, "channels": 128, **_PAPER_RECIPE},
-    "paper-resnet-fabric": {
-        "space": "resnet-fabric",
-        "units": 3,
-        "maps": (16, 32, 64),
-        "shortcuts": "slr",
-        **_PAPER_RECIPE,
-    },
-}
-
 #: Accepted ``--strategies`` names and the row label of each.
 STRATEGY_NAMES: dict[str, str] = {
     "bsn": "BSN",
@@ -118,19 +92,22 @@ BUDGETED_KINDS: dict[str, str] = {
     "bsn-abs-warm": "BSN abs, 1 weights-only epoch first {budget}",
     "bsn-k2": "BSN 2 samples {budget}",
     "bsn-disarm": "BSN DisARM {budget}",
+    "bsn-abs-pair": "BSN abs, DisARM pairs on one batch {budget}",
     "bsn-val": "BSN held-out reward {budget}",
     "bsn-supernet": "BSN, chosen on the super network {budget}",
     "random-arch": "Random arch <= {budget}",
     "random-arch90": "Random arch 90-100% of {budget}",
 }
 #: BSN's rows and the options each sets over the configuration's (``bsn-abs``: the |C/B - 1| penalty, ``-warm`` after a
-#: weights-only epoch; the others its estimators: 2 samples with leave-one-out, DisARM's pair, the held-out reward).
+#: weights-only epoch, ``-pair`` with DisARM's pairs on the same batch; the others its estimators: 2 samples with
+#: leave-one-out, DisARM's pair, the held-out reward).
 BSN_KINDS: dict[str, dict[str, Any]] = {
     "bsn": {},
     "bsn-abs": {"penalty": "abs"},
     "bsn-abs-warm": {"penalty": "abs", "warmup_epochs": 1},
     "bsn-k2": {"num_samples": 2},
     "bsn-disarm": {"estimator": "disarm", "num_samples": 1},
+    "bsn-abs-pair": {"penalty": "abs", "estimator": "disarm", "num_samples": 1, "same_batch": True},
     "bsn-val": {"reward_data": "val"},
     "bsn-supernet": {"select": "supernet"},
 }
@@ -208,6 +185,7 @@ class JobConfig:
     lam: float = _BSN["lam"]
     penalty: str = _BSN["penalty"]
     num_samples: int = _BSN["num_samples"]
+    same_batch: bool = _BSN["same_batch"]
     estimator: str = _BSN["estimator"]
     reward_data: str = _BSN["reward_data"]
     arc_learning_rate: float = _BSN["arc_learning_rate"]

@@ -20,7 +20,6 @@ from nni_bsn.jobs.config import (
     COSTS,
     ESTIMATORS,
     PENALTIES,
-    PRESETS,
     REWARD_DATA,
     SELECTIONS,
     SPACES,
@@ -28,6 +27,7 @@ from nni_bsn.jobs.config import (
     CompareConfig,
     SearchConfig,
 )
+from nni_bsn.jobs.presets import PRESETS
 
 __all__ = [
     "Option",
@@ -253,6 +253,13 @@ OPTIONS: tuple[Option, ...] = (
         group="BSN",
     ),
     Option("num_samples", "architectures per step, the batch split between them", positive_int, group="BSN"),
+    Option(
+        "same_batch",
+        "each of the step's architectures on the whole batch, not its share (the samples' losses then differ by "
+        "their architectures only; num_samples times the work)",
+        const=True,
+        group="BSN",
+    ),
     Option(
         "select",
         "what is exported: probable (the paper's: keep-probability > 0.5, else the most probable within budget) or "

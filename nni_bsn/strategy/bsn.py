@@ -100,6 +100,11 @@ class BSN(OneShotStrategy):
         the gradient of the distribution (with a leave-one-out baseline) but run more, smaller chunks: on the
         default digits fabric a step costs 1.3x (2 samples) and 2x (4 samples) the step with 1 sample
         (``benchmarks/RESULTS.md``), so the default is 1, with a moving-average baseline.
+    same_batch
+        Each of the step's architectures trains and is scored on the whole batch instead of its share of it
+        (``num_samples`` times the step's work, or twice with DisARM's pairs): the samples' losses then differ only
+        by their architectures, not by the examples each saw (common random numbers), which is what a comparison
+        of samples (the leave-one-out baseline, DisARM's pairs) needs.
     estimator
         How the gates learn from the loss. ``'reinforce'`` (the paper's): REINFORCE with the baseline below.
         ``'disarm'``: DisARM (Dong et al., 2020), an antithetic estimator for Bernoulli variables: each of the
@@ -166,6 +171,7 @@ class BSN(OneShotStrategy):
         penalty: str = "hinge",
         penalty_gradient: str = "local",
         num_samples: int = 1,
+        same_batch: bool = False,
         estimator: str = "reinforce",
         reward_data: str = "train",
         init_keep_prob: float | str = "auto",

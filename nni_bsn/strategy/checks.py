@@ -36,6 +36,7 @@ OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "penalty": (lambda v: v in PENALTIES, f"one of {PENALTIES}"),
     "penalty_gradient": (lambda v: v in ("local", "reinforce"), "'local' or 'reinforce'"),
     "num_samples": (lambda v: _is_int(v, 1), "an integer >= 1"),
+    "same_batch": (lambda v: isinstance(v, bool), "True or False"),
     "estimator": (lambda v: v in ESTIMATORS, f"one of {ESTIMATORS}"),
     "reward_data": (lambda v: v in REWARD_DATA, f"one of {REWARD_DATA}"),
     "init_keep_prob": (_is_keep_prob, "'auto' or a number strictly between 0 and 1"),

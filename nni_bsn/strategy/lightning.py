@@ -67,6 +67,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
         budgets: Sequence[Budget],
         *,
         num_samples: int,
+        same_batch: bool,
         estimator: str,
         reward_data: str,
         lam: float,
@@ -90,6 +91,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
         self.distribution = distribution
         self.budgets = list(budgets)
         self.num_samples, self.estimator, self.reward_data = num_samples, estimator, reward_data
+        self.same_batch = same_batch
         self.lam, self.penalty, self.penalty_gradient = lam, penalty, penalty_gradient
         self.entropy_coef, self.warmup_epochs = entropy_coef, warmup_epochs
         self.arc_optimizer, self.arc_learning_rate = arc_optimizer, arc_learning_rate
@@ -294,6 +296,10 @@ class BSNLightningModule(BaseOneShotLightningModule):
         seed, generator = self._generator
         return step_generator(generator, seed, self.trainer.global_step)
 
+    def _chunks(self, batch: Any, k: int) -> list[Any]:
+        """What each of the step's ``k`` architectures sees: its share of the batch, or all of it (``same_batch``)."""
+        return [batch] * k if self.same_batch else split_batch(batch, k)
+
     def _loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
         out = self.training_module.training_step(batch, batch_idx)
         return out["loss"] if isinstance(out, dict) else out
@@ -301,9 +307,10 @@ class BSNLightningModule(BaseOneShotLightningModule):
     def _train_weights(
         self, archs: list[Arch], batch: Any, batch_idx: int
     ) -> tuple[torch.Tensor, Any, list[bool]]:
-        """One step of the weights on the batch split between ``archs``; the (detached) loss of each sample, the
-        last sample's output, and which losses are finite (the one read from the device this needs)."""
-        chunks = split_batch(batch, len(archs))
+        """One step of the weights on the batch split between ``archs`` (each on all of it with ``same_batch``); the
+        (detached) loss of each sample, the last sample's output, and which losses are finite (the one read from the
+        device this needs)."""
+        chunks = self._chunks(batch, len(archs))
         losses, sizes = [], []
         for arch, chunk in zip(archs, chunks):
             # Run the pruned sample: gates on no input -> output path would compute for nothing (or add a
@@ -331,7 +338,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
     def _held_out_losses(self, archs: list[Arch], batch: Any, batch_idx: int) -> torch.Tensor:
         """The loss of each architecture on its chunk of a held-out batch, after the weights' step."""
         module = self.training_module
-        chunks = split_batch(batch, len(archs))
+        chunks = self._chunks(batch, len(archs))
         losses = []
         for arch, chunk in zip(archs, chunks):
             self.apply_arch(self.prune(arch))
