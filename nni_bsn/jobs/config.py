@@ -92,22 +92,22 @@ BUDGETED_KINDS: dict[str, str] = {
     "bsn-abs-warm": "BSN abs, 1 weights-only epoch first {budget}",
     "bsn-k2": "BSN 2 samples {budget}",
     "bsn-disarm": "BSN DisARM {budget}",
-    "bsn-abs-pair": "BSN abs, DisARM pairs on one batch {budget}",
+    "bsn-abs-disarm": "BSN abs, DisARM {budget}",
     "bsn-val": "BSN held-out reward {budget}",
     "bsn-supernet": "BSN, chosen on the super network {budget}",
     "random-arch": "Random arch <= {budget}",
     "random-arch90": "Random arch 90-100% of {budget}",
 }
 #: BSN's rows and the options each sets over the configuration's (``bsn-abs``: the |C/B - 1| penalty, ``-warm`` after a
-#: weights-only epoch, ``-pair`` with DisARM's pairs on the same batch; the others its estimators: 2 samples with
-#: leave-one-out, DisARM's pair, the held-out reward).
+#: weights-only epoch, ``-disarm`` with DisARM's pairs; the others its estimators: 2 samples with leave-one-out,
+#: DisARM's pair, the held-out reward).
 BSN_KINDS: dict[str, dict[str, Any]] = {
     "bsn": {},
     "bsn-abs": {"penalty": "abs"},
     "bsn-abs-warm": {"penalty": "abs", "warmup_epochs": 1},
     "bsn-k2": {"num_samples": 2},
     "bsn-disarm": {"estimator": "disarm", "num_samples": 1},
-    "bsn-abs-pair": {"penalty": "abs", "estimator": "disarm", "num_samples": 1, "same_batch": True},
+    "bsn-abs-disarm": {"penalty": "abs", "estimator": "disarm", "num_samples": 1},
     "bsn-val": {"reward_data": "val"},
     "bsn-supernet": {"select": "supernet"},
 }
