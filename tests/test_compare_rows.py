@@ -93,6 +93,21 @@ def test_summary_means_over_seeds_and_the_targets_say_met_or_not_with_numbers():
     assert "| BSN 25% | 2 | 0.8700 ± 0.0141 |" in table and "(26.2%)" in table
 
 
+def test_bsn_under_a_parameter_budget_is_judged_against_the_two_conv_network_paired_by_seed():
+    rows = [
+        {**_row("bsn-abs@100000", seed, acc, 5e6), "params": 97_000}
+        for seed, acc in enumerate((0.913, 0.912, 0.916))
+    ]
+    rows += [
+        {**_row("two-conv", seed, acc, 1.4e7), "params": 93_066}
+        for seed, acc in enumerate((0.894, 0.893, 0.900))
+    ]
+    (anchor,) = [t for t in targets(summarize(rows)) if "2-conv" in t["target"]]
+    assert anchor["target"] == "BSN abs 100000 >= 2-conv network (<100K params)" and anchor["met"] is True
+    assert "97,000 vs 93,066 parameters" in anchor["detail"]
+    assert "paired by seed +0.0180" in anchor["detail"] and "n=3" in anchor["detail"]
+
+
 def test_search_time_target_reads_the_darts_derivation_when_every_darts_export_failed():
     rows = [
         _row("bsn@25%", 0, 0.86, 100, search=10),

@@ -16,6 +16,7 @@ from nni_bsn.jobs.config import (
     BSN_KINDS,
     DERIVED,
     RANDOM_BANDS,
+    STANDALONE_FIXED,
     STRATEGY_NAMES,
     row_budget,
     row_kind,
@@ -172,6 +173,24 @@ def _vs_peers(bsn: dict, summary: Sequence[dict]) -> list[dict[str, Any]]:
     return found
 
 
+def _vs_anchors(bsn: dict, by_name: dict) -> list[dict[str, Any]]:
+    """BSN against the hand-designed networks of their own that the comparison retrained the same way (two-conv:
+    the Fashion-MNIST benchmark's, for a BSN row under 100,000 parameters), paired by seed."""
+    found = []
+    for name in STANDALONE_FIXED:
+        anchor = by_name.get(name)
+        if anchor and anchor["runs"]:
+            found.append(
+                {
+                    "target": f"{bsn['strategy']} >= {anchor['strategy']}",
+                    "met": _mean(bsn) >= _mean(anchor),
+                    "detail": f"{_mean(bsn):.4f} vs {_mean(anchor):.4f} ({_mean(bsn, 'params'):,.0f} vs "
+                    f"{_mean(anchor, 'params'):,.0f} parameters){_paired_text(paired_difference(bsn, anchor))}",
+                }
+            )
+    return found
+
+
 def targets(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each target with ``met`` (True / False, None where it cannot be judged) and the numbers behind it."""
     by_name = {e["name"]: e for e in summary}
@@ -182,6 +201,7 @@ def targets(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         found += _vs_random(bsn, by_name, budget)
         found += _vs_peers(bsn, summary)
+        found += _vs_anchors(bsn, by_name)
         number, pct = parse_budget(budget)
         full = by_name.get("full")
         if pct and number <= 50 and full and full["runs"]:
