@@ -20,6 +20,7 @@ _FAMILY_COLOURS = {
     "bsn-abs-warm": "#f1948a",
     "bsn-k2": "#e67e22",
     "bsn-disarm": "#8e44ad",
+    "bsn-abs-disarm": "#5b2c6f",
     "bsn-val": "#d35400",
     "bsn-supernet": "#1e8449",
     "random": "#7f8c8d",
