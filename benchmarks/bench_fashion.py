@@ -124,8 +124,9 @@ def _merged(runs: list[Path], out: Path) -> dict:
     from nni_bsn.compare.run import NOT_IDENTITY, summarise
     from nni_bsn.jobs.config import CompareConfig
 
-    # What may differ between merged runs: what a kept row may differ in, and the seed and budget of the run.
-    free = (*NOT_IDENTITY, "seed", "budget")
+    # What may differ between merged runs: what a kept row may differ in, the seed and budget of the run, and
+    # whether it measured the ONNX latency (which changes no accuracy; rows without it show none).
+    free = (*NOT_IDENTITY, "seed", "budget", "onnx")
     reports = [json.loads((run / "compare.json").read_text()) for run in runs]
     base = reports[0]
     defaults = CompareConfig().as_dict()  # an option a run's version did not have yet: its default
