@@ -1,11 +1,13 @@
 """NNI's own one-shot strategies (DARTS, GumbelDARTS, ENAS, Proxyless, RandomOneShot) on several DDP ranks, made
 to agree the way BSN's ranks do (:mod:`nni_bsn.strategy.ranks`), and checked.
 
-Under Lightning DDP, NNI 3.0's strategies let their ranks drift apart (NNI issue #5013: ranks exporting different
-architectures): RandomOneShot draws each path from a ``numpy.random.RandomState()`` seeded from the operating
-system, so every rank trains and exports its own architectures; ENAS's controller samples from each rank's torch
-generator and learns from each rank's own validation accuracy; Proxyless samples its binary gates from each
-rank's generator. :class:`RankSync`, a Lightning callback given to the evaluator, applies BSN's scheme to them:
+Under Lightning DDP, NNI 3.0's strategies can let their ranks drift apart (NNI issue #5013: ranks exporting
+different architectures): RandomOneShot draws each path from a ``numpy.random.RandomState()`` seeded from the
+operating system, so every rank trains and exports its own architectures (measured: docs/guide/multi-device.md);
+ENAS's controller and Proxyless's binary gates draw from each rank's torch generator, so they agree only while every
+rank's generator was seeded and drawn alike, and ENAS's controller learns from each rank's own validation accuracy
+(equal today only because NNI's ConcatLoader is not sharded). :class:`RankSync`, a Lightning callback given to the
+evaluator, applies BSN's scheme to them:
 
 - every rank draws the same architectures: before each batch, the global generators (torch, NumPy, Python) are
   seeded from a seed shared by all ranks (rank 0's, broadcast once) and the step, and RandomOneShot's draws
