@@ -84,8 +84,7 @@ def _classification(
     }
     saving = {}
     strategy = ddp_strategy(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.ddp_timeout)
-    if strategy is not None:
-        limits["strategy"] = strategy
+    ddp = {"strategy": strategy} if strategy is not None else {}  # the search's DDP, for several ranks
     if checkpoints is not None:
         from nni_bsn.jobs.checkpoints import RotatingCheckpointIO, checkpoint_callbacks
 
@@ -108,6 +107,7 @@ def _classification(
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         deterministic=False,
+        **ddp,
         **limits,
     )
 
