@@ -77,11 +77,13 @@ class RankSync(Callback):
 
     def __init__(self) -> None:
         self.seed: int | None = None
+        self.arch: list[torch.Tensor] = []  # the module's architecture tensors, in one order on every rank
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if world_size() == 1 or self.seed is not None:
             return
         self.seed = shared_seed(pl_module.device)
+        self.arch = arch_tensors(pl_module)  # once: the optimizer steps only look them up
         _patch(pl_module, self)
 
     def step_seed(self, step: int, draw: int = 0) -> int:
@@ -102,7 +104,7 @@ class RankSync(Callback):
         if self.seed is None:
             return
         stepped = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        params = [p for p in arch_tensors(pl_module) if id(p) in stepped and p.grad is not None]
+        params = [p for p in self.arch if id(p) in stepped and p.grad is not None]
         for p, g in zip(params, average_gradients([p.grad for p in params])):
             p.grad.copy_(g)
 
