@@ -58,6 +58,7 @@ def _record_steps(store: dict) -> None:
         store.setdefault("grad", []).append(self._recorded_grad)
         store.setdefault("penalty_grad", []).append(self._recorded_penalty_grad)
         store.setdefault("step", []).append((logits.detach() - before).tolist())
+        store.setdefault("logits", []).append(before.tolist())
 
     def gradient(of, logits) -> list[float]:
         (g,) = torch.autograd.grad(of, [logits], retain_graph=True, allow_unused=True)
@@ -73,6 +74,20 @@ def _record_steps(store: dict) -> None:
         return recording(self, arch_loss)
 
     lightning.BSNLightningModule._step_distribution = grad_hook
+
+
+def _lock_in(store: dict, loss_only: list[list[float]]) -> dict[str, float]:
+    """After the first epoch: the share of each part's push (weighted by its size) that drives a gate towards the
+    side it is already on (keep-probability above 0.5: on); 0.5 when a part ignores the gates' states. The penalty's
+    push comes from its exact local gradient, the loss's from REINFORCE."""
+    first = len(loss_only) // 3
+    side = torch.tensor(store["logits"][first:]).sign()  # +1: the gate is on more often than not
+    out = {}
+    for name, rows in (("penalty", store["penalty_grad"]), ("loss", loss_only)):
+        push = -torch.tensor(rows[first:])  # + : towards on (a descent step raises the logit)
+        towards = (push.sign() == side).float()
+        out[name] = float((towards * push.abs()).sum() / push.abs().sum().clamp_min(1e-12))
+    return out
 
 
 def _score_archs_at_end(archs: list[dict], store: dict) -> None:
@@ -206,6 +221,7 @@ def main() -> None:
         "straightness_random_walk": walk,
         "mean_abs_step": statistics.mean([abs(v) for row in store["step"] for v in row] or [math.nan]),
         "agreement": _agreement(rows),
+        "lock_in": _lock_in(store, loss_only) if loss_only else {},
         "tau": {},
     }
     for kind in sorted({r["name"] for r in rows}) + ["all"]:
@@ -268,6 +284,10 @@ def _render(result: dict, run: dict) -> str:
         f"- Adam's mean |step| of a logit: {result['mean_abs_step']:.4f}; straightness (|net| / path length, "
         f"median over gates) {result['straightness']:.3f}, a random walk of as many steps "
         f"{result['straightness_random_walk']:.3f}",
+        "",
+        f"- lock-in after the first epoch (the share of a part's push, by size, towards the side a gate is already "
+        f"on; 0.5: blind to it): the penalty's {result['lock_in'].get('penalty', math.nan):.3f}, the loss's "
+        f"{result['lock_in'].get('loss', math.nan):.3f}",
         "",
         "| row | seed agreement of kept gates (pairs) | Kendall tau, inherited vs retrained test acc (p, n) |",
         "|---|---|---|",

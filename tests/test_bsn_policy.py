@@ -12,13 +12,15 @@ from nni_bsn import BSN
 from nni_bsn.strategy.budget import Budget, budget_penalty, parse_budget, resolve_limit
 from nni_bsn.strategy.policy import ArchitectureDistribution, is_gate
 from nni_bsn.strategy.reward import (
+    DUAL_STEP,
     Baseline,
+    Multiplier,
     architecture_surrogate,
     budgeted_reward,
     local_penalty_surrogate,
     penalty_differences,
 )
-from nni_bsn.strategy.selection import NoFeasibleArchitecture, select_architecture
+from nni_bsn.strategy.selection import NoFeasibleArchitecture, fill_to_budget, select_architecture
 
 
 def small_space():
@@ -101,6 +103,44 @@ def test_penalty_is_normalised_by_the_budget():
     assert budget_penalty([150.0, 3.0], [100.0, 2.0], "hinge") == pytest.approx(1.0)
 
 
+def test_lagrange_penalty_is_signed_and_its_multiplier_learns_the_price():
+    assert budget_penalty([50.0], [100.0], "lagrange") == pytest.approx(-0.5)
+    learned = Multiplier(lam=2.0, learned=True)
+    assert float(learned.value) == 0.0
+    learned.update([0.5, 0.3])  # the samples exceed the budget: the price rises
+    assert float(learned.value) == pytest.approx(DUAL_STEP * 0.4)
+    for _ in range(100):  # under it: the price falls, and turns into a subsidy
+        learned.update([-1.0])
+    assert float(learned.value) == pytest.approx(DUAL_STEP * (0.4 - 100))
+    for _ in range(10_000):
+        learned.update([-1.0])
+    assert float(learned.value) == pytest.approx(-2.0)  # within [-lam, lam]
+    for _ in range(10_000):
+        learned.update([1.0])
+    assert float(learned.value) == pytest.approx(2.0)
+    fixed = Multiplier(lam=2.0, learned=False)
+    fixed.update([1.0])
+    assert float(fixed.value) == 2.0
+
+
+def test_abs_pushes_a_gate_towards_its_state_and_lagrange_charges_its_cost_either_way():
+    """The lock-in of docs/diagnosis.md: at the budget, abs's exact local gradient pushes a dear gate towards
+    whichever state the sample has it in; the linear penalty charges the gate its own cost whatever the state."""
+    cost = {"a": 40.0, "b": 60.0, "c": 40.0}
+    with_a = {"a": "on", "b": "on", "c": "off"}  # both samples cost exactly the budget
+    without_a = {"a": "off", "b": "on", "c": "on"}
+
+    def push(kind: str, arch: dict) -> float:
+        def penalty_of(x: dict) -> float:
+            return budget_penalty([sum(cost[g] for g in x if x[g] == "on")], [100.0], kind)
+
+        return float(penalty_differences([arch], [penalty_of(arch)], ["a"], penalty_of)[0])
+
+    assert push("abs", with_a) == pytest.approx(-0.4)  # negative: towards on, where it is
+    assert push("abs", without_a) == pytest.approx(0.4)  # positive: towards off, where it is
+    assert push("lagrange", with_a) == pytest.approx(0.4) == push("lagrange", without_a)  # its price, 40/100
+
+
 def test_reinforce_gradient_equals_the_analytic_gradient_of_the_budgeted_objective():
     """E[grad of the surrogate] = grad of E[loss + lam * penalty], checked against exact enumeration."""
     torch.manual_seed(0)
@@ -160,6 +200,22 @@ def test_selection_exports_the_deterministic_architecture_when_it_fits():
     sel = select_architecture(dist, [_count_budget(4)])
     assert sel.method.startswith("deterministic") and sel.within_budget
     assert sel.arch == {f"g{i}": "on" for i in range(4)}
+
+
+def test_filled_selection_switches_on_the_most_probable_gates_that_fit():
+    dist = ArchitectureDistribution(_gate_space(4), init_keep_prob=0.5)
+    with torch.no_grad():  # keep-probabilities 0.9, 0.2, 0.6, 0.4
+        dist.gate_logits.copy_(torch.logit(torch.tensor([0.9, 0.2, 0.6, 0.4])))
+    cost = {"g0": 10.0, "g1": 20.0, "g2": 30.0, "g3": 40.0}
+    budget = Budget(evaluator=lambda a: sum(cost[g] for g in a if a[g] == "on"), limit=85.0, name="c")
+    chosen = select_architecture(dist, [budget])
+    assert chosen.arch == {"g0": "on", "g1": "off", "g2": "on", "g3": "off"}  # 40 of 85
+    filled = fill_to_budget(chosen, dist, [budget])
+    # g3 (0.4) fits (80); g1 (0.2) then would not (100): the more probable gate is the one switched on
+    assert filled.arch == {"g0": "on", "g1": "off", "g2": "on", "g3": "on"}
+    assert filled.within_budget and filled.costs == {"c": 80.0} and "filled" in filled.method
+    disconnected = fill_to_budget(chosen, dist, [budget], is_connected=lambda a: a["g3"] == "off")
+    assert disconnected.arch == {"g0": "on", "g1": "on", "g2": "on", "g3": "off"}  # never a cut network
 
 
 def test_selection_finds_a_connected_architecture_within_budget_otherwise():
@@ -322,7 +378,7 @@ def test_one_arch_step_moves_probability_towards_the_lower_loss_and_the_budget(p
     _, rewards = module._arch_step(dist.log_prob(archs), torch.zeros(4), losses, penalties.tolist(), archs)
     p0, p1 = dist.keep_probs().tolist()
     assert p0 > 0.51 and p1 < 0.49, (p0, p1)  # Adam: one step of lr = 0.1 on each logit
-    assert torch.equal(rewards, budgeted_reward(losses, penalties, module.lam))
+    assert torch.equal(rewards, budgeted_reward(losses, penalties, module.multiplier.value))
     assert float(module.reward_baseline.value) == pytest.approx(float(rewards.mean()))
     assert bool(module.loss_baseline.ready) == (penalty_gradient == "local")
 

@@ -90,6 +90,13 @@ def test_bsn_learns_the_planted_path_from_the_loss_alone(seed):
     assert steps[-1][0] > 0.9 and max(steps[-1][1:]) < 0.1
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_learned_multiplier_keeps_the_planted_path_too(seed):
+    # penalty='lagrange': the budget's price is learned; the loss must still single out the planted path
+    arch, steps = search(seed, penalty="lagrange")
+    assert _only_planted(arch), f"seed {seed}: exported {arch}, keep-probabilities {steps[-1]}"
+
+
 def test_without_information_in_the_labels_no_path_is_singled_out():
     planted = [_only_planted(search(seed, informative=False)[0]) for seed in range(5)]
     assert sum(planted) <= 1, (

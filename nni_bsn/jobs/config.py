@@ -93,13 +93,16 @@ BUDGETED_KINDS: dict[str, str] = {
     "bsn-k2": "BSN 2 samples {budget}",
     "bsn-disarm": "BSN DisARM {budget}",
     "bsn-abs-disarm": "BSN abs, DisARM {budget}",
+    "bsn-lagrange": "BSN lagrange {budget}",
+    "bsn-filled": "BSN, export filled to the budget {budget}",
+    "bsn-lagrange-filled": "BSN lagrange, export filled to the budget {budget}",
     "bsn-val": "BSN held-out reward {budget}",
     "bsn-supernet": "BSN, chosen on the super network {budget}",
     "random-arch": "Random arch <= {budget}",
     "random-arch90": "Random arch 90-100% of {budget}",
 }
 #: BSN's rows and the options each sets over the configuration's (``bsn-abs``: the |C/B - 1| penalty, ``-warm`` after a
-#: weights-only epoch, ``-disarm`` with DisARM's pairs; the others its estimators: 2 samples with leave-one-out,
+#: weights-only epoch, ``-disarm`` with DisARM's pairs, ``bsn-lagrange`` the learned multiplier, ``-filled`` the export filled to the budget; the others its estimators: 2 samples with leave-one-out,
 #: DisARM's pair, the held-out reward).
 BSN_KINDS: dict[str, dict[str, Any]] = {
     "bsn": {},
@@ -108,6 +111,9 @@ BSN_KINDS: dict[str, dict[str, Any]] = {
     "bsn-k2": {"num_samples": 2},
     "bsn-disarm": {"estimator": "disarm", "num_samples": 1},
     "bsn-abs-disarm": {"penalty": "abs", "estimator": "disarm", "num_samples": 1},
+    "bsn-lagrange": {"penalty": "lagrange"},
+    "bsn-filled": {"select": "filled"},
+    "bsn-lagrange-filled": {"penalty": "lagrange", "select": "filled"},
     "bsn-val": {"reward_data": "val"},
     "bsn-supernet": {"select": "supernet"},
 }

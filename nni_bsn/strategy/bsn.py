@@ -62,7 +62,8 @@ class BSN(OneShotStrategy):
     ``num_samples`` architectures, splits the batch between them and runs each chunk through its own sampled
     path only (NNI's path-sampling super-modules); the weights follow the evaluator's optimizer on the mean
     loss, and the distribution follows REINFORCE on the reward ``-(loss + lam * penalty)``, where the penalty
-    sums ``max(0, C/B - 1)`` (``'hinge'``, the paper's) or ``|C/B - 1|`` (``'abs'``) over the budgets, costs
+    sums ``max(0, C/B - 1)`` (``'hinge'``, the paper's), ``|C/B - 1|`` (``'abs'``) or ``C/B - 1`` (``'lagrange'``,
+    ``lam`` then a learned multiplier) over the budgets, costs
     being counted on the pruned architecture (gates on no input -> output path are off).
 
     Supported mutables are those of :class:`~nni.nas.strategy.RandomOneShot`: LayerChoice, InputChoice with
@@ -88,7 +89,9 @@ class BSN(OneShotStrategy):
         Weight of the budget penalty in the reward (costs are normalised by the budget, so ``lam=1`` charges a
         10% excess like a 0.1 loss increase). Default 2.
     penalty
-        ``'hinge'`` (only excess is penalised, the paper's) or ``'abs'`` (pulled towards the budget).
+        ``'hinge'`` (only excess is penalised, the paper's), ``'abs'`` (pulled towards the budget) or
+        ``'lagrange'``: the penalty ``C/B - 1`` weighted by a multiplier of ``E[C] = B`` learned by dual ascent instead
+        of ``lam`` (from 0, within ``[-lam, lam]``; :class:`~nni_bsn.strategy.reward.Multiplier`).
     penalty_gradient
         How the gradient of the penalty reaches the gates' logits. ``'reinforce'`` is the paper's: REINFORCE on
         the whole reward. ``'local'`` (default) keeps REINFORCE for the loss but differentiates the expected
@@ -141,7 +144,8 @@ class BSN(OneShotStrategy):
         Architectures drawn at export time when the deterministic one misses a budget.
     select
         What is exported. ``'probable'`` (the paper's): the deterministic architecture (keep-probability > 0.5) if
-        it fits, else the most probable that does. ``'supernet'`` (Once-for-All's and SPOS's way): at the end of
+        it fits, else the most probable that does. ``'filled'``: that architecture, then gates switched on, the most
+        probable first, while every budget holds (it spends the budget that ``'probable'`` leaves). ``'supernet'`` (Once-for-All's and SPOS's way): at the end of
         training, in-budget candidates drawn from the distribution, filled towards the budget, then mutated and
         crossed, are scored by their inherited validation accuracy with BatchNorm re-estimated for each, and the
         best is exported (:mod:`nni_bsn.strategy.evolution`).

@@ -145,14 +145,15 @@ def charged_costs(
 
 
 def budget_penalty(costs: Sequence[float], limits: Sequence[float], kind: str = "hinge") -> float:
-    """Sum over budgets of the normalised excess: ``max(0, C/B - 1)`` (hinge) or ``|C/B - 1|`` (abs).
+    """Sum over budgets of the normalised excess: ``max(0, C/B - 1)`` (hinge), ``|C/B - 1|`` (abs) or ``C/B - 1``
+    (lagrange: signed, its weight a learned multiplier, :class:`~nni_bsn.strategy.reward.Multiplier`).
 
     Costs are divided by their budget so that one lambda reads the same for MACs, milliseconds or parameters.
     """
     total = 0.0
     for c, b in zip(costs, limits):
         r = c / b - 1.0
-        total += max(0.0, r) if kind == "hinge" else abs(r)
+        total += max(0.0, r) if kind == "hinge" else abs(r) if kind == "abs" else r
     return total
 
 

@@ -28,13 +28,14 @@ from nni_bsn.strategy.ranks import (
 )
 from nni_bsn.strategy.reward import (
     Baseline,
+    Multiplier,
     architecture_surrogate,
     budgeted_reward,
     host_to_device,
     local_penalty_surrogate,
     penalty_differences,
 )
-from nni_bsn.strategy.selection import Selection, select_architecture, select_with_supernet
+from nni_bsn.strategy.selection import Selection, fill_to_budget, select_architecture, select_with_supernet
 
 __all__ = ["BSNLightningModule", "split_batch", "CostEvaluationError"]
 
@@ -92,7 +93,8 @@ class BSNLightningModule(BaseOneShotLightningModule):
         self.budgets = list(budgets)
         self.num_samples, self.estimator, self.reward_data = num_samples, estimator, reward_data
         self.same_batch = same_batch
-        self.lam, self.penalty, self.penalty_gradient = lam, penalty, penalty_gradient
+        self.penalty, self.penalty_gradient = penalty, penalty_gradient
+        self.multiplier = Multiplier(lam, learned=penalty == "lagrange")  # the penalty's weight in the reward
         self.entropy_coef, self.warmup_epochs = entropy_coef, warmup_epochs
         self.arc_optimizer, self.arc_learning_rate = arc_optimizer, arc_learning_rate
         self.gradient_clip_val = gradient_clip_val
@@ -175,15 +177,18 @@ class BSNLightningModule(BaseOneShotLightningModule):
         if self._chosen is not None:
             self.last_selection = self._chosen
             return self._chosen.arch
-        self.last_selection = select_architecture(
+        paths = {"prune": self.prune_fn, "is_connected": self.connected_fn}
+        chosen = select_architecture(
             self.distribution,
             self.budgets,
-            prune=self.prune_fn,
-            is_connected=self.connected_fn,
             n_samples=self.export_samples,
             allow_over_budget=self.allow_over_budget,
+            **paths,
         )
-        return self.last_selection.arch
+        if self.select == "filled":
+            chosen = fill_to_budget(chosen, self.distribution, self.budgets, **paths)
+        self.last_selection = chosen
+        return chosen.arch
 
     def export_probs(self) -> dict[str, dict[Any, float]]:
         return self.distribution.probs()
@@ -228,13 +233,13 @@ class BSNLightningModule(BaseOneShotLightningModule):
         host_penalties, penalties = penalties, host_to_device(penalties, losses.device)
         if local:  # the exact local gradient of lam * E[penalty] for the gates
             diff = self.penalty_differences(archs, host_penalties)
-            local_penalty = local_penalty_surrogate(distribution.gate_logits, diff, self.lam)
+            local_penalty = local_penalty_surrogate(distribution.gate_logits, diff, self.multiplier.value)
         arch_loss = architecture_surrogate(
             gate_logp,
             choice_logp,
             losses,
             penalties,
-            lam=self.lam,
+            lam=self.multiplier.value,
             reward_baseline=self.reward_baseline,
             loss_baseline=self.loss_baseline,
             local_penalty=local_penalty,
@@ -244,7 +249,8 @@ class BSNLightningModule(BaseOneShotLightningModule):
         if self.entropy_coef:
             arch_loss = arch_loss - self.entropy_coef * distribution.entropy()
         self._step_distribution(arch_loss)
-        rewards = budgeted_reward(losses, penalties, self.lam)
+        rewards = budgeted_reward(losses, penalties, self.multiplier.value)
+        self.multiplier.update(host_penalties)
         if local:
             self.loss_baseline.update(budgeted_reward(losses))
         self.reward_baseline.update(rewards)
@@ -387,6 +393,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
             )
             self._epoch_means.add("bsn/reward", rewards.mean())
             self._epoch_means.add("bsn/arch_loss", arch_loss)
+            self._epoch_means.add("bsn/multiplier", self.multiplier.value)
         for j, b in enumerate(self.budgets):
             self._epoch_means.add(f"bsn/cost_{b.name}", sum(c[j] for c in costs) / len(costs))
         self._epoch_means.add("bsn/penalty", sum(penalties) / len(penalties))
@@ -432,6 +439,10 @@ class BSNLightningModule(BaseOneShotLightningModule):
         checkpoint["bsn_skipped_samples"] = self.skipped_samples
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        _upgrade_baselines(checkpoint.get("state_dict", {}))
+        state = checkpoint.get("state_dict", {})
+        _upgrade_baselines(state)
+        state.setdefault(
+            "multiplier.value", self.multiplier.value.detach().clone()
+        )  # written before it existed
         self.keep_prob_history = list(checkpoint.get("bsn_keep_prob_history", []))
         self.skipped_samples = int(checkpoint.get("bsn_skipped_samples", 0))

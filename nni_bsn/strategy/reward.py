@@ -19,6 +19,8 @@ from nni_bsn.strategy.names import BASELINES
 __all__ = [
     "BASELINES",
     "Baseline",
+    "DUAL_STEP",
+    "Multiplier",
     "host_to_device",
     "architecture_surrogate",
     "budgeted_reward",
@@ -178,3 +180,31 @@ def architecture_surrogate(
     if with_choices:
         surrogate = surrogate + reinforce_loss(choice_logp, rewards, reward_baseline.of(rewards))
     return surrogate
+
+
+DUAL_STEP = (
+    0.01  # the learned multiplier's step per unit of the step's mean relative excess (penalty='lagrange')
+)
+
+
+class Multiplier(nn.Module):
+    """The penalty's weight in the reward: ``lam`` for ``'hinge'`` and ``'abs'``; for ``'lagrange'`` a Lagrange
+    multiplier of the constraint ``E[C] = B`` learned by dual ascent, from 0, within ``[-lam, lam]``: after each step
+    it moves by ``DUAL_STEP`` times the step's mean ``C/B - 1``, so it rises (a price) while the samples exceed the
+    budget and falls, below 0 (a subsidy), while they are under it: the search spends its budget, as with ``'abs'``.
+
+    A linear penalty charges each gate its own cost at one price whatever the rest of the sample, so the loss decides
+    which gates are worth it; ``'abs'``'s kink at the budget instead pushes a gate towards the state it is already
+    in, the harder the dearer it is (docs/diagnosis.md). The value is a buffer on the module's device (the host
+    never reads it on the step path) and is saved in checkpoints.
+    """
+
+    def __init__(self, lam: float, learned: bool):
+        super().__init__()
+        self.learned, self.cap = learned, float(lam)
+        self.register_buffer("value", torch.tensor(0.0 if learned else float(lam)))
+
+    def update(self, penalties: Sequence[float]) -> None:
+        """One dual-ascent step on the step's penalties (host floats: ``C/B - 1`` summed over the budgets)."""
+        if self.learned and penalties:
+            self.value.add_(DUAL_STEP * sum(penalties) / len(penalties)).clamp_(-self.cap, self.cap)

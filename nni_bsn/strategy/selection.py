@@ -17,7 +17,13 @@ from nni_bsn.strategy.budget import Budget
 from nni_bsn.strategy.evolution import Candidates, EvolutionSettings, evolve
 from nni_bsn.strategy.policy import ArchitectureDistribution
 
-__all__ = ["Selection", "select_architecture", "select_with_supernet", "NoFeasibleArchitecture"]
+__all__ = [
+    "Selection",
+    "fill_to_budget",
+    "select_architecture",
+    "select_with_supernet",
+    "NoFeasibleArchitecture",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -366,6 +372,31 @@ def select_architecture(
         f"no connected architecture within {_limits(budgets)} among {checked} candidates drawn from the learned "
         "distribution; train longer, raise the budget or lambda, or pass allow_over_budget=True"
     )
+
+
+def fill_to_budget(
+    selection: Selection,
+    dist: ArchitectureDistribution,
+    budgets: Sequence[Budget],
+    *,
+    prune: Callable[[Arch], Arch] | None = None,
+    is_connected: Callable[[Arch], bool] | None = None,
+) -> Selection:
+    """``selection`` with gates switched on, the most probable first, while every budget holds and the network
+    stays connected (``select='filled'``): the distribution ranks the gates, the budget says how many to keep."""
+    prune, is_connected, judge = prune or _identity, is_connected or _always, _Judge(dist, budgets)
+    if not selection.within_budget or not dist.gate_labels:
+        return selection  # over a budget (allow_over_budget): nothing to fill
+    arch, added = dict(selection.arch), 0
+    for _, label in sorted(zip(dist.keep_probs().tolist(), dist.gate_labels), reverse=True):
+        if arch.get(label) == GATE_ON:
+            continue
+        trial = {**arch, label: GATE_ON}
+        if is_connected(trial) and judge.feasible(judge.costs(prune(trial))):
+            arch, added = trial, added + 1
+    arch = prune(arch)
+    method = f"{selection.method}, then filled towards the budget ({added} gates on, the most probable first)"
+    return judge.selection(arch, method, judge.costs(arch), is_connected(arch), selection.candidates_checked)
 
 
 def select_with_supernet(
