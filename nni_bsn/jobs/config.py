@@ -102,8 +102,8 @@ BUDGETED_KINDS: dict[str, str] = {
     "random-arch90": "Random arch 90-100% of {budget}",
 }
 #: BSN's rows and the options each sets over the configuration's (``bsn-abs``: the |C/B - 1| penalty, ``-warm`` after a
-#: weights-only epoch, ``-disarm`` with DisARM's pairs, ``bsn-lagrange`` the learned multiplier, ``-filled`` the export filled to the budget; the others its estimators: 2 samples with leave-one-out,
-#: DisARM's pair, the held-out reward).
+#: weights-only epoch, ``-disarm`` with DisARM's pairs, ``bsn-lagrange`` the learned multiplier, ``-filled`` the export
+#: filled to the budget; the others its estimators: 2 samples with leave-one-out, DisARM's pair, the held-out reward).
 BSN_KINDS: dict[str, dict[str, Any]] = {
     "bsn": {},
     "bsn-abs": {"penalty": "abs"},

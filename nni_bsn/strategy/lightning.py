@@ -441,8 +441,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("state_dict", {})
         _upgrade_baselines(state)
-        state.setdefault(
-            "multiplier.value", self.multiplier.value.detach().clone()
-        )  # written before it existed
+        # a checkpoint written before the multiplier existed: the penalty's weight was lam
+        state.setdefault("multiplier.value", self.multiplier.value.detach().clone())
         self.keep_prob_history = list(checkpoint.get("bsn_keep_prob_history", []))
         self.skipped_samples = int(checkpoint.get("bsn_skipped_samples", 0))

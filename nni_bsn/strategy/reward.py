@@ -182,9 +182,8 @@ def architecture_surrogate(
     return surrogate
 
 
-DUAL_STEP = (
-    0.01  # the learned multiplier's step per unit of the step's mean relative excess (penalty='lagrange')
-)
+#: The learned multiplier's step per unit of the step's mean relative excess (``penalty='lagrange'``).
+DUAL_STEP = 0.01
 
 
 class Multiplier(nn.Module):
