@@ -14,7 +14,7 @@ from evaluators.blocks import GATE_OFF, GATE_ON, arch_key
 from evaluators.counting.constrained import most_probable_within
 from evaluators.counting.table_extremes import DecompositionError, hashable_value
 from nni_bsn.strategy.budget import Budget
-from nni_bsn.strategy.evolution import Candidates, EvolutionSettings, evolve
+from nni_bsn.strategy.evolution import Candidates, EvolutionSettings, evolve, switch_on
 from nni_bsn.strategy.policy import ArchitectureDistribution
 
 __all__ = [
@@ -387,15 +387,14 @@ def fill_to_budget(
     prune, is_connected, judge = prune or _identity, is_connected or _always, _Judge(dist, budgets)
     if not selection.within_budget or not dist.gate_labels:
         return selection  # over a budget (allow_over_budget): nothing to fill
-    arch, added = dict(selection.arch), 0
-    for _, label in sorted(zip(dist.keep_probs().tolist(), dist.gate_labels), reverse=True):
-        if arch.get(label) == GATE_ON:
-            continue
-        trial = {**arch, label: GATE_ON}
-        if is_connected(trial) and judge.feasible(judge.costs(prune(trial))):
-            arch, added = trial, added + 1
-    arch = prune(arch)
-    method = f"{selection.method}, then filled towards the budget ({added} gates on, the most probable first)"
+    order = [g for _, g in sorted(zip(dist.keep_probs().tolist(), dist.gate_labels), reverse=True)]
+    arch = prune(
+        switch_on(selection.arch, order, lambda a: is_connected(a) and judge.feasible(judge.costs(prune(a))))
+    )
+    added = sum(v == GATE_ON for v in arch.values()) - sum(v == GATE_ON for v in selection.arch.values())
+    method = (
+        f"{selection.method}, then filled towards the budget ({added} more gates on, the most probable first)"
+    )
     return judge.selection(arch, method, judge.costs(arch), is_connected(arch), selection.candidates_checked)
 
 
