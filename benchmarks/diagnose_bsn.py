@@ -36,6 +36,8 @@ import torch  # noqa: E402
 from _results import append  # noqa: E402
 
 WINDOW = 100
+#: A gate has committed once its keep-probability stays outside (1 - COMMITTED, COMMITTED) to the end of the search.
+COMMITTED = 0.9
 
 
 def _record_steps(store: dict) -> None:
@@ -88,6 +90,48 @@ def _lock_in(store: dict, loss_only: list[list[float]]) -> dict[str, float]:
         towards = (push.sign() == side).float()
         out[name] = float((towards * push.abs()).sum() / push.abs().sum().clamp_min(1e-12))
     return out
+
+
+def _t_stat(x: torch.Tensor) -> float:
+    """|sum| / (std * sqrt(n)) of ``n`` per-step pushes: how sure their sum is of its sign (nan below 2 steps)."""
+    if len(x) < 2 or float(x.std()) == 0.0:
+        return math.nan
+    return float(x.sum().abs() / (x.std() * math.sqrt(len(x))))
+
+
+def _commitment(store: dict, loss_only: list[list[float]]) -> dict[str, float]:
+    """When the distribution commits and how much the loss had said by then. Per gate: the step after which its
+    keep-probability stays outside (0.1, 0.9) to the end, the t-statistic of the loss's push summed up to that step
+    (:func:`_t_stat`) and whether the side it commits to (its final state) is the side that push points to; the same
+    over the whole search. Medians over gates (the step as a share of the search), agreements as shares of gates."""
+    logits = torch.tensor(store["logits"])
+    push = -torch.tensor(loss_only)  # + : towards on
+    steps = len(logits)
+    p = torch.sigmoid(logits)
+    open_ = (p > 1 - COMMITTED) & (p < COMMITTED)
+    index = torch.arange(steps).unsqueeze(1).expand_as(open_)
+    commit = (torch.where(open_, index, torch.full_like(index, -1)).max(0).values + 1).tolist()
+    side = logits[-1].sign()
+    at, whole, agree_at, agree_whole = [], [], [], []
+    for g, n in enumerate(commit):
+        at.append(_t_stat(push[:n, g]))
+        whole.append(_t_stat(push[:, g]))
+        if n < steps:  # committed before the end
+            agree_at.append(float(push[:n, g].sum().sign() == side[g]))
+        agree_whole.append(float(push[:, g].sum().sign() == side[g]))
+
+    def median(values: list[float]) -> float:
+        values = [v for v in values if math.isfinite(v)]
+        return statistics.median(values) if values else math.nan
+
+    return {
+        "commit_step": median([n / steps for n in commit]),
+        "committed": sum(n < steps for n in commit) / len(commit),
+        "t_at_commit": median(at),
+        "t_whole": median(whole),
+        "agree_at_commit": statistics.mean(agree_at) if agree_at else math.nan,
+        "agree_whole": statistics.mean(agree_whole),
+    }
 
 
 def _score_archs_at_end(archs: list[dict], store: dict) -> None:
@@ -222,6 +266,7 @@ def main() -> None:
         "mean_abs_step": statistics.mean([abs(v) for row in store["step"] for v in row] or [math.nan]),
         "agreement": _agreement(rows),
         "lock_in": _lock_in(store, loss_only) if loss_only else {},
+        "commitment": _commitment(store, loss_only) if loss_only else {},
         "tau": {},
     }
     for kind in sorted({r["name"] for r in rows}) + ["all"]:
@@ -288,6 +333,7 @@ def _render(result: dict, run: dict) -> str:
         f"- lock-in after the first epoch (the share of a part's push, by size, towards the side a gate is already "
         f"on; 0.5: blind to it): the penalty's {result['lock_in'].get('penalty', math.nan):.3f}, the loss's "
         f"{result['lock_in'].get('loss', math.nan):.3f}",
+        _render_commitment(result["commitment"]),
         "",
         "| row | seed agreement of kept gates (pairs) | Kendall tau, inherited vs retrained test acc (p, n) |",
         "|---|---|---|",
@@ -297,6 +343,18 @@ def _render(result: dict, run: dict) -> str:
         cell = f"{agree[0]:.3f} ({agree[1]})" if agree else "-"
         lines.append(f"| {kind} | {cell} | {tau:.3f} (p {p:.2f}, n {n}) |")
     return "\n".join(lines)
+
+
+def _render_commitment(c: dict) -> str:
+    if not c:
+        return "- commitment: the logits never stepped"
+    return (
+        f"- commitment (keep-probability outside (0.1, 0.9) to the end): {c['committed']:.0%} of the gates commit, "
+        f"the median gate at {c['commit_step']:.0%} of the search; the loss's summed push by then has a t-statistic "
+        f"of {c['t_at_commit']:.2f} (median gate) and points to the committed side for {c['agree_at_commit']:.0%} "
+        f"of the committed gates; over the whole search t {c['t_whole']:.2f}, the final side agreeing for "
+        f"{c['agree_whole']:.0%} of the gates"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ the prediction. This is the paper's accounting rule: every cost evaluator reads 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from itertools import compress
 from typing import Any
@@ -113,6 +114,47 @@ class GateGraph:
         """Whether the input reaches the output."""
         fwd, _ = self._reach(self._present(arch))
         return fwd[self.sink]
+
+    # -- the lightest path through each absent gate ----------------------------------------------------------------
+    def paths_through(
+        self, arch: Mapping[str, Any], weight: Mapping[str, float]
+    ) -> dict[str, tuple[str, ...]]:
+        """For each gate that is off and could be made live: the off gates (itself first) of the lightest input ->
+        output path through its edge, where a present edge weighs nothing and an absent one ``weight[label]``
+        (``-log`` of a keep-probability: the most probable path). Two sweeps serve every gate."""
+        present = self._present(arch)
+        w = [0.0 if p else weight[label] for (_, _, label), p in zip(self.edges, present)]
+        to, via_to = self._lightest(w, from_sink=False)
+        on, via_on = self._lightest(w, from_sink=True)
+        out = {}
+        for (s, t, label), p in zip(self.edges, present):
+            if label is not None and not p and math.isfinite(to[s] + on[t]):
+                out[label] = (label, *self._absent(via_to, s, present), *self._absent(via_on, t, present))
+        return out
+
+    def _lightest(self, w: list[float], from_sink: bool) -> tuple[list[float], list[int | None]]:
+        """The lightest distance of every node from the input (or to the output, ``from_sink``) and the edge it
+        comes by: one sweep in the edges' topological order (reversed for the output)."""
+        dist: list[float] = [math.inf] * len(self.nodes)
+        via: list[int | None] = [None] * len(self.nodes)
+        dist[self.sink if from_sink else self.source] = 0.0
+        order = range(len(self.edges) - 1, -1, -1) if from_sink else range(len(self.edges))
+        for i in order:
+            s, t, _ = self.edges[i]
+            a, b = (t, s) if from_sink else (s, t)
+            if dist[a] + w[i] < dist[b]:
+                dist[b], via[b] = dist[a] + w[i], i
+        return dist, via
+
+    def _absent(self, via: list[int | None], node: int, present: list[bool]) -> list[str]:
+        """The labels of the absent edges on the walk ``via`` gives from ``node`` (to the input or the output)."""
+        labels = []
+        while (i := via[node]) is not None:
+            s, t, label = self.edges[i]
+            if not present[i]:
+                labels.append(label)
+            node = s if node == t else t
+        return labels
 
     # -- the cheapest path --------------------------------------------------------------------------------------------
     def cheapest_path(

@@ -218,6 +218,29 @@ def test_filled_selection_switches_on_the_most_probable_gates_that_fit():
     assert disconnected.arch == {"g0": "on", "g1": "on", "g2": "on", "g3": "off"}  # never a cut network
 
 
+def test_filled_selection_on_a_fabric_adds_whole_live_paths_until_no_path_fits():
+    from search_spaces import ConvolutionalNeuralFabric
+
+    space = ConvolutionalNeuralFabric(layers=3, channels=1, image_size=4, in_channels=1)
+    graph, labels = space.graph, space.gate_labels
+    dist = ArchitectureDistribution(
+        {g: Categorical(["off", "on"], label=g) for g in labels}, init_keep_prob=0.5
+    )
+    with torch.no_grad():
+        dist.gate_logits.copy_(torch.linspace(-3.0, 3.0, len(labels)))
+    cost = {g: 1.0 + i % 3 for i, g in enumerate(labels)}
+    budget = Budget(evaluator=lambda a: sum(cost[g] for g in a if a[g] == "on"), limit=12.0, name="c")
+    paths = {"prune": graph.prune, "is_connected": graph.is_connected}
+    chosen = select_architecture(dist, [budget], **paths)
+    single = fill_to_budget(chosen, dist, [budget], **paths)
+    filled = fill_to_budget(chosen, dist, [budget], graph=graph, **paths)
+    assert filled.within_budget and graph.prune(filled.arch) == filled.arch and "path" in filled.method
+    assert filled.costs["c"] >= single.costs["c"]
+    weight = dict(zip(labels, (-torch.log(dist.keep_probs())).tolist()))  # the fill's: the most probable path
+    for gates in graph.paths_through(filled.arch, weight).values():  # and no other path fits
+        assert sum(cost[g] for g in gates) > budget.limit - filled.costs["c"]
+
+
 def test_selection_finds_a_connected_architecture_within_budget_otherwise():
     dist = ArchitectureDistribution(_gate_space(6), init_keep_prob=0.9)
 

@@ -61,6 +61,17 @@ def test_bsn_exports_a_connected_architecture_within_a_macs_budget(digits_loader
     assert out.shape == (3, 10)
 
 
+def test_filled_export_on_a_fabric_adds_live_paths_within_the_budget(digits_loaders):
+    space = small_cnf()
+    macs = MacsCost(input_shape=(1, 1, 8, 8))
+    strategy = BSN(cost=macs, budget="40%", select="filled")
+    arch = run(strategy, space, evaluator(digits_loaders)).sample
+    bound, report = macs.bind(small_cnf()), strategy.report()
+    assert "each with its most probable path" in report["method"]
+    assert space.prune(arch) == arch and report["within_budget"]
+    assert bound.cost(arch) <= 0.4 * bound.full_cost() + 1e-6
+
+
 def test_only_the_sampled_paths_run_during_training(digits_loaders):
     space = small_cnf()
     calls = {"n": 0}

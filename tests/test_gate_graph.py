@@ -134,3 +134,28 @@ def test_cheapest_path_is_the_cheapest_path_and_architecture_by_enumeration(make
         )
         assert dist == pytest.approx(best)
         assert brute_cost(graph, paths, arch, gate_cost, node_cost) == pytest.approx(dist)
+
+
+@pytest.mark.parametrize("make", SMALL.values(), ids=SMALL.keys())
+def test_paths_through_gives_each_absent_gate_the_lightest_path_through_it_by_enumeration(make):
+    graph = make().graph
+    paths = every_path(graph)
+    rng = random.Random(1)
+    for _ in range(20):
+        arch = {label: "on" if rng.random() < 0.3 else "off" for label in graph.labels}
+        weight = {label: rng.choice([0.0, rng.random() * 3]) for label in graph.labels}
+        found = graph.paths_through(arch, weight)
+        present = [label is None or arch[label] == "on" for _, _, label in graph.edges]
+        for i, (_, _, label) in enumerate(graph.edges):
+            if label is None or present[i]:
+                continue
+            through = [p for p in paths if i in p]
+            if not through:
+                assert label not in found
+                continue
+            lightest = min(sum(weight[graph.edges[j][2]] for j in p if not present[j]) for p in through)
+            gates = found[label]
+            assert gates[0] == label and len(set(gates)) == len(gates)
+            assert sum(weight[g] for g in gates) == pytest.approx(lightest)
+            added = {**arch, **dict.fromkeys(gates, "on")}
+            assert label in graph.alive(added), (label, gates)  # the gate is live once its path is added

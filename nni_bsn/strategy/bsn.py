@@ -209,7 +209,7 @@ class BSN(OneShotStrategy):
         self.distribution: ArchitectureDistribution | None = None
         self._prune: Callable[[Arch], Arch] | None = None
         self._is_connected: Callable[[Arch], bool] | None = None
-        self._sensitive: Callable[[Arch], set[str]] | None = None
+        self._graph: Any = None  # the space's GateGraph, where it prunes by one
 
     @classmethod
     def option_defaults(cls) -> dict[str, Any]:
@@ -265,8 +265,7 @@ class BSN(OneShotStrategy):
             raise ValueError("BSN: the model space has no choice to search (model.simplify() is empty)")
         self._prune = getattr(model, "prune", None)
         self._is_connected = space_connectivity(model)
-        graph = getattr(model, "graph", None)
-        self._sensitive = getattr(graph, "sensitive", None) if self._prune is not None else None
+        self._graph = getattr(model, "graph", None) if self._prune is not None else None
         auto = self.init_keep_prob == "auto"
         self.distribution = ArchitectureDistribution(mutables, _AUTO_START if auto else self.init_keep_prob)
         self.budgets = [
@@ -381,7 +380,7 @@ class BSN(OneShotStrategy):
             self.budgets,
             prune=self._prune,
             is_connected=self._is_connected,
-            sensitive=self._sensitive,
+            graph=self._graph,
             **self.kwargs,
         )
 

@@ -11,7 +11,7 @@ a DDP run, whose validation shards differ, sums the same counts and keeps the sa
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +20,9 @@ from torch import nn
 
 from evaluators.blocks import GATE_OFF, GATE_ON, arch_key
 from nni_bsn.network.evaluation import accuracy_counts, recalibrate_batchnorm
+from nni_bsn.strategy.fill import switch_on
 
-__all__ = ["Candidates", "EvolutionSettings", "SupernetScore", "evolve", "supernet_score", "switch_on"]
+__all__ = ["Candidates", "EvolutionSettings", "SupernetScore", "evolve", "supernet_score"]
 
 Arch = dict[str, Any]
 
@@ -119,15 +120,6 @@ class Candidates:
         off = [g for g in self.keep if arch.get(g) == GATE_OFF]
         order = sorted(off, key=lambda g: -(rng.random() ** (1.0 / max(self.keep[g], 1e-6))))
         return self.prune(switch_on(arch, order, self.fits))
-
-
-def switch_on(arch: Arch, gates: Iterable[str], fits: Callable[[Arch], bool]) -> Arch:
-    """``arch`` with each gate of ``gates`` that is off switched on, in that order, where the result still ``fits``
-    (the fill of a candidate and of ``select='filled'``; not pruned: a dead gate may be made live by a later one)."""
-    for g in gates:
-        if arch.get(g) == GATE_OFF and fits(trial := {**arch, g: GATE_ON}):
-            arch = trial
-    return arch
 
 
 def _mutate(arch: Arch, options: dict[str, list[Any]], rng: random.Random) -> Arch:

@@ -86,7 +86,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
         allow_over_budget: bool,
         prune: Callable[[Arch], Arch] | None = None,
         is_connected: Callable[[Arch], bool] | None = None,
-        sensitive: Callable[[Arch], set[str]] | None = None,
+        graph: Any = None,
     ):
         super().__init__(training_module)
         self.distribution = distribution
@@ -98,7 +98,8 @@ class BSNLightningModule(BaseOneShotLightningModule):
         self.entropy_coef, self.warmup_epochs = entropy_coef, warmup_epochs
         self.arc_optimizer, self.arc_learning_rate = arc_optimizer, arc_learning_rate
         self.gradient_clip_val = gradient_clip_val
-        self.prune_fn, self.connected_fn, self.sensitive_fn = prune, is_connected, sensitive
+        self.prune_fn, self.connected_fn, self.graph = prune, is_connected, graph  # graph: a GateGraph
+        self.sensitive_fn: Callable[[Arch], set[str]] | None = getattr(graph, "sensitive", None)
         self.export_samples, self.allow_over_budget = export_samples, allow_over_budget
         self.select = select
         self._chosen: Selection | None = None  # select='supernet': chosen when training ends
@@ -186,7 +187,7 @@ class BSNLightningModule(BaseOneShotLightningModule):
             **paths,
         )
         if self.select == "filled":
-            chosen = fill_to_budget(chosen, self.distribution, self.budgets, **paths)
+            chosen = fill_to_budget(chosen, self.distribution, self.budgets, graph=self.graph, **paths)
         self.last_selection = chosen
         return chosen.arch
 

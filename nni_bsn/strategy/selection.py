@@ -14,7 +14,8 @@ from evaluators.blocks import GATE_OFF, GATE_ON, arch_key
 from evaluators.counting.constrained import most_probable_within
 from evaluators.counting.table_extremes import DecompositionError, hashable_value
 from nni_bsn.strategy.budget import Budget
-from nni_bsn.strategy.evolution import Candidates, EvolutionSettings, evolve, switch_on
+from nni_bsn.strategy.evolution import Candidates, EvolutionSettings, evolve
+from nni_bsn.strategy.fill import fill_most_probable
 from nni_bsn.strategy.policy import ArchitectureDistribution
 
 __all__ = [
@@ -381,20 +382,19 @@ def fill_to_budget(
     *,
     prune: Callable[[Arch], Arch] | None = None,
     is_connected: Callable[[Arch], bool] | None = None,
+    graph: Any = None,
 ) -> Selection:
-    """``selection`` with gates switched on, the most probable first, while every budget holds and the network
-    stays connected (``select='filled'``): the distribution ranks the gates, the budget says how many to keep."""
+    """``selection`` with gates switched on (with ``graph``, each with its path), the most probable first, while the
+    network stays connected and within every budget (``select='filled'``; :mod:`nni_bsn.strategy.fill`)."""
     prune, is_connected, judge = prune or _identity, is_connected or _always, _Judge(dist, budgets)
     if not selection.within_budget or not dist.gate_labels:
         return selection  # over a budget (allow_over_budget): nothing to fill
-    order = [g for _, g in sorted(zip(dist.keep_probs().tolist(), dist.gate_labels), reverse=True)]
-    arch = prune(
-        switch_on(selection.arch, order, lambda a: is_connected(a) and judge.feasible(judge.costs(prune(a))))
-    )
+    fits = lambda a: is_connected(a) and judge.feasible(judge.costs(prune(a)))  # noqa: E731
+    probs = dict(zip(dist.gate_labels, dist.keep_probs().tolist()))
+    arch = prune(fill_most_probable(selection.arch, probs, fits, graph))
     added = sum(v == GATE_ON for v in arch.values()) - sum(v == GATE_ON for v in selection.arch.values())
-    method = (
-        f"{selection.method}, then filled towards the budget ({added} more gates on, the most probable first)"
-    )
+    how = "each with its most probable path" if hasattr(graph, "paths_through") else "the most probable first"
+    method = f"{selection.method}, then filled towards the budget ({added} more gates on, {how})"
     return judge.selection(arch, method, judge.costs(arch), is_connected(arch), selection.candidates_checked)
 
 
