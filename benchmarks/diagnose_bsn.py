@@ -11,6 +11,9 @@ epochs, batch and budget), recording every architecture step, then reports:
   computes it (REINFORCE on the loss plus the local penalty gradient), and of its loss part alone;
 - **what the architecture optimizer does with it**: per gate, net displacement of the logit over the run divided
   by the path length (sum of |step|): 1 is a straight drift, about 1 / sqrt(steps) a random walk;
+- **commitment**: when each gate's keep-probability leaves (0.1, 0.9) for good, and how sure the loss's push on it,
+  summed up to then and over the whole search, was of its sign (a t-statistic; ``--planted`` gives the yardstick:
+  the planted path's, and every path's on labels of pure noise);
 - **seed agreement**: the mean pairwise agreement of kept gates between the run's seeds, for every row kind
   (BSN's exports, random architectures of the same cost);
 - **ranking by the shared weights**: Kendall tau between each of the run's architectures' inherited validation
@@ -221,7 +224,7 @@ def main() -> None:
     parser.add_argument(
         "--planted",
         action="store_true",
-        help="instead: the gradient SNR of the planted test's search (3 seeds)",
+        help="instead: the loss signal of the planted test's search, and on noise labels (3 seeds each)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="diagnose-bsn")
@@ -293,25 +296,29 @@ def main() -> None:
 
 
 def _planted(append_results: bool) -> None:
-    """The yardstick: the loss gradient's SNR of the planted path and of the useless ones, in the planted test's
-    search (tests/test_learns_from_loss.py: one path of four carries the labels)."""
+    """The yardstick: the loss gradient's SNR and summed t-statistic (:func:`_t_stat`) of the planted path and of
+    the useless ones, in the planted test's search (tests/test_learns_from_loss.py: one path of four carries the
+    labels), and the same search on labels of pure noise (no path carries anything)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from test_learns_from_loss import search
 
     store: dict = {}
     _record_steps(store)
     lines = [
-        "| seed | steps | loss-gradient SNR, planted path | useless paths (median) | straightness |",
-        "|---|---|---|---|---|",
+        "| labels | seed | steps | loss-gradient SNR, path 0 / the others (median) | summed push t, path 0 / the others "
+        "(median) | straightness |",
+        "|---|---|---|---|---|---|",
     ]
-    for seed in range(3):
+    for informative, seed in itertools.product((True, False), range(3)):
         store.clear()
-        search(seed)
+        search(seed, informative=informative)
         loss = [[g - q for g, q in zip(a, b)] for a, b in zip(store["grad"], store["penalty_grad"])]
-        planted, _ = _snr([row[:1] for row in loss])
-        useless, _ = _snr([row[1:] for row in loss])
+        push = -torch.tensor(loss)
+        t = [_t_stat(push[:, g]) for g in range(push.shape[1])]
+        snr = f"{_snr([row[:1] for row in loss])[0]:.3f} / {_snr([row[1:] for row in loss])[0]:.3f}"
         lines.append(
-            f"| {seed} | {len(loss)} | {planted:.3f} | {useless:.3f} | {_straightness(store['step'])[0]:.3f} |"
+            f"| {'planted' if informative else 'noise'} | {seed} | {len(loss)} | {snr} | {t[0]:.2f} / "
+            f"{statistics.median(t[1:]):.2f} | {_straightness(store['step'])[0]:.3f} |"
         )
     text = "\n".join(lines)
     print(text)
