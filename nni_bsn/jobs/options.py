@@ -262,8 +262,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "select",
-        "what is exported: probable (the paper's: keep-probability > 0.5, else the most probable within budget) or "
-        "supernet (candidates within budget scored by inherited validation accuracy, BatchNorm re-estimated)",
+        "what is exported: probable (the paper's: keep-probability > 0.5, else the most probable within budget), "
+        "filled (that, then the most probable gates, each with its path, while the budget holds) or supernet "
+        "(candidates within budget scored by inherited validation accuracy, BatchNorm re-estimated)",
         choices=SELECTIONS,
         group="BSN",
     ),

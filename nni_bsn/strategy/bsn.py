@@ -145,7 +145,8 @@ class BSN(OneShotStrategy):
     select
         What is exported. ``'probable'`` (the paper's): the deterministic architecture (keep-probability > 0.5) if
         it fits, else the most probable that does. ``'filled'``: that architecture, then gates switched on, the most
-        probable first, while every budget holds (it spends the budget that ``'probable'`` leaves). ``'supernet'``
+        probable first (on a fabric each with the most probable path through it), while every budget holds (it
+        spends the budget that ``'probable'`` leaves; :mod:`nni_bsn.strategy.fill`). ``'supernet'``
         (Once-for-All's and SPOS's way): at the end of training, in-budget candidates drawn from the distribution,
         filled towards the budget, then mutated and crossed, are scored by their inherited validation accuracy with
         BatchNorm re-estimated for each, and the best is exported (:mod:`nni_bsn.strategy.evolution`).
