@@ -132,18 +132,24 @@ class GateGraph:
                 out[label] = (label, *self._absent(via_to, s, present), *self._absent(via_on, t, present))
         return out
 
-    def _lightest(self, w: list[float], from_sink: bool) -> tuple[list[float], list[int | None]]:
+    def _lightest(
+        self, w: list[float], from_sink: bool, node_cost: Sequence[float] | None = None
+    ) -> tuple[list[float], list[int | None]]:
         """The lightest distance of every node from the input (or to the output, ``from_sink``) and the edge it
-        comes by: one sweep in the edges' topological order (reversed for the output)."""
+        comes by: edge ``i`` weighs ``w[i]``, every node reached adds ``node_cost`` (the first one included). Edges
+        come in a topological order of their sources, so one relaxation sweep (reversed for the output) is a DAG
+        shortest path; of equal distances the first found wins."""
+        node = node_cost if node_cost is not None else [0.0] * len(self.nodes)
         dist: list[float] = [math.inf] * len(self.nodes)
         via: list[int | None] = [None] * len(self.nodes)
-        dist[self.sink if from_sink else self.source] = 0.0
+        start = self.sink if from_sink else self.source
+        dist[start] = node[start]
         order = range(len(self.edges) - 1, -1, -1) if from_sink else range(len(self.edges))
         for i in order:
             s, t, _ = self.edges[i]
             a, b = (t, s) if from_sink else (s, t)
-            if dist[a] + w[i] < dist[b]:
-                dist[b], via[b] = dist[a] + w[i], i
+            if (d := dist[a] + w[i] + node[b]) < dist[b]:
+                dist[b], via[b] = d, i
         return dist, via
 
     def _absent(self, via: list[int | None], node: int, present: list[bool]) -> list[str]:
@@ -166,22 +172,9 @@ class GateGraph:
         ``self.nodes``) every node on the path adds its cost too, the input node included. Of paths that cost
         the same, the one found first in edge order wins. The architecture is connected and already pruned.
         """
-        inf = float("inf")
-        dist = [inf] * len(self.nodes)
-        via: list[int | None] = [None] * len(self.nodes)
-        dist[self.source] = 0.0 if node_cost is None else node_cost[self.source]
-        # Edges come in a topological order of their sources: one relaxation sweep is a DAG shortest path.
-        for i, (s, t, label) in enumerate(self.edges):
-            d = dist[s] + (0.0 if label is None else gate_cost[label])
-            if node_cost is not None:
-                d += node_cost[t]
-            if d < dist[t]:
-                dist[t], via[t] = d, i
-        arch = dict.fromkeys(self.labels, GATE_OFF)
-        node = self.sink
-        while via[node] is not None:
-            s, _, label = self.edges[via[node]]  # type: ignore[index]
-            if label is not None:
-                arch[label] = GATE_ON
-            node = s
+        w = [0.0 if label is None else gate_cost[label] for _, _, label in self.edges]
+        dist, via = self._lightest(w, from_sink=False, node_cost=node_cost)
+        ungated = [label is None for _, _, label in self.edges]  # the walk's gated edges are the path's gates
+        on = self._absent(via, self.sink, present=ungated)
+        arch = {label: GATE_ON if label in on else GATE_OFF for label in self.labels}
         return dist[self.sink], arch
